@@ -1,0 +1,1 @@
+"""Hydra YAML configs, installed with the package as ``nanoshape.configs``."""

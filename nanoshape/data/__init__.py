@@ -1,0 +1,1 @@
+"""Example micrographs rendered by nanoshape itself (see ``nanoshape.examples``)."""

@@ -1,0 +1,319 @@
+"""Whole synthetic micrographs: many particles of chosen shape populations, with ground truth.
+
+A scene places particles drawn from one or more :class:`Population` s on a canvas (sizes in
+nm at a pixel size; some touching their neighbours, some cut by the border), renders each
+with :func:`nanoshape.render.silhouette` in a window around it, adds their optical
+densities (overlapping particles get darker, as in projection) and images the result with
+:func:`nanoshape.render.tem_image`. It returns the image, the uint32 instance labels and a
+per-particle truth table, so segmentation, features and shape fitting can be tested end to
+end against known answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from nanoshape.render import (
+    Imaging,
+    ImagingParams,
+    optical_density,
+    particle_thickness,
+    sample_imaging,
+    tem_image,
+)
+from nanoshape.shape import ShapeParams, area, canonicalize, radius
+
+__all__ = ["Population", "SceneOptions", "Scene", "render_scene", "POPULATIONS"]
+
+
+@dataclass(frozen=True)
+class Population:
+    """A kind of particle in a scene: shape-parameter ranges, size distribution and abundance.
+
+    Attributes:
+      name: label written to the truth table.
+      p_range, l_ratio_range: uniform ranges of the curvature exponent and axis ratio.
+      d_values: numbers of major axes, drawn with equal probability.
+      diameter_nm: median equivalent circular diameter.
+      diameter_cv: spread of the log-normal diameter distribution (coefficient of variation).
+      weight: relative abundance among the populations of a scene.
+    """
+
+    name: str = "spheres"
+    p_range: tuple[float, float] = (2.0, 2.0)
+    d_values: tuple[int, ...] = (2,)
+    l_ratio_range: tuple[float, float] = (1.0, 1.1)
+    diameter_nm: float = 20.0
+    diameter_cv: float = 0.08
+    weight: float = 1.0
+
+
+#: Shape populations seen in colloidal syntheses, at a common 20 nm size.
+POPULATIONS: dict[str, Population] = {
+    "spheres": Population("spheres", (1.8, 2.2), (2,), (1.0, 1.1)),
+    "cubes": Population("cubes", (12.0, 30.0), (2,), (1.0, 1.08)),
+    "rods": Population("rods", (3.0, 8.0), (2,), (2.5, 3.5)),
+    "triangles": Population("triangles", (1.3, 1.8), (3,), (1.7, 2.0)),
+    "stars": Population("stars", (0.7, 0.9), (5,), (1.0, 1.15)),
+}
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    """What to render.
+
+    Attributes:
+      height_px, width_px: micrograph size.
+      pixel_size_nm: size of a pixel; particle diameters are in nm.
+      n_particles: particles to place (fewer if the canvas fills up).
+      populations: the particle kinds and their weights.
+      touching_fraction: probability that a particle is placed in contact with one already placed.
+      gap_px: smallest gap between particles not placed in contact.
+      allow_border: let particles be cut by the image border (as in real micrographs).
+      imaging: the imaging model (random values drawn once per scene).
+    """
+
+    height_px: int = 512
+    width_px: int = 512
+    pixel_size_nm: float = 0.5
+    n_particles: int = 60
+    populations: tuple[Population, ...] = (POPULATIONS["spheres"],)
+    touching_fraction: float = 0.2
+    gap_px: float = 3.0
+    allow_border: bool = True
+    imaging: Imaging = field(
+        default_factory=lambda: Imaging(dose_range=(300.0, 1000.0), texture_range=(0.01, 0.03), contrast_range=(0.4, 0.6))
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """A rendered micrograph with its ground truth.
+
+    Attributes:
+      image: (H, W) float32 intensities (bright-field background ~1).
+      labels: (H, W) uint32 instance labels; id k is row k - 1 of ``truth``.
+      truth: one row per particle: particle_id, population, p, d, l_ratio, phi (canonical),
+        scale_px, center_x_px, center_y_px (shape origin), centroid_x_px, centroid_y_px,
+        area_px, equivalent_diameter_nm, major_axis_nm, minor_axis_nm (second moments of the
+        particle's own silhouette), touches_border, in_contact.
+      pixel_size_nm: the scene's pixel size.
+      imaging: the imaging values drawn for this scene.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    truth: pd.DataFrame
+    pixel_size_nm: float
+    imaging: ImagingParams
+
+
+_N_ANGLES = 360
+
+
+@jax.jit
+def _boundaries(shapes: ShapeParams):
+    """Unit-scale radii at ``_N_ANGLES`` angles and areas of a batch of shapes."""
+    theta = jnp.arange(_N_ANGLES, dtype=jnp.float32) * (2 * jnp.pi / _N_ANGLES)
+    return jax.vmap(lambda s: radius(theta, s))(shapes), jax.vmap(area)(shapes)
+
+
+def _reach(boundary: np.ndarray, theta: float) -> float:
+    """Radius of a tabulated boundary in direction ``theta`` (nearest tabulated angle)."""
+    return float(boundary[int(round(theta % (2 * np.pi) / (2 * np.pi) * _N_ANGLES)) % _N_ANGLES])
+
+
+def _draw_particles(rng: np.random.Generator, options: SceneOptions) -> list[dict]:
+    """Place particles on the canvas: random positions without overlap, some in contact."""
+    n = options.n_particles
+    weights = np.array([pop.weight for pop in options.populations], float)
+    which = rng.choice(len(weights), size=n, p=weights / weights.sum())
+    pops = [options.populations[i] for i in which]
+    p = np.array([rng.uniform(*pop.p_range) for pop in pops])
+    d = np.array([int(rng.choice(pop.d_values)) for pop in pops])
+    l_ratio = np.array([rng.uniform(*pop.l_ratio_range) for pop in pops])
+    phi = rng.uniform(0, np.pi, n)
+    sigma = np.array([math.sqrt(math.log1p(pop.diameter_cv**2)) for pop in pops])
+    diameter_nm = np.array([pop.diameter_nm for pop in pops]) * np.exp(rng.normal(0, sigma) - sigma**2 / 2)
+    unit_boundary, unit_area = _boundaries(
+        ShapeParams(jnp.asarray(p, jnp.float32), jnp.asarray(d, jnp.int32), jnp.asarray(l_ratio, jnp.float32),
+                    jnp.asarray(phi, jnp.float32))
+    )
+    scale_px = 0.5 * diameter_nm / options.pixel_size_nm * np.sqrt(np.pi / np.asarray(unit_area, float))
+    boundaries = np.asarray(unit_boundary, float) * scale_px[:, None]
+    placed: list[dict] = []
+    height, width = options.height_px, options.width_px
+    for i in range(n):
+        circum = float(boundaries[i].max())
+        center = None
+        in_contact = False
+        if placed and rng.random() < options.touching_fraction:
+            for _ in range(10):
+                partner = placed[rng.integers(len(placed))]
+                theta = rng.uniform(0, 2 * np.pi)
+                dist = _reach(partner["boundary"], theta) + _reach(boundaries[i], theta + np.pi) - 0.5
+                candidate = np.array(partner["center"]) + dist * np.array([np.cos(theta), np.sin(theta)])
+                if _fits(candidate, circum, placed, options, ignore=partner, gap=-0.25 * circum):
+                    center = candidate
+                    in_contact = True
+                    partner["in_contact"] = True
+                    break
+        if center is None:
+            for _ in range(60):
+                if options.allow_border:
+                    candidate = rng.uniform([-0.3 * circum, -0.3 * circum], [width + 0.3 * circum, height + 0.3 * circum])
+                else:
+                    candidate = rng.uniform([circum + 2, circum + 2], [width - circum - 2, height - circum - 2])
+                if _fits(candidate, circum, placed, options, ignore=None, gap=options.gap_px):
+                    center = candidate
+                    break
+        if center is None:
+            continue
+        placed.append(
+            dict(population=pops[i].name, p=p[i], d=int(d[i]), l_ratio=l_ratio[i], phi=phi[i], scale_px=scale_px[i],
+                 circum_px=circum, boundary=boundaries[i], center=tuple(center), diameter_nm=diameter_nm[i],
+                 in_contact=in_contact)
+        )
+    return placed
+
+
+def _fits(center, circum, placed, options, *, ignore, gap) -> bool:
+    """No overlap of circumscribed circles (plus ``gap``) with placed particles other than ``ignore``."""
+    if not options.allow_border:
+        if not (circum + 1 <= center[0] <= options.width_px - circum - 1 and circum + 1 <= center[1] <= options.height_px - circum - 1):
+            return False
+    elif not (0 <= center[0] < options.width_px and 0 <= center[1] < options.height_px):
+        return False
+    for other in placed:
+        if other is ignore:
+            continue
+        dist = math.hypot(center[0] - other["center"][0], center[1] - other["center"][1])
+        if dist < circum + other["circum_px"] + gap:
+            return False
+    return True
+
+
+@functools.partial(jax.jit, static_argnames=("side",))
+def _render_windows(shapes: ShapeParams, centers, scales, dome, contrast, *, side: int):
+    """Coverage and optical density of each particle in its own ``side x side`` window."""
+
+    def one(shape, center, scale):
+        coverage, thickness = particle_thickness(shape, center, scale, dome, height=side, width=side)
+        return coverage, optical_density(coverage, thickness, contrast)
+
+    return jax.vmap(one)(shapes, centers, scales)
+
+
+@functools.partial(jax.jit, static_argnames=("imaging",))
+def _image(key, density, params, *, imaging):
+    return tem_image(key, density, params, imaging)
+
+
+def render_scene(key: jax.Array, options: SceneOptions = SceneOptions()) -> Scene:
+    """Render a micrograph with many particles and return it with its labels and truth table.
+
+    Args:
+      key: PRNG key; the same key gives the same scene.
+      options: what to render.
+
+    Returns:
+      a :class:`Scene`.
+    """
+    key_place, key_imaging, key_noise = jax.random.split(key, 3)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key_place)).ravel().tolist())
+    particles = _draw_particles(rng, options)
+    params = sample_imaging(key_imaging, options.imaging)
+    height, width = options.height_px, options.width_px
+    density = np.zeros((height, width), np.float32)
+    best = np.zeros((height, width), np.float32)
+    labels = np.zeros((height, width), np.uint32)
+    rows: list[list] = []
+    # windows of a few bucket sizes, so rendering compiles once per bucket
+    by_side: dict[int, list[int]] = {}
+    for index, part in enumerate(particles):
+        side = 16 * math.ceil((2 * part["circum_px"] + 6) / 16)
+        by_side.setdefault(side, []).append(index)
+    windows: dict[int, tuple] = {}
+    for side, indices in by_side.items():
+        parts = [particles[i] for i in indices]
+        # pad the batch to a power of two: a handful of compiled shapes per window size
+        n_padded = 1 << (len(parts) - 1).bit_length()
+        padded = parts + [parts[0]] * (n_padded - len(parts))
+        origin = np.array([[math.floor(q["center"][0]) - side // 2, math.floor(q["center"][1]) - side // 2] for q in padded])
+        local = np.array([q["center"] for q in padded], np.float32) - origin
+        shapes = ShapeParams(
+            jnp.asarray([q["p"] for q in padded], jnp.float32),
+            jnp.asarray([q["d"] for q in padded], jnp.int32),
+            jnp.asarray([q["l_ratio"] for q in padded], jnp.float32),
+            jnp.asarray([q["phi"] for q in padded], jnp.float32),
+        )
+        scales = jnp.asarray([q["scale_px"] for q in padded], jnp.float32)
+        coverage, dens = _render_windows(shapes, jnp.asarray(local), scales, params.dome, params.contrast, side=side)
+        coverage, dens = np.asarray(coverage), np.asarray(dens)
+        for j, i in enumerate(indices):
+            windows[i] = (origin[j], coverage[j], dens[j])
+    canonical = jax.jit(canonicalize)(
+        ShapeParams(*(jnp.asarray([q[k] for q in particles], dt) for k, dt in
+                      (("p", jnp.float32), ("d", jnp.int32), ("l_ratio", jnp.float32), ("phi", jnp.float32))))
+    ) if particles else None
+    for index, part in enumerate(particles):
+        (x0, y0), coverage, dens = windows[index]
+        pid = index + 1
+        side = coverage.shape[0]
+        ys, xs = slice(max(y0, 0), min(y0 + side, height)), slice(max(x0, 0), min(x0 + side, width))
+        cy, cx = slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0)
+        cov = coverage[cy, cx]
+        density[ys, xs] += dens[cy, cx]
+        win = (cov >= 0.5) & (cov > best[ys, xs])
+        labels[ys, xs][win] = pid
+        best[ys, xs] = np.maximum(best[ys, xs], cov)
+        shape = ShapeParams(*(float(a[index]) for a in canonical))
+        rows.append(_truth_row(pid, part, shape, coverage, x0, y0, options))
+    image = np.asarray(_image(key_noise, jnp.asarray(density), params, imaging=options.imaging))
+    truth = pd.DataFrame(rows, columns=_TRUTH_COLUMNS)
+    labels_present = np.bincount(labels.ravel(), minlength=len(rows) + 1)[1:]
+    truth["visible_area_px"] = labels_present
+    truth["touches_border"] = _touches_border(labels, len(rows))
+    return Scene(image=image, labels=labels, truth=truth, pixel_size_nm=options.pixel_size_nm, imaging=params)
+
+
+_TRUTH_COLUMNS = [
+    "particle_id", "population", "p", "d", "l_ratio", "phi", "scale_px", "center_x_px", "center_y_px",
+    "centroid_x_px", "centroid_y_px", "area_px", "equivalent_diameter_nm", "major_axis_nm", "minor_axis_nm",
+    "in_contact",
+]
+
+
+def _truth_row(pid, part, canon: ShapeParams, coverage, x0, y0, options) -> list:
+    """Truth of one particle, sizes from the second moments of its own (unoccluded) silhouette."""
+    w = coverage.astype(np.float64)
+    total = w.sum()
+    yy, xx = np.mgrid[: w.shape[0], : w.shape[1]]
+    my, mx = (w * yy).sum() / total, (w * xx).sum() / total
+    # second central moments of the silhouette, with the 1/12 of each pixel's own extent
+    cyy = (w * (yy - my) ** 2).sum() / total + 1 / 12
+    cxx = (w * (xx - mx) ** 2).sum() / total + 1 / 12
+    cxy = (w * (yy - my) * (xx - mx)).sum() / total
+    common = math.sqrt(((cxx - cyy) / 2) ** 2 + cxy**2)
+    major = 4 * math.sqrt((cxx + cyy) / 2 + common)
+    minor = 4 * math.sqrt(max((cxx + cyy) / 2 - common, 0.0))
+    px = options.pixel_size_nm
+    return [
+        pid, part["population"], float(canon.p), int(canon.d), float(canon.l_ratio), float(canon.phi),
+        part["scale_px"], part["center"][0], part["center"][1], x0 + mx, y0 + my, total,
+        2 * math.sqrt(total / math.pi) * px, major * px, minor * px, part["in_contact"],
+    ]
+
+
+def _touches_border(labels: np.ndarray, n: int) -> np.ndarray:
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    flags = np.zeros(n + 1, bool)
+    flags[np.unique(edge)] = True
+    return flags[1:]

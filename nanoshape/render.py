@@ -39,6 +39,7 @@ __all__ = [
     "particle_thickness",
     "training_example",
     "training_batch",
+    "shape_sheet",
 ]
 
 #: Bound on |R'/R|: concave cusps (p < 1) make it unbounded; beyond ~50 the edge is a point.
@@ -392,3 +393,34 @@ def training_batch(key: jax.Array, batch_size: int, *, chunk: int = 128, **examp
     """
     keys = jax.random.split(key, batch_size)
     return jax.lax.map(lambda k: training_example(k, **example_options), keys, batch_size=min(chunk, batch_size))
+
+
+def shape_sheet(
+    key: jax.Array,
+    n: int,
+    *,
+    prior: ShapePrior = ShapePrior(),
+    imaging: Imaging = Imaging(),
+    size_px: int = 96,
+    silhouettes: bool = False,
+) -> tuple[jax.Array, ShapeParams, jax.Array]:
+    """``n`` particles drawn from the prior, each centred in its own ``size_px`` image.
+
+    Each particle's largest diameter is 70% of the image side.
+
+    Returns:
+      (images (n, size, size), canonical ShapeParams of (n,), scale_px (n,)).
+    """
+
+    def one(k):
+        key_shape, key_image = jax.random.split(k)
+        shape = canonicalize(sample_prior(key_shape, prior))
+        scale = 0.35 * size_px / max_radius(shape)
+        center = jnp.full((2,), 0.5 * (size_px - 1), jnp.float32)
+        if silhouettes:
+            image = silhouette(shape, center, scale, height=size_px, width=size_px)
+        else:
+            image, _ = render(key_image, shape, center, scale, height=size_px, width=size_px, imaging=imaging)
+        return image, shape, scale
+
+    return jax.vmap(one)(jax.random.split(key, n))

@@ -1,0 +1,144 @@
+"""Configuration of every command: Hydra structured-config schemas, in one place.
+
+Each stage keeps its options in a frozen, hashable dataclass beside its code (so jitted
+functions can take them as static arguments and the library runs without Hydra). This
+module mirrors each into a mutable Hydra schema with the same fields and defaults
+(:func:`schema`), composes them into one schema per command, registers those in Hydra's
+ConfigStore, and turns a composed config back into the frozen options
+(:func:`to_options`). YAML under ``configs/`` only composes the schemas.
+"""
+
+import dataclasses
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from nanoshape.render import Imaging
+from nanoshape.shape import ShapePrior
+
+__all__ = ["schema", "to_options", "RenderCommand", "COMMAND_SCHEMAS", "register", "compose"]
+
+
+def _hydra_type(annotation: Any) -> Any:
+    """OmegaConf understands Optional[X] but not PEP 604 ``X | None``."""
+    if isinstance(annotation, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return Optional[args[0]]
+        return Any
+    return annotation
+
+
+@functools.cache
+def schema(options_cls: type) -> type:
+    """A mutable Hydra schema with the fields, types and defaults of a frozen options dataclass."""
+    hints = typing.get_type_hints(options_cls)
+    defaults = options_cls()
+    fields = []
+    for f in dataclasses.fields(options_cls):
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            sub = schema(type(value))
+            fields.append((f.name, sub, field(default_factory=functools.partial(_schema_instance, sub, value))))
+        else:
+            fields.append((f.name, _hydra_type(hints[f.name]), field(default=value)))
+    return dataclasses.make_dataclass(options_cls.__name__ + "Schema", fields)
+
+
+def _schema_instance(schema_cls: type, options: Any) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        kwargs[f.name] = _schema_instance(schema(type(value)), value) if dataclasses.is_dataclass(value) else value
+    return schema_cls(**kwargs)
+
+
+def _default(options_cls: type) -> Any:
+    """The schema instance holding the defaults of an options class."""
+    return _schema_instance(schema(options_cls), options_cls())
+
+
+def to_options(options_cls: type, node: Any) -> Any:
+    """Build the frozen options dataclass from a composed config node (lists become tuples)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        node = OmegaConf.to_container(node, resolve=True)
+    elif dataclasses.is_dataclass(node):
+        node = dataclasses.asdict(node)
+    defaults = options_cls()
+    kwargs = {}
+    for f in dataclasses.fields(options_cls):
+        if f.name not in node:
+            continue
+        value = node[f.name]
+        default = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(default):
+            value = to_options(type(default), value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return options_cls(**kwargs)
+
+
+@dataclass
+class RenderCommand:
+    """``nanoshape render``: a sheet of rendered shapes (PNG + CSV), or example micrographs.
+
+    Attributes:
+      output: directory for the results.
+      seed: the one random seed of the run.
+      mode: ``sheet`` (single particles on a grid, with their parameters) or ``scene``
+        (whole micrographs with labels and truth, as used for the bundled examples).
+      n_shapes: particles on the sheet.
+      columns: particles per row of the sheet.
+      size_px: side of each rendered particle image.
+      silhouettes: draw bare silhouettes instead of TEM images on the sheet.
+      n_scenes: micrographs to render in scene mode.
+      scene_size_px: side of each scene.
+      scene_particles: particles per scene.
+      pixel_size_nm: pixel size of the scenes (written into the TIFF calibration).
+      populations: population names of the scenes (spheres, cubes, rods, triangles, stars).
+      prior: the shape prior of the sheet.
+      imaging: the imaging model.
+    """
+
+    output: str = "nanoshape-render"
+    seed: int = 0
+    mode: str = "sheet"
+    n_shapes: int = 48
+    columns: int = 8
+    size_px: int = 96
+    silhouettes: bool = False
+    n_scenes: int = 3
+    scene_size_px: int = 512
+    scene_particles: int = 60
+    pixel_size_nm: float = 0.5
+    populations: list[str] = field(default_factory=lambda: ["spheres", "cubes", "rods", "triangles", "stars"])
+    prior: schema(ShapePrior) = field(default_factory=lambda: _default(ShapePrior))
+    imaging: schema(Imaging) = field(default_factory=lambda: _default(Imaging))
+
+#: Command name -> schema; ``register`` stores each as ``<name>_schema`` in the ConfigStore.
+COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand}
+
+
+def register() -> None:
+    """Store every command schema in Hydra's ConfigStore (idempotent)."""
+    store = ConfigStore.instance()
+    for name, command_schema in COMMAND_SCHEMAS.items():
+        store.store(name=f"{name}_schema", node=command_schema)
+
+
+def compose(command: str, overrides: list[str]) -> DictConfig:
+    """Compose ``configs/<command>.yaml`` with ``key=value`` overrides into a validated config."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="nanoshape.configs", version_base=None):
+        return hydra_compose(config_name=command, overrides=list(overrides))

@@ -40,6 +40,7 @@ __all__ = [
     "training_example",
     "training_batch",
     "shape_sheet",
+    "soft_jaccard",
 ]
 
 #: Bound on |R'/R|: concave cusps (p < 1) make it unbounded; beyond ~50 the edge is a point.
@@ -145,6 +146,15 @@ def _box_coverage(f: jax.Array, grad_x: jax.Array, grad_y: jax.Array, box_px) ->
     middle = (t - 0.5 * b) * inv_a
     high = 1 - (a + b - t_high) ** 2 * half_inv_ab
     return jnp.where(t < b, low, jnp.where(t <= a, middle, high))
+
+
+def soft_jaccard(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Jaccard index of two coverage maps in [0, 1]: sum(a b) / (sum(a) + sum(b) - sum(a b)).
+
+    Equals intersection over union for binary masks and is differentiable for soft ones.
+    """
+    intersection = jnp.sum(a * b)
+    return intersection / jnp.maximum(jnp.sum(a) + jnp.sum(b) - intersection, 1e-12)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ __all__ = [
     "perimeter",
     "centroid",
     "max_radius",
+    "placement",
 ]
 
 #: Angles used by the quadrature rules: the integrands are periodic, so the trapezoid
@@ -184,3 +185,22 @@ def centroid(shape: ShapeParams, n: int = DEFAULT_QUADRATURE_POINTS) -> jax.Arra
 def max_radius(shape: ShapeParams, n: int = 256) -> jax.Array:
     """Largest radius of the unit-scale shape over n angles (a cheap bound used to place shapes)."""
     return jnp.max(radius(_angles(n), shape))
+
+
+def placement(shape: ShapeParams, area_px: jax.Array, centroid_xy_px: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Centre and scale that give a shape the area and centroid of a particle.
+
+    Size and position are measured from the mask, so a predicted shape is compared with a
+    particle at equal area and with coincident centroids (translation- and scale-free).
+
+    Args:
+      shape: the shape parameters.
+      area_px: the particle's area in px^2.
+      centroid_xy_px: (2,) its centroid (x, y) in px.
+
+    Returns:
+      (center_xy_px (2,), scale_px) for :func:`nanoshape.render.silhouette`.
+    """
+    scale = jnp.sqrt(area_px / area(shape, n=1024))
+    center = centroid_xy_px - scale * centroid(shape, n=1024)
+    return center, scale

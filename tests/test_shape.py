@@ -15,6 +15,7 @@ from nanoshape.shape import (
     centroid,
     max_radius,
     perimeter,
+    placement,
     radius,
     sample_prior,
 )
@@ -106,3 +107,15 @@ def test_prior_rejects_bad_ranges():
         ShapePrior(p_range=(0.0, 2.0))
     with pytest.raises(ValueError, match="d_values"):
         ShapePrior(d_values=(0, 2))
+
+
+def test_placement_matches_area_and_centroid():
+    from nanoshape.render import silhouette
+
+    shape = params(2.5, 1, 2.2, 0.8)  # egg-like: its centroid is off its origin
+    center, scale = placement(shape, jnp.float32(900.0), jnp.asarray([40.0, 37.0]))
+    coverage = np.asarray(silhouette(shape, center, scale, height=80, width=80))
+    yy, xx = np.mgrid[:80, :80]
+    assert coverage.sum() == pytest.approx(900.0, rel=0.005)
+    assert (coverage * xx).sum() / coverage.sum() == pytest.approx(40.0, abs=0.05)
+    assert (coverage * yy).sum() / coverage.sum() == pytest.approx(37.0, abs=0.05)

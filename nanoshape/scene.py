@@ -150,6 +150,7 @@ def _draw_particles(rng: np.random.Generator, options: SceneOptions) -> list[dic
     boundaries = np.asarray(unit_boundary, float) * scale_px[:, None]
     placed: list[dict] = []
     height, width = options.height_px, options.width_px
+    grid = _Grid(cell=2 * float(boundaries.max()) + max(options.gap_px, 0.0) + 1 if n else 1.0)
     for i in range(n):
         circum = float(boundaries[i].max())
         center = None
@@ -160,7 +161,7 @@ def _draw_particles(rng: np.random.Generator, options: SceneOptions) -> list[dic
                 theta = rng.uniform(0, 2 * np.pi)
                 dist = _reach(partner["boundary"], theta) + _reach(boundaries[i], theta + np.pi) - 0.5
                 candidate = np.array(partner["center"]) + dist * np.array([np.cos(theta), np.sin(theta)])
-                if _fits(candidate, circum, placed, options, ignore=partner, gap=-0.25 * circum):
+                if _fits(candidate, circum, grid, options, ignore=partner, gap=-0.25 * circum):
                     center = candidate
                     in_contact = True
                     partner["in_contact"] = True
@@ -171,27 +172,47 @@ def _draw_particles(rng: np.random.Generator, options: SceneOptions) -> list[dic
                     candidate = rng.uniform([-0.3 * circum, -0.3 * circum], [width + 0.3 * circum, height + 0.3 * circum])
                 else:
                     candidate = rng.uniform([circum + 2, circum + 2], [width - circum - 2, height - circum - 2])
-                if _fits(candidate, circum, placed, options, ignore=None, gap=options.gap_px):
+                if _fits(candidate, circum, grid, options, ignore=None, gap=options.gap_px):
                     center = candidate
                     break
         if center is None:
             continue
-        placed.append(
-            dict(population=pops[i].name, p=p[i], d=int(d[i]), l_ratio=l_ratio[i], phi=phi[i], scale_px=scale_px[i],
-                 circum_px=circum, boundary=boundaries[i], center=tuple(center), diameter_nm=diameter_nm[i],
-                 in_contact=in_contact)
-        )
+        part = dict(population=pops[i].name, p=p[i], d=int(d[i]), l_ratio=l_ratio[i], phi=phi[i], scale_px=scale_px[i],
+                    circum_px=circum, boundary=boundaries[i], center=tuple(center), diameter_nm=diameter_nm[i],
+                    in_contact=in_contact)
+        placed.append(part)
+        grid.add(part)
     return placed
 
 
-def _fits(center, circum, placed, options, *, ignore, gap) -> bool:
+class _Grid:
+    """Placed particles hashed by cell, so overlap checks look at neighbours only."""
+
+    def __init__(self, cell: float):
+        self.cell = cell
+        self.cells: dict[tuple[int, int], list[dict]] = {}
+
+    def _key(self, center) -> tuple[int, int]:
+        return int(math.floor(center[0] / self.cell)), int(math.floor(center[1] / self.cell))
+
+    def add(self, part: dict) -> None:
+        self.cells.setdefault(self._key(part["center"]), []).append(part)
+
+    def near(self, center):
+        cx, cy = self._key(center)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                yield from self.cells.get((cx + dx, cy + dy), ())
+
+
+def _fits(center, circum, grid: "_Grid", options, *, ignore, gap) -> bool:
     """No overlap of circumscribed circles (plus ``gap``) with placed particles other than ``ignore``."""
     if not options.allow_border:
         if not (circum + 1 <= center[0] <= options.width_px - circum - 1 and circum + 1 <= center[1] <= options.height_px - circum - 1):
             return False
     elif not (0 <= center[0] < options.width_px and 0 <= center[1] < options.height_px):
         return False
-    for other in placed:
+    for other in grid.near(center):
         if other is ignore:
             continue
         dist = math.hypot(center[0] - other["center"][0], center[1] - other["center"][1])

@@ -64,8 +64,85 @@ def _run_render(cfg) -> Path:
     raise SystemExit(f"nanoshape render: mode must be 'sheet' or 'scene', got {cfg.mode!r}")
 
 
+def _run_analyze(cfg) -> Path:
+    from omegaconf import OmegaConf
+    from tqdm import tqdm
+
+    from nanoshape.config import to_options
+    from nanoshape.crop import CropOptions
+    from nanoshape.examples import bundled_examples_dir
+    from nanoshape.io import find_micrographs
+    from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, run_analysis
+    from nanoshape.segment import SegmentOptions
+
+    source = cfg.input or str(bundled_examples_dir())
+    if not cfg.input:
+        print(f"nanoshape analyze: no input given; analysing the bundled examples in {source}")
+    try:
+        n_files = len(find_micrographs(source))
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"nanoshape analyze: {error}") from None
+    if n_files == 0:
+        raise SystemExit(f"nanoshape analyze: no micrographs found in {source!r}")
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    options = AnalyzeOptions(
+        pixel_size_nm=cfg.pixel_size_nm,
+        segment=to_options(SegmentOptions, cfg.segment),
+        crop=to_options(CropOptions, cfg.crop),
+        save_crops=cfg.save_crops,
+        overlays=cfg.overlays,
+    )
+    with tqdm(total=n_files, desc="analysing", unit="micrograph") as bar:
+        summary = run_analysis(source, output, options, distribute=DistributeOptions(scheduler=cfg.scheduler, workers=cfg.workers),
+                               progress=lambda stem: (bar.set_postfix_str(stem), bar.update()))
+    unit = "nm" if "major_axis_mean_nm" in summary else "px"
+    print(f"nanoshape analyze: {summary['particles']} particles in {summary['micrographs_analysed']} micrograph(s)"
+          + (f", {summary['micrographs_resumed']} resumed" if summary["micrographs_resumed"] else ""))
+    if f"major_axis_mean_{unit}" in summary:
+        print(f"  major axis {summary[f'major_axis_mean_{unit}']:.3g} +/- {summary[f'major_axis_std_{unit}']:.2g} {unit}"
+              f" (polydispersity {summary[f'polydispersity_{unit}']:.1%})")
+    for skip in summary["files_skipped"]:
+        print(f"  skipped {skip['file']}: {skip['reason']}")
+    for warning in summary["warnings"]:
+        print(f"  warning: {warning}")
+    print(f"  results: {output / 'particles.csv'}, overlays in {output / 'overlays'}, summary in {output / 'summary.json'}")
+    return output
+
+
+def _run_evaluate(cfg) -> Path:
+    import json
+
+    from nanoshape.evaluate import evaluate_folder
+
+    if not cfg.predictions or not cfg.masks:
+        raise SystemExit("nanoshape evaluate: give predictions=<run directory or labels folder> and masks=<folder>")
+    try:
+        scores = evaluate_folder(cfg.predictions, cfg.masks, iou_threshold=cfg.iou_threshold)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"nanoshape evaluate: {error}") from None
+    output = Path(cfg.output) if cfg.output else Path(cfg.predictions) / "evaluation.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(scores, indent=2, allow_nan=True))
+    pooled = scores["pooled"]
+    if pooled["n_images"] == 0:
+        raise SystemExit(f"nanoshape evaluate: no image has both a prediction and a mask "
+                         f"(predictions only: {scores['only_in_predictions'][:5]}, masks only: {scores['only_in_masks'][:5]})")
+    print(f"nanoshape evaluate: {pooled['n_images']} image(s), {pooled['n_true']} particles in the masks, "
+          f"{pooled['n_pred']} found")
+    print(f"  at IoU >= {pooled['iou_threshold']}: precision {pooled['precision']:.3f}, recall {pooled['recall']:.3f}, "
+          f"F1 {pooled['f1']:.3f}; mean IoU of matches {pooled['mean_iou']:.3f}; count error {pooled['count_error']:+d}")
+    for skip in scores["skipped"]:
+        print(f"  skipped {skip['image']}: {skip['reason']}")
+    print(f"  scores: {output}")
+    return output
+
+
 #: name -> (one-line description, runner). Runners import their heavy modules themselves.
 COMMANDS: dict[str, tuple[str, Callable]] = {
+    "analyze": ("find, separate and measure every particle of some micrographs", _run_analyze),
+    "evaluate": ("score label images against hand-drawn instance masks (precision, recall, F1)", _run_evaluate),
     "render": ("render a sheet of shapes from the prior (PNG + CSV), or example micrographs", _run_render),
 }
 

@@ -18,10 +18,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from nanoshape.crop import CropOptions
 from nanoshape.render import Imaging
+from nanoshape.segment import SegmentOptions
 from nanoshape.shape import ShapePrior
 
-__all__ = ["schema", "to_options", "RenderCommand", "COMMAND_SCHEMAS", "register", "compose"]
+__all__ = ["schema", "to_options", "RenderCommand", "AnalyzeCommand", "EvaluateCommand", "COMMAND_SCHEMAS", "register", "compose"]
 
 
 def _hydra_type(annotation: Any) -> Any:
@@ -121,8 +123,58 @@ class RenderCommand:
     prior: schema(ShapePrior) = field(default_factory=lambda: _default(ShapePrior))
     imaging: schema(Imaging) = field(default_factory=lambda: _default(Imaging))
 
+@dataclass
+class AnalyzeCommand:
+    """``nanoshape analyze``: find, separate and measure every particle of some micrographs.
+
+    Attributes:
+      input: a micrograph, a folder of micrographs, or a glob (quote it in the shell).
+        Empty analyses the example micrographs bundled with nanoshape.
+      output: the run directory (particles.csv/.parquet, labels/, overlays/,
+        summary.json, config.yaml). Rerunning into the same directory resumes.
+      pixel_size_nm: pixel size for every micrograph, overriding the files' calibration;
+        null uses each file's own (and reports sizes in px where a file has none).
+      overlays: write overlays/<stem>.png (outlines coloured by particle over the micrograph).
+      save_crops: also write each particle's CNN crop to crops/<stem>.npy.
+      workers: parallel worker processes (Dask); 0 = serial, -1 = one per core when
+        there are at least 8 micrographs.
+      scheduler: address of an existing Dask scheduler to use instead (tcp://host:8786).
+      segment: segmentation (lengths in units of the typical particle radius found).
+      crop: how particles are cut and normalised for the CNN.
+    """
+
+    input: str = ""
+    output: str = "nanoshape-results"
+    pixel_size_nm: Optional[float] = None
+    overlays: bool = True
+    save_crops: bool = False
+    workers: int = -1
+    scheduler: str = ""
+    segment: schema(SegmentOptions) = field(default_factory=lambda: _default(SegmentOptions))
+    crop: schema(CropOptions) = field(default_factory=lambda: _default(CropOptions))
+
+
+@dataclass
+class EvaluateCommand:
+    """``nanoshape evaluate``: score label images against hand-drawn instance masks.
+
+    Attributes:
+      predictions: a run directory of ``nanoshape analyze`` (its labels/ folder is used)
+        or a folder of label images named <stem>.tif / <stem>.png.
+      masks: a folder of instance masks named like the micrographs (<stem>.png or .tif;
+        0 = background, one integer id per particle).
+      output: the JSON file for the scores (default: <predictions>/evaluation.json).
+      iou_threshold: smallest intersection-over-union of a match.
+    """
+
+    predictions: str = ""
+    masks: str = ""
+    output: str = ""
+    iou_threshold: float = 0.5
+
+
 #: Command name -> schema; ``register`` stores each as ``<name>_schema`` in the ConfigStore.
-COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand}
+COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand, "analyze": AnalyzeCommand, "evaluate": EvaluateCommand}
 
 
 def register() -> None:

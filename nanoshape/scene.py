@@ -76,6 +76,9 @@ class SceneOptions:
       populations: the particle kinds and their weights.
       touching_fraction: probability that a particle is placed in contact with one already placed.
       gap_px: smallest gap between particles not placed in contact.
+      contact_overlap_px: how far particles placed in contact overlap (negative: a gap);
+        contact is computed along the whole outline, so elongated and concave particles
+        touch without overlapping elsewhere.
       allow_border: let particles be cut by the image border (as in real micrographs).
       imaging: the imaging model (random values drawn once per scene).
     """
@@ -87,6 +90,7 @@ class SceneOptions:
     populations: tuple[Population, ...] = (POPULATIONS["spheres"],)
     touching_fraction: float = 0.2
     gap_px: float = 3.0
+    contact_overlap_px: float = 0.5
     allow_border: bool = True
     imaging: Imaging = field(
         default_factory=lambda: Imaging(dose_range=(300.0, 1000.0), texture_range=(0.01, 0.03), contrast_range=(0.4, 0.6))
@@ -125,9 +129,37 @@ def _boundaries(shapes: ShapeParams):
     return jax.vmap(lambda s: radius(theta, s))(shapes), jax.vmap(area)(shapes)
 
 
-def _reach(boundary: np.ndarray, theta: float) -> float:
-    """Radius of a tabulated boundary in direction ``theta`` (nearest tabulated angle)."""
-    return float(boundary[int(round(theta % (2 * np.pi) / (2 * np.pi) * _N_ANGLES)) % _N_ANGLES])
+def _outline(boundary: np.ndarray, theta: float, upsample: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Outline points of a tabulated star-shaped boundary, in a frame whose x axis points
+    along ``theta``: (along, lateral)."""
+    n = len(boundary)
+    angles = np.arange(n * upsample) * (2 * np.pi / (n * upsample))
+    radii = np.interp(angles, np.arange(n + 1) * (2 * np.pi / n), np.append(boundary, boundary[0]))
+    return radii * np.cos(angles - theta), radii * np.sin(angles - theta)
+
+
+def _contact_distance(first: np.ndarray, second: np.ndarray, theta: float, bin_px: float = 0.5) -> float:
+    """Centre distance along ``theta`` at which ``second`` just touches ``first``.
+
+    Both outlines are cut into lateral strips; in each strip the second particle must
+    clear the first one's farthest point, so the distance is the largest such clearance
+    over the strips they share (exact up to the strip width, for any star-shaped outline:
+    elongated and concave particles touch without overlapping anywhere).
+    """
+    a_along, a_lat = _outline(first, theta)
+    b_along, b_lat = _outline(second, theta)
+    lo = min(a_lat.min(), b_lat.min())
+    a_bin = ((a_lat - lo) / bin_px).astype(int)
+    b_bin = ((b_lat - lo) / bin_px).astype(int)
+    bins = max(a_bin.max(), b_bin.max()) + 1
+    a_far = np.full(bins, -np.inf)
+    np.maximum.at(a_far, a_bin, a_along)
+    b_near = np.full(bins, np.inf)
+    np.minimum.at(b_near, b_bin, b_along)
+    # the outline bounds a star-shaped region that contains its centre: fill strips
+    # through the centre line (along = 0) for both
+    shared = np.isfinite(a_far) & np.isfinite(b_near)
+    return float(np.max(np.maximum(a_far[shared], 0.0) - np.minimum(b_near[shared], 0.0)))
 
 
 def _draw_particles(rng: np.random.Generator, options: SceneOptions) -> list[dict]:
@@ -159,9 +191,9 @@ def _draw_particles(rng: np.random.Generator, options: SceneOptions) -> list[dic
             for _ in range(10):
                 partner = placed[rng.integers(len(placed))]
                 theta = rng.uniform(0, 2 * np.pi)
-                dist = _reach(partner["boundary"], theta) + _reach(boundaries[i], theta + np.pi) - 0.5
+                dist = _contact_distance(partner["boundary"], boundaries[i], theta) - options.contact_overlap_px
                 candidate = np.array(partner["center"]) + dist * np.array([np.cos(theta), np.sin(theta)])
-                if _fits(candidate, circum, grid, options, ignore=partner, gap=-0.25 * circum):
+                if _fits(candidate, circum, grid, options, ignore=partner, gap=0.0):
                     center = candidate
                     in_contact = True
                     partner["in_contact"] = True

@@ -33,3 +33,32 @@ def test_render_sheet_writes_png_and_csv(tmp_path, capsys):
     with Image.open(out / "sheet.png") as png:
         assert png.size[0] > 200 and png.size[1] > 100
     assert str(out / "sheet.png") in capsys.readouterr().out
+
+
+def test_analyze_without_input_runs_on_the_bundled_examples_and_evaluate_scores_them(tmp_path, capsys):
+    from nanoshape.examples import bundled_examples_dir
+
+    out = tmp_path / "run"
+    assert main(["analyze", f"output={out}", "workers=0"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "particles.csv") in printed
+    particles = pd.read_csv(out / "particles.csv")
+    assert set(particles.image) == {"mixed_shapes", "cubes_and_rods", "crowded_spheres"}
+    assert "area_nm2" in particles.columns  # the examples carry their pixel size
+    assert (out / "config.yaml").read_text().count("threshold_fraction") == 1
+    evaluation = tmp_path / "scores.json"
+    assert main(["evaluate", f"predictions={out}", f"masks={bundled_examples_dir() / 'truth'}", f"output={evaluation}"]) == 0
+    import json
+
+    pooled = json.loads(evaluation.read_text())["pooled"]
+    assert pooled["n_images"] == 3 and pooled["f1"] >= 0.95
+
+
+def test_analyze_reports_a_missing_input_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="no_such_folder"):
+        main(["analyze", f"input={tmp_path / 'no_such_folder'}", f"output={tmp_path / 'run'}"])
+
+
+def test_evaluate_needs_both_folders(tmp_path):
+    with pytest.raises(SystemExit, match="masks="):
+        main(["evaluate", f"predictions={tmp_path}"])

@@ -1,0 +1,342 @@
+"""``nanoshape analyze``: micrographs in, a run directory of particles out.
+
+One micrograph goes read -> segment -> features -> crops (-> CNN -> refinement) in
+:func:`analyze_micrograph`, which returns arrays and tables and writes nothing.
+:func:`run_analysis` drives a whole run: each micrograph's results are written
+atomically as it finishes (``parts/<stem>.parquet``, ``labels/<stem>.tif``,
+``overlays/<stem>.png``), so a rerun of the same command skips finished micrographs; a
+file that cannot be read is recorded with its reason and the run goes on; at the end the
+parts are gathered into ``particles.csv`` / ``particles.parquet`` and ``summary.json``.
+The output layout is the contract of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from nanoshape.crop import CropOptions, crop_labels
+from nanoshape.features import measure
+from nanoshape.io import Micrograph, MicrographError, find_micrographs, read_micrograph, write_tiff
+from nanoshape.segment import SegmentOptions, segment
+
+__all__ = ["AnalyzeOptions", "DistributeOptions", "ImageResult", "analyze_micrograph", "process_file", "run_analysis"]
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """Options of ``nanoshape analyze`` below the command line.
+
+    Attributes:
+      pixel_size_nm: pixel size to use for every micrograph, overriding the metadata;
+        None uses each file's own calibration (and pixels where it has none).
+      segment: segmentation options.
+      crop: how particles are cut for the CNN.
+      save_crops: also write every particle's crop to ``crops/<stem>.npy``.
+      overlays: write ``overlays/<stem>.png``.
+    """
+
+    pixel_size_nm: float | None = None
+    segment: SegmentOptions = field(default_factory=SegmentOptions)
+    crop: CropOptions = field(default_factory=CropOptions)
+    save_crops: bool = False
+    overlays: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class ImageResult:
+    """What one micrograph gives.
+
+    Attributes:
+      particles: one row per kept particle (image, particle_id, centroids, features...).
+      labels: (H, W) uint32 instance labels of the kept particles.
+      crops: (n, S, S, 2) crops in the row order of ``particles``.
+      dropped: candidates removed by segmentation, with reasons.
+      info: JSON-safe facts: pixel size and its source, polarity, timings (s) per stage.
+    """
+
+    particles: pd.DataFrame
+    labels: np.ndarray
+    crops: np.ndarray
+    dropped: pd.DataFrame
+    info: dict[str, Any]
+
+
+def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = AnalyzeOptions()) -> ImageResult:
+    """Segment, measure and crop every particle of one micrograph."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    seg = segment(micrograph.pixels, options.segment)
+    timings["segment_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    table = measure(seg.labels, micrograph.pixels, pixel_size_nm=micrograph.pixel_size_nm)
+    timings["features_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    crops = crop_labels(micrograph.pixels, seg.labels, table["particle_id"].to_numpy(), options=options.crop)
+    timings["crop_s"] = time.perf_counter() - start
+
+    table.insert(0, "image", micrograph.stem)
+    dropped = seg.dropped.copy()
+    dropped.insert(0, "image", micrograph.stem)
+    info = {
+        "image": micrograph.stem,
+        "path": str(micrograph.path),
+        "height_px": int(micrograph.pixels.shape[0]),
+        "width_px": int(micrograph.pixels.shape[1]),
+        "pixel_size_nm": micrograph.pixel_size_nm,
+        "pixel_size_source": micrograph.meta.get("pixel_size_source"),
+        "polarity": seg.polarity,
+        "particle_size_px": float(seg.particle_size_px),
+        "particles": int(len(table)),
+        "dropped": int(len(dropped)),
+        "warnings": list(micrograph.meta.get("warnings", [])),
+        "timings": timings,
+    }
+    return ImageResult(particles=table, labels=seg.labels, crops=crops, dropped=dropped, info=info)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary file in the same folder and rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _save_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
+    """The micrograph in grey with each particle's outline in its own colour (PNG, full resolution)."""
+    from matplotlib.colors import hsv_to_rgb
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    grey = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
+    rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    edges = find_boundaries(labels, mode="inner")
+    if edges.any():
+        ids = labels[edges].astype(np.uint64)
+        # a fixed pseudo-random colour per id (golden-ratio hues), bright enough over grey
+        hue = (ids * 0.6180339887) % 1.0
+        hsv = np.stack([hue, np.full_like(hue, 0.9), np.ones_like(hue)], axis=-1)
+        rgb[edges] = (255 * hsv_to_rgb(hsv)).astype(np.uint8)
+    _atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
+
+
+def _write_image_result(output: Path, micrograph: Micrograph, result: ImageResult, options: AnalyzeOptions) -> None:
+    stem = micrograph.stem
+    _atomic_write(output / "labels" / f"{stem}.tif",
+                  lambda tmp: write_tiff(tmp, result.labels.astype(np.uint32), pixel_size_nm=micrograph.pixel_size_nm))
+    if options.overlays:
+        _save_overlay(output / "overlays" / f"{stem}.png", micrograph.pixels, result.labels)
+    if options.save_crops:
+        _atomic_write(output / "crops" / f"{stem}.npy", lambda tmp: np.save(tmp, result.crops, allow_pickle=False))
+    _atomic_write(output / "parts" / f"{stem}.dropped.parquet", lambda tmp: result.dropped.to_parquet(tmp, index=False))
+    _atomic_write(output / "parts" / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(result.info, indent=1)))
+    # the particle table is written last: its presence marks the micrograph as finished
+    _atomic_write(output / "parts" / f"{stem}.parquet", lambda tmp: result.particles.to_parquet(tmp, index=False))
+
+
+def process_file(path: str | os.PathLike, output: str | os.PathLike, options: AnalyzeOptions) -> dict[str, Any]:
+    """Analyse one file into the run directory; the unit of work of serial and Dask runs.
+
+    Returns ``{"stem", "status": "done" | "resumed" | "skipped", "reason"}``; never raises
+    for a bad micrograph (the reason is recorded instead).
+    """
+    path, output = Path(path), Path(output)
+    stem = path.stem
+    if (output / "parts" / f"{stem}.parquet").exists():
+        return {"stem": stem, "file": str(path), "status": "resumed"}
+    try:
+        micrograph = read_micrograph(path, pixel_size_nm=options.pixel_size_nm)
+        result = analyze_micrograph(micrograph, options)
+    except MicrographError as error:
+        return {"stem": stem, "file": str(path), "status": "skipped", "reason": error.reason}
+    except MemoryError:
+        return {"stem": stem, "file": str(path), "status": "skipped", "reason": "out of memory while analysing it"}
+    except Exception as error:  # one bad micrograph must not end the run: record it, go on
+        return {"stem": stem, "file": str(path), "status": "skipped",
+                "reason": f"analysis failed: {type(error).__name__}: {error}"}
+    _write_image_result(output, micrograph, result, options)
+    return {"stem": stem, "file": str(path), "status": "done"}
+
+
+@dataclass(frozen=True)
+class DistributeOptions:
+    """Where micrographs are analysed.
+
+    Attributes:
+      scheduler: address of an existing Dask scheduler (e.g. ``tcp://host:8786``); empty
+        for a local cluster or a serial run.
+      workers: local Dask worker processes; 0 = serial in this process, -1 = automatic
+        (one per core when there are at least ``min_files_for_cluster`` micrographs).
+      min_files_for_cluster: below this many micrographs a local cluster costs more than it saves.
+    """
+
+    scheduler: str = ""
+    workers: int = -1
+    min_files_for_cluster: int = 8
+
+
+def run_analysis(
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    output: str | os.PathLike,
+    options: AnalyzeOptions = AnalyzeOptions(),
+    *,
+    distribute: DistributeOptions = DistributeOptions(workers=0),
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Analyse every micrograph of ``inputs`` into the run directory ``output``.
+
+    Args:
+      inputs: a file, a folder, a glob, or several of these.
+      output: the run directory (created; a rerun resumes, skipping finished micrographs).
+      options: the analysis options.
+      distribute: serial, on a local Dask cluster, or on an existing one. Results are the
+        same either way: each micrograph is analysed independently and deterministically.
+      progress: called with each micrograph's stem as it finishes (the CLI's progress bar).
+
+    Returns:
+      the summary written to ``summary.json``.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    run_start = time.perf_counter()
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths: list[Path] = []
+    for spec in specs:
+        paths.extend(find_micrographs(spec))
+    skipped: list[dict[str, str]] = []
+    unique: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in unique:
+            skipped.append({"file": str(path), "reason": f"same file stem as {unique[path.stem]}; results are keyed by stem"})
+        else:
+            unique[path.stem] = path
+    records = _run_files(list(unique.values()), output, options, distribute, progress)
+    skipped += [{"file": r["file"], "reason": r["reason"]} for r in records if r["status"] == "skipped"]
+    resumed = sum(r["status"] == "resumed" for r in records)
+    return _gather(output, list(unique), skipped, resumed, time.perf_counter() - run_start)
+
+
+def _run_files(paths, output, options, distribute: DistributeOptions, progress) -> list[dict[str, Any]]:
+    workers = distribute.workers
+    if workers < 0:
+        workers = (os.cpu_count() or 1) if len(paths) >= distribute.min_files_for_cluster else 0
+    if not distribute.scheduler and (workers <= 1 or len(paths) <= 1):
+        records = []
+        for path in paths:
+            records.append(process_file(path, output, options))
+            if progress:
+                progress(path.stem)
+        return records
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    if distribute.scheduler:
+        client, cluster = Client(distribute.scheduler), None
+    else:
+        # one single-threaded worker process per core: the micrographs are the parallelism
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    try:
+        futures = [client.submit(process_file, str(path), str(output), options, pure=False) for path in paths]
+        records = []
+        for future in as_completed(futures):
+            record = future.result()
+            records.append(record)
+            if progress:
+                progress(record["stem"])
+        return records
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resumed: int, seconds: float) -> dict[str, Any]:
+    """Concatenate the finished parts into the run's tables and write summary.json."""
+    tables, dropped, infos = [], [], []
+    for stem in stems:
+        part = output / "parts" / f"{stem}.parquet"
+        if not part.exists():
+            continue
+        tables.append(pd.read_parquet(part))
+        drop_part = output / "parts" / f"{stem}.dropped.parquet"
+        if drop_part.exists():
+            dropped.append(pd.read_parquet(drop_part))
+        infos.append(json.loads((output / "parts" / f"{stem}.json").read_text()))
+    particles = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image", "particle_id"])
+    _atomic_write(output / "particles.csv", lambda tmp: particles.to_csv(tmp, index=False))
+    _atomic_write(output / "particles.parquet", lambda tmp: particles.to_parquet(tmp, index=False))
+    dropped_table = pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame()
+    _atomic_write(output / "dropped.csv", lambda tmp: dropped_table.to_csv(tmp, index=False))
+
+    warnings = []
+    no_scale = [info["image"] for info in infos if info["pixel_size_nm"] is None]
+    if no_scale:
+        warnings.append(
+            f"{len(no_scale)} micrograph(s) without a pixel size (sizes in px, columns ending _px): "
+            + ", ".join(no_scale[:20]) + (" ..." if len(no_scale) > 20 else "")
+        )
+    for info in infos:
+        warnings.extend(f"{info['image']}: {w}" for w in info.get("warnings", []))
+    size = _size_statistics(particles)
+    summary = {
+        "output": str(output),
+        "files_read": [info["path"] for info in infos],
+        "files_skipped": skipped,
+        "micrographs_analysed": len(infos),
+        "micrographs_resumed": resumed,
+        "particles": int(len(particles)),
+        "particles_dropped": int(len(dropped_table)),
+        "particles_per_image": {info["image"]: info["particles"] for info in infos},
+        **size,
+        "warnings": warnings,
+        "timings_s": {
+            "total": seconds,
+            **{k: float(sum(info["timings"].get(k, 0.0) for info in infos)) for k in ("segment_s", "features_s", "crop_s")},
+        },
+    }
+    _atomic_write(output / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2, default=_json_default)))
+    return summary
+
+
+def _size_statistics(particles: pd.DataFrame) -> dict[str, Any]:
+    """Ensemble mean, std and polydispersity (std / mean) of the major axis, in nm where known."""
+    out: dict[str, Any] = {}
+    for unit in ("nm", "px"):
+        column = f"major_axis_{unit}"
+        if column in particles and particles[column].notna().any():
+            values = particles[column].dropna().to_numpy(float)
+            mean, std = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            out[f"major_axis_mean_{unit}"] = mean
+            out[f"major_axis_std_{unit}"] = std
+            out[f"polydispersity_{unit}"] = std / mean if mean > 0 else math.nan
+            out[f"particles_measured_{unit}"] = int(len(values))
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,130 @@
+"""Features: exact values on shapes with known geometry, agreement with scikit-image, units."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.draw import disk, polygon
+from skimage.measure import perimeter as skimage_perimeter
+from skimage.measure import regionprops_table
+
+from nanoshape.features import FEATURES, feature_columns, measure
+
+
+def _rectangle(h=200, w=300, box=(40, 60, 30, 100)):
+    labels = np.zeros((h, w), np.int32)
+    y0, x0, height, width = box
+    labels[y0 : y0 + height, x0 : x0 + width] = 1
+    return labels
+
+
+def test_every_feature_is_documented_and_named_with_its_unit():
+    assert len(FEATURES) >= 30
+    assert all(f.description and f.kind in {"length", "area", "position", "angle", "number"} for f in FEATURES)
+    calibrated, uncalibrated = feature_columns(True), feature_columns(False)
+    assert {"area_nm2", "major_axis_nm", "feret_max_nm", "centroid_x_px", "orientation_deg"} <= set(calibrated)
+    assert {"area_px2", "major_axis_px", "feret_max_px"} <= set(uncalibrated)
+    assert not any(c.endswith("_nm") or c.endswith("_nm2") for c in uncalibrated)
+
+
+def test_rectangle_has_its_exact_geometry():
+    row = measure(_rectangle(), pixel_size_nm=None).iloc[0]
+    assert row.area_px2 == 3000
+    assert row.perimeter_px == pytest.approx(2 * (99 + 29))  # through boundary pixel centres, as skimage
+    assert row.feret_min_px == pytest.approx(30.0)
+    assert row.feret_max_px == pytest.approx(math.hypot(100, 30))
+    # the moment ellipse of a w x h rectangle has axes 4 w / sqrt(12), 4 h / sqrt(12)
+    assert row.major_axis_px == pytest.approx(400 / math.sqrt(12))
+    assert row.minor_axis_px == pytest.approx(120 / math.sqrt(12))
+    assert row.orientation_deg == pytest.approx(0.0, abs=1e-9)
+    assert row.solidity == pytest.approx(1.0)
+    assert row.extent == pytest.approx(1.0)
+    assert (row.bbox_x0_px, row.bbox_y0_px, row.bbox_width_px, row.bbox_height_px) == (60, 40, 100, 30)
+    assert (row.centroid_x_px, row.centroid_y_px) == (pytest.approx(109.5), pytest.approx(54.5))
+
+
+def test_physical_units_scale_lengths_and_areas():
+    px = measure(_rectangle(), pixel_size_nm=None).iloc[0]
+    nm = measure(_rectangle(), pixel_size_nm=0.25).iloc[0]
+    assert nm.area_nm2 == pytest.approx(px.area_px2 * 0.0625)
+    assert nm.major_axis_nm == pytest.approx(px.major_axis_px * 0.25)
+    assert nm.feret_min_nm == pytest.approx(px.feret_min_px * 0.25)
+    assert nm.aspect_ratio == pytest.approx(px.aspect_ratio)
+    assert nm.centroid_x_px == px.centroid_x_px
+
+
+@pytest.mark.parametrize("angle_deg", [30.0, -50.0, 75.0])
+def test_orientation_is_counter_clockwise_as_displayed(angle_deg):
+    labels = np.zeros((300, 300), np.int32)
+    a = math.radians(angle_deg)
+    u, v = np.array([math.cos(a), -math.sin(a)]), np.array([math.sin(a), math.cos(a)])  # x right, y down
+    corners = [150 + s * 80 * u + t * 12 * v for s, t in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    xs, ys = zip(*corners)
+    rr, cc = polygon(ys, xs, labels.shape)
+    labels[rr, cc] = 1
+    row = measure(labels).iloc[0]
+    assert row.orientation_deg == pytest.approx(angle_deg, abs=1.0)
+    assert row.feret_angle_deg == pytest.approx(angle_deg, abs=12.0)  # the diagonal of a 160 x 24 rod
+    assert row.feret_min_px == pytest.approx(24, abs=1.5)
+
+
+def test_agrees_with_scikit_image_on_many_shapes():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((400, 400), np.int32)
+    for i in range(1, 25):
+        cy, cx = 40 + 80 * ((i - 1) // 5), 40 + 80 * ((i - 1) % 5)
+        if i % 3 == 0:
+            rr, cc = disk((cy, cx), rng.uniform(5, 30), shape=labels.shape)
+        else:
+            n = rng.integers(3, 7)
+            ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+            rad = rng.uniform(10, 35, n)
+            rr, cc = polygon(cy + rad * np.sin(ang), cx + rad * np.cos(ang), labels.shape)
+        labels[rr, cc] = 3 * i  # ids need not be consecutive
+    image = rng.normal(size=labels.shape)
+    ours = measure(labels, image).set_index("particle_id")
+    ref = pd.DataFrame(regionprops_table(labels, image, properties=(
+        "label", "area", "area_filled", "euler_number", "intensity_mean", "intensity_min", "intensity_max",
+        "area_convex", "feret_diameter_max", "eccentricity"))).set_index("label")
+    assert list(ours.index) == list(ref.index)
+    np.testing.assert_array_equal(ours.area_px2, ref.area)
+    np.testing.assert_array_equal(ours.filled_area_px2, ref.area_filled)
+    np.testing.assert_array_equal(ours.euler_number, ref.euler_number)
+    np.testing.assert_allclose(ours.intensity_mean, ref.intensity_mean)
+    np.testing.assert_allclose(ours.intensity_min, ref.intensity_min)
+    np.testing.assert_allclose(ours.intensity_max, ref.intensity_max)
+    for pid in ours.index:
+        assert ours.loc[pid, "perimeter_px"] == pytest.approx(skimage_perimeter(labels == pid))
+    # the hull of the pixel squares is scikit-image's (rasterised) hull of the pixel
+    # centres grown by half a pixel all round: they differ by about half a hull perimeter
+    difference = ours.convex_area_px2 - ref.area_convex
+    assert (difference.abs() <= 0.5 * ours.convex_perimeter_px + 2).all()
+    np.testing.assert_allclose(ours.feret_max_px, ref.feret_diameter_max, rtol=0.05)
+    np.testing.assert_allclose(ours.eccentricity, ref.eccentricity, atol=0.02)
+
+
+def test_holes_neighbours_and_concavity():
+    labels = np.zeros((120, 200), np.int32)
+    labels[10:60, 10:60] = 1
+    labels[25:45, 25:45] = 0  # a hole
+    labels[10:60, 60:110] = 2  # touches 1
+    labels[70:110, 120:190] = 3
+    labels[70:100, 135:175] = 0  # a notch open to the outside (U shape): not a hole, concave
+    table = measure(labels).set_index("particle_id")
+    assert table.loc[1, "euler_number"] == 0
+    assert table.loc[1, "filled_area_px2"] == 2500
+    assert table.loc[1, "touching_neighbours"] == 1 and table.loc[2, "touching_neighbours"] == 1
+    assert table.loc[3, "touching_neighbours"] == 0
+    assert table.loc[3, "euler_number"] == 1
+    assert table.loc[3, "solidity"] < 0.7 and table.loc[3, "convexity"] < 0.8
+    assert table.loc[2, "solidity"] == pytest.approx(1.0)
+
+
+def test_empty_and_invalid_inputs():
+    empty = measure(np.zeros((50, 50), np.int32), pixel_size_nm=1.0)
+    assert len(empty) == 0 and list(empty.columns) == feature_columns(True)
+    with pytest.raises(ValueError, match="shape"):
+        measure(np.zeros((5, 5), np.int32), np.zeros((6, 5)))
+    with pytest.raises(ValueError, match="pixel_size_nm"):
+        measure(np.zeros((5, 5), np.int32), pixel_size_nm=0.0)

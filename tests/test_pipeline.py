@@ -1,0 +1,90 @@
+"""`nanoshape analyze` end to end on rendered scenes: the run-directory contract, accuracy, resilience."""
+
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from nanoshape.evaluate import match_instances
+from nanoshape.examples import write_scene
+from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, run_analysis
+from nanoshape.scene import POPULATIONS, SceneOptions, render_scene
+
+ALL_SHAPES = tuple(POPULATIONS[name] for name in ("spheres", "cubes", "rods", "triangles", "stars"))
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scenes")
+    layouts = {
+        "sparse": SceneOptions(height_px=512, width_px=512, n_particles=40, populations=ALL_SHAPES, touching_fraction=0.0, gap_px=8),
+        "touching": SceneOptions(height_px=512, width_px=512, n_particles=70, populations=ALL_SHAPES, touching_fraction=0.5),
+        "crowded": SceneOptions(height_px=512, width_px=512, n_particles=150, populations=ALL_SHAPES, touching_fraction=0.6, gap_px=1),
+    }
+    for i, (stem, options) in enumerate(layouts.items()):
+        write_scene(jax.random.key(100 + i), options, folder, stem)
+    (folder / "broken.tif").write_bytes(b"II*\x00 this is not a tiff")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(scene_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("run")
+    summary = run_analysis(scene_dir, output, AnalyzeOptions(), distribute=DistributeOptions(workers=0))
+    return output, summary
+
+
+def test_run_directory_follows_the_contract(run, scene_dir):
+    output, summary = run
+    particles = pd.read_csv(output / "particles.csv")
+    for column in ("image", "particle_id", "centroid_x_px", "centroid_y_px", "area_nm2", "major_axis_nm"):
+        assert column in particles.columns
+    pd.testing.assert_frame_equal(pd.read_parquet(output / "particles.parquet"), particles, check_dtype=False)
+    for stem in ("sparse", "touching", "crowded"):
+        labels = tifffile.imread(output / "labels" / f"{stem}.tif")
+        image = tifffile.imread(scene_dir / f"{stem}.tif")
+        assert labels.dtype == np.uint32 and labels.shape == image.shape
+        ids = set(particles.loc[particles.image == stem, "particle_id"])
+        assert ids == set(np.unique(labels[labels > 0]))
+        assert (output / "overlays" / f"{stem}.png").stat().st_size > 1000
+    saved = json.loads((output / "summary.json").read_text())
+    assert saved["particles"] == len(particles)
+    assert saved["major_axis_mean_nm"] == pytest.approx(particles.major_axis_nm.mean())
+    assert saved["polydispersity_nm"] == pytest.approx(particles.major_axis_nm.std() / particles.major_axis_nm.mean())
+
+
+def test_a_corrupt_file_is_reported_and_the_run_goes_on(run):
+    _, summary = run
+    assert summary["micrographs_analysed"] == 3
+    (skip,) = summary["files_skipped"]
+    assert skip["file"].endswith("broken.tif") and skip["reason"]
+
+
+def test_scenes_are_segmented_with_f1_above_095_and_sizes_within_3_percent(run, scene_dir):
+    output, _ = run
+    particles = pd.read_csv(output / "particles.csv")
+    tp = fp = fn = 0
+    errors = []
+    for stem in ("sparse", "touching", "crowded"):
+        pred = tifffile.imread(output / "labels" / f"{stem}.tif")
+        truth_labels = tifffile.imread(scene_dir / "truth" / f"{stem}.tif")
+        truth = pd.read_csv(scene_dir / "truth" / f"{stem}.csv")
+        scores = match_instances(pred, truth_labels)
+        tp, fp, fn = tp + scores["tp"], fp + scores["fp"], fn + scores["fn"]
+        rows = particles[particles.image == stem].set_index("particle_id")
+        for pred_id, true_id in scores["pairs"]:
+            true_major = truth.set_index("particle_id").loc[true_id, "major_axis_nm"]
+            errors.append(abs(rows.loc[pred_id, "major_axis_nm"] - true_major) / true_major)
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    assert f1 >= 0.95, (tp, fp, fn)
+    assert np.median(errors) <= 0.03
+
+
+def test_rerun_resumes_and_gives_the_same_tables(run, scene_dir):
+    output, summary = run
+    again = run_analysis(scene_dir, output, AnalyzeOptions(), distribute=DistributeOptions(workers=0))
+    assert again["micrographs_resumed"] == 3
+    assert again["particles"] == summary["particles"]

@@ -75,6 +75,8 @@ def _run_analyze(cfg) -> Path:
     from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, run_analysis
     from nanoshape.segment import SegmentOptions
 
+    if cfg.pixel_size_nm is not None and not (cfg.pixel_size_nm > 0 and cfg.pixel_size_nm < float("inf")):
+        raise SystemExit(f"nanoshape analyze: pixel_size_nm must be a positive number of nm, got {cfg.pixel_size_nm}")
     source = cfg.input or str(bundled_examples_dir())
     if not cfg.input:
         print(f"nanoshape analyze: no input given; analysing the bundled examples in {source}")

@@ -3,8 +3,8 @@
 One micrograph goes read -> segment -> features -> crops (-> CNN -> refinement) in
 :func:`analyze_micrograph`, which returns arrays and tables and writes nothing.
 :func:`run_analysis` drives a whole run: each micrograph's results are written
-atomically as it finishes (``parts/<stem>.parquet``, ``labels/<stem>.tif``,
-``overlays/<stem>.png``), so a rerun of the same command skips finished micrographs; a
+atomically as it finishes (``parts/particles/<stem>.parquet`` last, after
+``parts/dropped/``, ``parts/info/``, ``labels/<stem>.tif`` and ``overlays/<stem>.png``), so a rerun of the same command skips finished micrographs; a
 file that cannot be read is recorded with its reason and the run goes on; at the end the
 parts are gathered into ``particles.csv`` / ``particles.parquet`` and ``summary.json``.
 The output layout is the contract of DESIGN.md.
@@ -100,7 +100,9 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
         "particle_size_px": float(seg.particle_size_px),
         "particles": int(len(table)),
         "dropped": int(len(dropped)),
-        "warnings": list(micrograph.meta.get("warnings", [])),
+        "warnings": list(micrograph.meta.get("warnings", []))
+        + ([("no particles found: the image has no contrast" if seg.info.get("no_contrast") else "no particles found")]
+           if len(table) == 0 else []),
         "timings": timings,
     }
     return ImageResult(particles=table, labels=seg.labels, crops=crops, dropped=dropped, info=info)
@@ -145,10 +147,10 @@ def _write_image_result(output: Path, micrograph: Micrograph, result: ImageResul
         _save_overlay(output / "overlays" / f"{stem}.png", micrograph.pixels, result.labels)
     if options.save_crops:
         _atomic_write(output / "crops" / f"{stem}.npy", lambda tmp: np.save(tmp, result.crops, allow_pickle=False))
-    _atomic_write(output / "parts" / f"{stem}.dropped.parquet", lambda tmp: result.dropped.to_parquet(tmp, index=False))
-    _atomic_write(output / "parts" / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(result.info, indent=1)))
+    _atomic_write(output / "parts" / "dropped" / f"{stem}.parquet", lambda tmp: result.dropped.to_parquet(tmp, index=False))
+    _atomic_write(output / "parts" / "info" / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(result.info, indent=1)))
     # the particle table is written last: its presence marks the micrograph as finished
-    _atomic_write(output / "parts" / f"{stem}.parquet", lambda tmp: result.particles.to_parquet(tmp, index=False))
+    _atomic_write(output / "parts" / "particles" / f"{stem}.parquet", lambda tmp: result.particles.to_parquet(tmp, index=False))
 
 
 def process_file(path: str | os.PathLike, output: str | os.PathLike, options: AnalyzeOptions) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def process_file(path: str | os.PathLike, output: str | os.PathLike, options: An
     """
     path, output = Path(path), Path(output)
     stem = path.stem
-    if (output / "parts" / f"{stem}.parquet").exists():
+    if (output / "parts" / "particles" / f"{stem}.parquet").exists():
         return {"stem": stem, "file": str(path), "status": "resumed"}
     try:
         micrograph = read_micrograph(path, pixel_size_nm=options.pixel_size_nm)
@@ -215,6 +217,7 @@ def run_analysis(
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(output)
     run_start = time.perf_counter()
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths: list[Path] = []
@@ -231,6 +234,15 @@ def run_analysis(
     skipped += [{"file": r["file"], "reason": r["reason"]} for r in records if r["status"] == "skipped"]
     resumed = sum(r["status"] == "resumed" for r in records)
     return _gather(output, list(unique), skipped, resumed, time.perf_counter() - run_start)
+
+
+def _remove_stale_temporaries(output: Path) -> None:
+    """Delete half-written files left by a killed run (see :func:`_atomic_write`)."""
+    for folder in (output, *(output / name for name in ("parts/particles", "parts/dropped", "parts/info", "labels",
+                                                          "overlays", "crops"))):
+        if folder.is_dir():
+            for stale in folder.glob(".*.tmp-*"):
+                stale.unlink(missing_ok=True)
 
 
 def _run_files(paths, output, options, distribute: DistributeOptions, progress) -> list[dict[str, Any]]:
@@ -271,14 +283,14 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
     """Concatenate the finished parts into the run's tables and write summary.json."""
     tables, dropped, infos = [], [], []
     for stem in stems:
-        part = output / "parts" / f"{stem}.parquet"
+        part = output / "parts" / "particles" / f"{stem}.parquet"
         if not part.exists():
             continue
         tables.append(pd.read_parquet(part))
-        drop_part = output / "parts" / f"{stem}.dropped.parquet"
+        drop_part = output / "parts" / "dropped" / f"{stem}.parquet"
         if drop_part.exists():
             dropped.append(pd.read_parquet(drop_part))
-        infos.append(json.loads((output / "parts" / f"{stem}.json").read_text()))
+        infos.append(json.loads((output / "parts" / "info" / f"{stem}.json").read_text()))
     particles = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image", "particle_id"])
     _atomic_write(output / "particles.csv", lambda tmp: particles.to_csv(tmp, index=False))
     _atomic_write(output / "particles.parquet", lambda tmp: particles.to_parquet(tmp, index=False))

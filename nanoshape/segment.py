@@ -828,6 +828,16 @@ def segment(image: np.ndarray, options: SegmentOptions = SegmentOptions()) -> Se
         usable = finite
     stride = max(1, int(np.sqrt(image.size / 1_000_000)))  # percentiles from <= ~1 Mpx
     lo, hi = np.percentile(image[::stride, ::stride][usable[::stride, ::stride]], [0.5, 99.5])
+    if not hi > lo:
+        # a constant image (blank, saturated, or all graphics): nothing to find
+        return Segmentation(
+            labels=np.zeros(image.shape, np.uint32), dropped=pd.DataFrame(
+                {"centroid_x_px": pd.Series(dtype=float), "centroid_y_px": pd.Series(dtype=float),
+                 "area_px": pd.Series(dtype=float), "reason": pd.Series(dtype=str)}),
+            polarity="bright_field" if options.polarity == "auto" else options.polarity, particle_size_px=float("nan"),
+            info={"no_contrast": True, "n_particles": 0, "n_dropped": 0, "overlay_fraction": float(overlay.mean()),
+                  "timings_s": timings},
+        )
     normalised = np.clip((image - lo) / max(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)
     if options.polarity == "auto":
         polarity, polarity_score = detect_polarity(normalised, usable)

@@ -157,11 +157,19 @@ def crop_labels(
         return out
     from scipy import ndimage
 
-    slices = ndimage.find_objects(labels.astype(np.int64) if labels.dtype.kind == "u" else labels)
-    fill = float(np.median(image))
-    by_bucket: dict[int, list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = {}
+    if labels.dtype == np.uint32 and (labels.size == 0 or labels.max() < 2**31):
+        searchable = labels.view(np.int32)  # same ids, no copy (find_objects wants signed ints)
+    elif labels.dtype.kind == "u":
+        searchable = labels.astype(np.int64)
+    else:
+        searchable = labels
+    slices = ndimage.find_objects(searchable)
+    fill = float(np.median(image[:: max(1, image.shape[0] // 1024), :: max(1, image.shape[1] // 1024)]))
+    # windows are cut chunk by chunk (holding every window of a large micrograph at once
+    # would take several times the micrograph's own memory)
+    by_bucket: dict[int, list[tuple[int, int, int, int]]] = {}
     for row, pid in enumerate(particle_ids):
-        sl = slices[int(pid) - 1] if int(pid) - 1 < len(slices) else None
+        sl = slices[int(pid) - 1] if 0 < int(pid) <= len(slices) else None
         if sl is None:
             raise ValueError(f"particle id {pid} is not in the label image")
         cy = (sl[0].start + sl[0].stop - 1) / 2
@@ -170,26 +178,22 @@ def crop_labels(
         bucket = next((b for b in _WINDOW_BUCKETS if b >= side), None)
         if bucket is None:
             bucket = int(2 ** np.ceil(np.log2(side)))
-        y0 = int(round(cy - bucket / 2))
-        x0 = int(round(cx - bucket / 2))
-        win_image, win_labels = _window(image, labels, y0, x0, bucket, fill)
-        mask = (win_labels == pid).astype(np.float32)
-        exclude = ((win_labels != pid) & (win_labels > 0)).astype(np.float32)
-        by_bucket.setdefault(bucket, []).append((row, win_image, mask, exclude))
+        by_bucket.setdefault(bucket, []).append((row, int(pid), int(round(cy - bucket / 2)), int(round(cx - bucket / 2))))
     for bucket, items in by_bucket.items():
         chunk = int(np.clip(2**22 // bucket**2, 1, max_chunk))
         for start in range(0, len(items), chunk):
             part = items[start : start + chunk]
-            rows = [p[0] for p in part]
             n = len(part)
             # pad the count to a power of two: a handful of compiled shapes per bucket
             n_padded = min(chunk, 1 << (n - 1).bit_length())
             stack = [np.zeros((n_padded, bucket, bucket), np.float32) for _ in range(3)]
-            for j, p in enumerate(part):
-                for k in range(3):
-                    stack[k][j] = p[k + 1]
+            for j, (_, pid, y0, x0) in enumerate(part):
+                win_image, win_labels = _window(image, labels, y0, x0, bucket, fill)
+                stack[0][j] = win_image
+                stack[1][j] = win_labels == pid
+                stack[2][j] = (win_labels != pid) & (win_labels > 0)
             crops = _crop_batch(*stack, options=options)
-            out[rows] = np.asarray(crops)[:n]
+            out[[r for r, _, _, _ in part]] = np.asarray(crops)[:n]
     return out
 
 

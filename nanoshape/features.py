@@ -284,12 +284,13 @@ def _fold_angle(degrees: np.ndarray) -> np.ndarray:
 
 
 def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels renumbered 1..n (int64) and the original id of each."""
+    """Labels renumbered 1..n (int32: half the memory of int64 on huge images) and the
+    original id of each."""
     present = np.unique(labels)
     present = present[present > 0]
     if len(present) and present[-1] == len(present):
-        return labels.astype(np.int64, copy=False), present
-    lut = np.zeros(int(present[-1]) + 1 if len(present) else 1, dtype=np.int64)
+        return labels.astype(np.int32, copy=False), present
+    lut = np.zeros(int(present[-1]) + 1 if len(present) else 1, dtype=np.int32)
     lut[present] = np.arange(1, len(present) + 1)
     return lut[labels], present
 

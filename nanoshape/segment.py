@@ -845,7 +845,8 @@ def segment(image: np.ndarray, options: SegmentOptions = SegmentOptions()) -> Se
         polarity, polarity_score = options.polarity, float("nan")
     bright = 1.0 - normalised if polarity == "bright_field" else normalised
     # graphics take the background's value so smoothing does not spread them
-    bright = np.where(usable, bright, np.float32(np.median(bright[usable]))).astype(np.float32)
+    if not usable.all():
+        bright = np.where(usable, bright, np.float32(np.median(bright[::stride, ::stride][usable[::stride, ::stride]])))
     lap("overlays_polarity")
 
     # 3. size and working resolution
@@ -865,7 +866,7 @@ def segment(image: np.ndarray, options: SegmentOptions = SegmentOptions()) -> Se
         result = _segment_at(bright, usable, radius0, factor, options, lap)
     labels, th, sigma, radius = result["labels"], result["th"], result["sigma"], result["radius"]
     dropped = [result["specks"]]
-    labels = labels.astype(np.int64)
+    labels = labels.astype(np.int32, copy=False)
 
     # 8. removals
     n = int(labels.max())

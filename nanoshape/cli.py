@@ -72,7 +72,8 @@ def _run_analyze(cfg) -> Path:
     from nanoshape.crop import CropOptions
     from nanoshape.examples import bundled_examples_dir
     from nanoshape.io import find_micrographs
-    from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, run_analysis
+    from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, ShapeOptions, run_analysis
+    from nanoshape.refine import RefineOptions
     from nanoshape.segment import SegmentOptions
 
     if cfg.pixel_size_nm is not None and not (cfg.pixel_size_nm > 0 and cfg.pixel_size_nm < float("inf")):
@@ -95,7 +96,17 @@ def _run_analyze(cfg) -> Path:
         crop=to_options(CropOptions, cfg.crop),
         save_crops=cfg.save_crops,
         overlays=cfg.overlays,
+        shape=to_options(ShapeOptions, cfg.shape),
+        refine=to_options(RefineOptions, cfg.refine),
     )
+    if options.shape.cnn:
+        from nanoshape.cnn import load_model
+
+        try:  # fail before the run, not once per micrograph
+            load_model(options.shape.model or None)
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"nanoshape analyze: cannot load the shape model: {error} "
+                             "(shape.cnn=false analyses without shape parameters)") from None
     with tqdm(total=n_files, desc="analysing", unit="micrograph") as bar:
         summary = run_analysis(source, output, options, distribute=DistributeOptions(scheduler=cfg.scheduler, workers=cfg.workers),
                                progress=lambda stem: (bar.set_postfix_str(stem), bar.update()))
@@ -141,10 +152,42 @@ def _run_evaluate(cfg) -> Path:
     return output
 
 
+def _run_train(cfg) -> Path:
+    import json
+
+    from tqdm import tqdm
+
+    from nanoshape.config import to_options
+    from nanoshape.training import TrainOptions, run_training
+
+    try:
+        options = to_options(TrainOptions, cfg.train)
+    except ValueError as error:
+        raise SystemExit(f"nanoshape train: {error}") from None
+    output = Path(cfg.output)
+    with tqdm(total=options.steps, desc="training", unit="step") as bar:
+        def progress(step, record):
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", img_s=f"{record['images_per_s']:.0f}")
+
+        try:
+            model_dir = run_training(options, output, progress=progress)
+        except ValueError as error:
+            raise SystemExit(f"nanoshape train: {error}") from None
+    figures = json.loads((output / "test.json").read_text())
+    print(f"nanoshape train: model saved to {model_dir}")
+    print(f"  test set ({figures['n']} rendered particles): median shape Jaccard {figures['jaccard_median']:.3f} "
+          f"(10th percentile {figures['jaccard_p10']:.3f}), d exact {figures['d_exact_fraction']:.1%}, "
+          f"median |log p error| {figures['median_abs_error_log_p']:.3f}")
+    print(f"  use it with: nanoshape analyze shape.model={model_dir} ...")
+    return model_dir
+
+
 #: name -> (one-line description, runner). Runners import their heavy modules themselves.
 COMMANDS: dict[str, tuple[str, Callable]] = {
     "analyze": ("find, separate and measure every particle of some micrographs", _run_analyze),
     "evaluate": ("score label images against hand-drawn instance masks (precision, recall, F1)", _run_evaluate),
+    "train": ("train the shape CNN on rendered particles (checkpoints, metrics, test-set figures)", _run_train),
     "render": ("render a sheet of shapes from the prior (PNG + CSV), or example micrographs", _run_render),
 }
 

@@ -19,11 +19,14 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nanoshape.crop import CropOptions
+from nanoshape.pipeline import ShapeOptions
+from nanoshape.refine import RefineOptions
 from nanoshape.render import Imaging
 from nanoshape.segment import SegmentOptions
 from nanoshape.shape import ShapePrior
+from nanoshape.training import TrainOptions
 
-__all__ = ["schema", "to_options", "RenderCommand", "AnalyzeCommand", "EvaluateCommand", "COMMAND_SCHEMAS", "register", "compose"]
+__all__ = ["schema", "to_options", "RenderCommand", "AnalyzeCommand", "EvaluateCommand", "TrainCommand", "COMMAND_SCHEMAS", "register", "compose"]
 
 
 def _hydra_type(annotation: Any) -> Any:
@@ -141,6 +144,8 @@ class AnalyzeCommand:
       scheduler: address of an existing Dask scheduler to use instead (tcp://host:8786).
       segment: segmentation (lengths in units of the typical particle radius found).
       crop: how particles are cut and normalised for the CNN.
+      shape: the CNN (shape.model= a trained model) and whether to refine its parameters.
+      refine: the refinement by gradient descent through the renderer.
     """
 
     input: str = ""
@@ -152,6 +157,8 @@ class AnalyzeCommand:
     scheduler: str = ""
     segment: schema(SegmentOptions) = field(default_factory=lambda: _default(SegmentOptions))
     crop: schema(CropOptions) = field(default_factory=lambda: _default(CropOptions))
+    shape: schema(ShapeOptions) = field(default_factory=lambda: _default(ShapeOptions))
+    refine: schema(RefineOptions) = field(default_factory=lambda: _default(RefineOptions))
 
 
 @dataclass
@@ -173,8 +180,23 @@ class EvaluateCommand:
     iou_threshold: float = 0.5
 
 
+@dataclass
+class TrainCommand:
+    """``nanoshape train``: train the shape CNN on particles rendered on the fly.
+
+    Attributes:
+      output: the run directory (options.json, metrics.jsonl, checkpoints/, model/,
+        test.json). Rerunning into the same directory resumes from its newest checkpoint.
+      train: the training options (steps, batch, learning rate, validation and test sets,
+        architecture, shape prior, imaging model, crop).
+    """
+
+    output: str = "nanoshape-train"
+    train: schema(TrainOptions) = field(default_factory=lambda: _default(TrainOptions))
+
+
 #: Command name -> schema; ``register`` stores each as ``<name>_schema`` in the ConfigStore.
-COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand, "analyze": AnalyzeCommand, "evaluate": EvaluateCommand}
+COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand, "analyze": AnalyzeCommand, "evaluate": EvaluateCommand, "train": TrainCommand}
 
 
 def register() -> None:

@@ -27,9 +27,29 @@ import pandas as pd
 from nanoshape.crop import CropOptions, crop_labels
 from nanoshape.features import measure
 from nanoshape.io import Micrograph, MicrographError, find_micrographs, read_micrograph, write_tiff
+from nanoshape.refine import RefineOptions
 from nanoshape.segment import SegmentOptions, segment
 
-__all__ = ["AnalyzeOptions", "DistributeOptions", "ImageResult", "analyze_micrograph", "process_file", "run_analysis"]
+__all__ = ["ShapeOptions", "AnalyzeOptions", "DistributeOptions", "ImageResult", "analyze_micrograph", "process_file", "run_analysis"]
+
+
+@dataclass(frozen=True)
+class ShapeOptions:
+    """How each particle's shape parameters (p, d, L, phi) are found.
+
+    Attributes:
+      cnn: predict them with the CNN from each particle's crop (off: no shape parameters).
+      model: a model directory from ``nanoshape train`` (the run directory or its model/);
+        empty uses the model shipped with nanoshape.
+      refine: refine the CNN's parameters by gradient descent through the renderer until
+        the re-rendered shape matches the particle's mask (:mod:`nanoshape.refine`).
+      batch_size: crops per CNN call.
+    """
+
+    cnn: bool = True
+    model: str = ""
+    refine: bool = True
+    batch_size: int = 256
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,8 @@ class AnalyzeOptions:
       crop: how particles are cut for the CNN.
       save_crops: also write every particle's crop to ``crops/<stem>.npy``.
       overlays: write ``overlays/<stem>.png``.
+      shape: the CNN and the refinement of the shape parameters.
+      refine: options of the refinement.
     """
 
     pixel_size_nm: float | None = None
@@ -50,6 +72,8 @@ class AnalyzeOptions:
     crop: CropOptions = field(default_factory=CropOptions)
     save_crops: bool = False
     overlays: bool = True
+    shape: ShapeOptions = field(default_factory=ShapeOptions)
+    refine: RefineOptions = field(default_factory=RefineOptions)
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +110,9 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
     crops = crop_labels(micrograph.pixels, seg.labels, table["particle_id"].to_numpy(), options=options.crop)
     timings["crop_s"] = time.perf_counter() - start
 
+    if options.shape.cnn:
+        _add_shape_parameters(table, crops, options, timings)
+
     table.insert(0, "image", micrograph.stem)
     dropped = seg.dropped.copy()
     dropped.insert(0, "image", micrograph.stem)
@@ -106,6 +133,48 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
         "timings": timings,
     }
     return ImageResult(particles=table, labels=seg.labels, crops=crops, dropped=dropped, info=info)
+
+
+#: shape columns, in order (the CNN's values keep the suffix ``_cnn`` once refined)
+SHAPE_COLUMNS = ("p", "d", "l_ratio", "phi", "p_cnn", "d_cnn", "l_ratio_cnn", "phi_cnn", "p_log_std", "l_ratio_log_std",
+                 "phi_std", "d_confidence", "jaccard_cnn", "jaccard_refined", "fit_converged")
+
+
+def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: AnalyzeOptions, timings: dict) -> None:
+    """Append the CNN's (and the refined) shape parameters to the particle table in place.
+
+    ``jaccard_cnn`` is the Jaccard index between the CNN's shape, placed at the particle's
+    area and centroid, and the particle's mask; ``jaccard_refined`` the same after the fit
+    (NaN when refinement is off).
+    """
+    from nanoshape.cnn import load_model, predict
+    from nanoshape.refine import fit_jaccard, refine
+    from nanoshape.shape import ShapeParams
+
+    n = len(table)
+    if n == 0:
+        for column in SHAPE_COLUMNS:
+            table[column] = pd.Series(dtype="bool" if column == "fit_converged" else "float64")
+        return
+    start = time.perf_counter()
+    cnn = predict(load_model(options.shape.model or None), crops, batch_size=options.shape.batch_size)
+    masks = crops[..., 1]
+    jaccard_cnn = fit_jaccard(masks, ShapeParams(cnn["p"], cnn["d"], cnn["l_ratio"], cnn["phi"]))
+    timings["cnn_s"] = time.perf_counter() - start
+    if options.shape.refine:
+        start = time.perf_counter()
+        fit = refine(masks, cnn, options=options.refine)
+        timings["refine_s"] = time.perf_counter() - start
+        final = {k: fit[k] for k in ("p", "d", "l_ratio", "phi")}
+        jaccard_refined, converged = fit["jaccard_refined"], fit["converged"]
+    else:
+        final = {k: cnn[k] for k in ("p", "d", "l_ratio", "phi")}
+        jaccard_refined, converged = np.full(n, np.nan), np.zeros(n, bool)
+    values = {**final, **{f"{k}_cnn": cnn[k] for k in ("p", "d", "l_ratio", "phi")},
+              **{k: cnn[k] for k in ("p_log_std", "l_ratio_log_std", "phi_std", "d_confidence")},
+              "jaccard_cnn": jaccard_cnn, "jaccard_refined": jaccard_refined, "fit_converged": converged}
+    for column in SHAPE_COLUMNS:
+        table[column] = np.asarray(values[column])
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -317,10 +386,12 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
         "particles_dropped": int(len(dropped_table)),
         "particles_per_image": {info["image"]: info["particles"] for info in infos},
         **size,
+        **{f"{column}_median": float(particles[column].median()) for column in ("jaccard_cnn", "jaccard_refined")
+           if column in particles and particles[column].notna().any()},
         "warnings": warnings,
         "timings_s": {
             "total": seconds,
-            **{k: float(sum(info["timings"].get(k, 0.0) for info in infos)) for k in ("segment_s", "features_s", "crop_s")},
+            **{k: float(sum(info["timings"].get(k, 0.0) for info in infos)) for k in ("segment_s", "features_s", "crop_s", "cnn_s", "refine_s")},
         },
     }
     _atomic_write(output / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2, default=_json_default)))

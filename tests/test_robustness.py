@@ -20,11 +20,13 @@ from PIL import Image
 
 from nanoshape.examples import write_scene
 from nanoshape.io import MicrographError, read_micrograph, write_tiff
-from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, run_analysis
+from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, ShapeOptions, run_analysis
 from nanoshape.scene import SceneOptions
 from nanoshape.segment import segment
 
 SMALL = SceneOptions(height_px=256, width_px=256, n_particles=20)
+#: these tests are about reading, separating and surviving; the CNN stage has its own
+FAST = AnalyzeOptions(shape=ShapeOptions(cnn=False))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def bad_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bad_run(bad_folder, tmp_path_factory):
     output = tmp_path_factory.mktemp("bad_run")
-    return output, run_analysis(bad_folder, output, AnalyzeOptions(), distribute=DistributeOptions(workers=0))
+    return output, run_analysis(bad_folder, output, FAST, distribute=DistributeOptions(workers=0))
 
 
 UNREADABLE = {"zero_bytes.tif": "empty", "truncated.tif": "truncated", "garbage.dm4": "Gatan",
@@ -121,13 +123,13 @@ def scenes(tmp_path_factory):
         write_scene(jax.random.key(200 + i), SceneOptions(height_px=320, width_px=320, n_particles=30), folder / "in",
                     f"scene_{i:02d}")
     serial = folder / "serial"
-    run_analysis(folder / "in", serial, AnalyzeOptions(), distribute=DistributeOptions(workers=0))
+    run_analysis(folder / "in", serial, FAST, distribute=DistributeOptions(workers=0))
     return folder, serial
 
 
 def test_two_dask_workers_give_the_serial_results(scenes, tmp_path):
     folder, serial = scenes
-    summary = run_analysis(folder / "in", tmp_path / "dask", AnalyzeOptions(), distribute=DistributeOptions(workers=2))
+    summary = run_analysis(folder / "in", tmp_path / "dask", FAST, distribute=DistributeOptions(workers=2))
     assert summary["micrographs_analysed"] == 10
     _same_outputs(serial, tmp_path / "dask")
 
@@ -135,7 +137,7 @@ def test_two_dask_workers_give_the_serial_results(scenes, tmp_path):
 def test_a_run_killed_with_sigkill_resumes_to_the_same_outputs(scenes, tmp_path):
     folder, serial = scenes
     output = tmp_path / "killed"
-    argv = ["analyze", f"input={folder / 'in'}", f"output={output}", "workers=0"]
+    argv = ["analyze", f"input={folder / 'in'}", f"output={output}", "workers=0", "shape.cnn=false"]
     code = f"import sys; from nanoshape.cli import main; sys.exit(main({argv!r}))"
     process = subprocess.Popen([sys.executable, "-W", "ignore", "-c", code], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -153,7 +155,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_outputs(scenes, tmp_path)
     finished = len(list((output / "parts" / "particles").glob("scene_*.parquet")))
     assert finished < 10, "killed too late to test resumption"
     assert not (output / "particles.csv").exists()
-    summary = run_analysis(folder / "in", output, AnalyzeOptions(), distribute=DistributeOptions(workers=0))
+    summary = run_analysis(folder / "in", output, FAST, distribute=DistributeOptions(workers=0))
     assert summary["micrographs_resumed"] == finished
     _same_outputs(serial, output)
     assert not list(output.rglob(".*.tmp-*")), "half-written files were left behind"

@@ -1,0 +1,227 @@
+"""The shape-parameter CNN: a Flax NNX regressor from particle crops to (p, d, L, phi).
+
+Input: crops from :func:`nanoshape.crop.crop_particle` (``(B, S, S, 2)``: normalised
+intensity with neighbours blanked, and the particle's mask). Output, per crop:
+
+- ``log p``: mean and log-variance (Gaussian negative log-likelihood);
+- ``log L`` (canonical L >= 1): mean and log-variance;
+- ``phi`` through ``(cos 2 phi, sin 2 phi)``, which respects phi's period pi (the canonical
+  range is [0, pi)), with one log-variance for both components;
+- ``d``: logits over 1..6 (cross-entropy).
+
+The uncertainties make the degeneracies of the shape family visible instead of hiding
+them: for a circle (p = 2, L = 1) every d and phi draw the same shape, and the model
+learns a flat d distribution and a wide phi variance there. :func:`predict` turns the
+outputs into the parameters and their uncertainties (``p_log_std``, ``l_ratio_log_std``,
+``phi_std``, ``d_probs``), the names :func:`nanoshape.refine.refine` takes as a start.
+
+Models are saved and loaded through orbax only (:func:`save_model`, :func:`load_model`);
+the default model ships inside the package (``nanoshape/data/model``) and is what
+:func:`load_model` returns when no path is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nanoshape.shape import ShapePrior
+
+__all__ = ["CNNOptions", "ShapeCNN", "N_OUTPUTS", "D_VALUES", "predict", "save_model", "load_model",
+           "default_model_dir", "decode"]
+
+#: d classes, in logit order
+D_VALUES = (1, 2, 3, 4, 5, 6)
+#: [mu log p, logvar log p, mu log L, logvar log L, cos 2phi, sin 2phi, logvar phi, 6 d logits]
+N_OUTPUTS = 7 + len(D_VALUES)
+_LOGVAR_RANGE = (-10.0, 4.0)
+
+
+@dataclass(frozen=True)
+class CNNOptions:
+    """Architecture of :class:`ShapeCNN` (static; stored beside every saved model).
+
+    Attributes:
+      input_size: side of the input crops (px).
+      channels: output channels of the stride-2 convolution stages (each halves the side).
+      refine_from_stage: stages from this index on add a second 3x3 convolution at the same
+        size (cheap where the maps are small; the first stages stay single for speed).
+      hidden: width of the dense layer before the output heads.
+      log_p_center, log_p_scale: the network predicts (log p - center) / scale; set from
+        the training prior (log-uniform p on [0.25, 64]).
+      log_l_center, log_l_scale: the same for log L (log-uniform L on [1, 4]).
+    """
+
+    input_size: int = 64
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    refine_from_stage: int = 2
+    hidden: int = 192
+    log_p_center: float = math.log(4.0)
+    log_p_scale: float = math.log(256.0) / math.sqrt(12.0)
+    log_l_center: float = math.log(2.0)
+    log_l_scale: float = math.log(4.0) / math.sqrt(12.0)
+
+    @staticmethod
+    def for_prior(prior: ShapePrior, **kwargs) -> "CNNOptions":
+        """Target normalisation matching a training prior."""
+        lp, hp = (math.log(v) for v in prior.p_range)
+        ll, hl = (math.log(v) for v in prior.l_ratio_range)
+        return CNNOptions(log_p_center=0.5 * (lp + hp), log_p_scale=max((hp - lp) / math.sqrt(12.0), 0.1),
+                          log_l_center=0.5 * (ll + hl), log_l_scale=max((hl - ll) / math.sqrt(12.0), 0.1), **kwargs)
+
+
+class ShapeCNN(nnx.Module):
+    """Stride-2 3x3 convolutions (the later ones followed by a 3x3 one at the same size) and a dense head."""
+
+    def __init__(self, options: CNNOptions = CNNOptions(), *, rngs: nnx.Rngs):
+        self.options = options
+        convs = []
+        c_in = 2
+        for stage, c_out in enumerate(options.channels):
+            convs.append(nnx.Conv(c_in, c_out, (3, 3), strides=2, padding="SAME", rngs=rngs))
+            if stage >= options.refine_from_stage:
+                convs.append(nnx.Conv(c_out, c_out, (3, 3), strides=1, padding="SAME", rngs=rngs))
+            c_in = c_out
+        self.convs = nnx.List(convs)
+        side = options.input_size // 2 ** len(options.channels)
+        self.dense = nnx.Linear(side * side * c_in, options.hidden, rngs=rngs)
+        self.out = nnx.Linear(options.hidden, N_OUTPUTS, rngs=rngs, kernel_init=nnx.initializers.zeros_init())
+
+    def __call__(self, crops: jax.Array) -> jax.Array:
+        x = crops
+        for conv in self.convs:
+            x = jax.nn.relu(conv(x))
+        x = x.reshape(x.shape[0], -1)
+        return self.out(jax.nn.relu(self.dense(x)))
+
+
+def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
+    """Network outputs ``(B, N_OUTPUTS)`` -> parameters and uncertainties (jax arrays)."""
+    lo, hi = _LOGVAR_RANGE
+    log_p = options.log_p_center + options.log_p_scale * raw[:, 0]
+    log_p_std = options.log_p_scale * jnp.exp(0.5 * jnp.clip(raw[:, 1], lo, hi))
+    log_l = options.log_l_center + options.log_l_scale * raw[:, 2]
+    log_l_std = options.log_l_scale * jnp.exp(0.5 * jnp.clip(raw[:, 3], lo, hi))
+    vec = raw[:, 4:6]
+    norm = jnp.linalg.norm(vec, axis=1)
+    phi = jnp.mod(0.5 * jnp.arctan2(vec[:, 1], vec[:, 0]), jnp.pi)
+    # a perpendicular error of sigma in the unit vector turns 2 phi by sigma / |v|
+    phi_std = 0.5 * jnp.exp(0.5 * jnp.clip(raw[:, 6], lo, hi)) / jnp.maximum(norm, 0.25)
+    d_probs = jax.nn.softmax(raw[:, 7:], axis=1)
+    return {
+        "log_p": log_p, "p_log_std": log_p_std, "log_l": log_l, "l_ratio_log_std": log_l_std,
+        "phi": phi, "phi_std": jnp.minimum(phi_std, jnp.pi / math.sqrt(12.0)), "d_probs": d_probs,
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _forward(graphdef, state, crops):
+    return nnx.merge(graphdef, state)(crops)
+
+
+def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Shape parameters of every crop.
+
+    Args:
+      model: a :class:`ShapeCNN` (e.g. :func:`load_model`).
+      crops: (n, S, S, 2) crops.
+      batch_size: crops per compiled call (the last batch is padded: one compilation).
+
+    Returns:
+      dict of numpy arrays of (n,): canonical ``p``, ``d``, ``l_ratio`` (>= 1), ``phi`` in
+      [0, pi); uncertainties ``p_log_std`` and ``l_ratio_log_std`` (standard deviations of
+      log p and log L), ``phi_std`` (radians); ``d_probs`` (n, 6), the probability of each d
+      in 1..6; ``d_confidence`` (the probability of the chosen d).
+    """
+    crops = np.asarray(crops, np.float32)
+    n = crops.shape[0]
+    size = model.options.input_size
+    if crops.ndim != 4 or crops.shape[1:] != (size, size, 2):
+        raise ValueError(f"predict: crops must be (n, {size}, {size}, 2), got {crops.shape}")
+    graphdef, state = nnx.split(model)
+    parts = []
+    for start in range(0, n, batch_size):
+        chunk = crops[start : start + batch_size]
+        padded = np.zeros((batch_size, size, size, 2), np.float32)
+        padded[: len(chunk)] = chunk
+        parts.append(np.asarray(_forward(graphdef, state, jnp.asarray(padded)))[: len(chunk)])
+    raw = np.concatenate(parts) if parts else np.zeros((0, N_OUTPUTS), np.float32)
+    out = {k: np.asarray(v) for k, v in decode(jnp.asarray(raw), model.options).items()}
+    d_index = out["d_probs"].argmax(axis=1) if n else np.zeros(0, int)
+    return {
+        "p": np.exp(out["log_p"]).astype(np.float32),
+        "d": np.asarray(D_VALUES)[d_index].astype(np.int32),
+        "l_ratio": np.exp(np.maximum(out["log_l"], 0.0)).astype(np.float32),
+        "phi": out["phi"].astype(np.float32),
+        "p_log_std": out["p_log_std"].astype(np.float32),
+        "l_ratio_log_std": out["l_ratio_log_std"].astype(np.float32),
+        "phi_std": out["phi_std"].astype(np.float32),
+        "d_probs": out["d_probs"].astype(np.float32),
+        "d_confidence": out["d_probs"][np.arange(n), d_index].astype(np.float32) if n else np.zeros(0, np.float32),
+    }
+
+
+def default_model_dir() -> Path:
+    """Where the model shipped with the package lives."""
+    return Path(str(resources.files("nanoshape.data").joinpath("model")))
+
+
+def save_model(model: ShapeCNN, directory: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+    """Save the weights (orbax) and the architecture (``model.json``) to ``directory``."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    state = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    weights = directory / "weights"
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(weights, state, force=True)
+    meta = {"format": "nanoshape-cnn-1", "options": dataclasses.asdict(model.options), **(extra or {})}
+    (directory / "model.json").write_text(json.dumps(meta, indent=1))
+    return directory
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(directory: str) -> ShapeCNN:
+    import orbax.checkpoint as ocp
+
+    path = Path(directory)
+    meta_path = path / "model.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path}: not a nanoshape model (no model.json); train one with `nanoshape train`")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != "nanoshape-cnn-1":
+        raise ValueError(f"{meta_path}: unknown model format {meta.get('format')!r}")
+    fields = {f.name for f in dataclasses.fields(CNNOptions)}
+    options = CNNOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["options"].items() if k in fields})
+    model = ShapeCNN(options, rngs=nnx.Rngs(0))
+    target = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), target)
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore((path / "weights").absolute(), abstract)
+    state = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+    return model
+
+
+def load_model(directory: str | Path | None = None) -> ShapeCNN:
+    """Load a saved model (orbax; nothing executable is read), by default the shipped one.
+
+    The result is cached per directory: do not modify it in place.
+    """
+    path = default_model_dir() if directory in (None, "") else Path(directory)
+    if (path / "model").is_dir() and not (path / "model.json").exists():
+        path = path / "model"  # a training run directory
+    return _load_cached(str(path.absolute()))

@@ -1,0 +1,116 @@
+"""The shape CNN and its training: shapes, learning, checkpoints, resumption, devices, the shipped model."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from nanoshape.cnn import N_OUTPUTS, CNNOptions, ShapeCNN, default_model_dir, load_model, predict, save_model
+from nanoshape.crop import crop_particle
+from nanoshape.render import silhouette
+from nanoshape.shape import ShapeParams
+from nanoshape.training import TrainOptions, run_training
+
+TINY = TrainOptions(steps=20, batch_size=16, checkpoint_every=10, validation_every=10, validation_size=64,
+                    test_size=64, warmup_steps=2, render_chunk=16)
+
+
+def test_output_shapes_and_parameter_count():
+    model = ShapeCNN(CNNOptions(), rngs=nnx.Rngs(0))
+    assert model(jnp.zeros((3, 64, 64, 2))).shape == (3, N_OUTPUTS)
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert 300_000 < n_params < 1_500_000  # a few MB on disk
+    out = predict(model, np.random.default_rng(0).random((5, 64, 64, 2), np.float32), batch_size=4)
+    assert out["p"].shape == (5,) and out["d_probs"].shape == (5, 6)
+    assert np.all(out["l_ratio"] >= 1) and np.all((out["phi"] >= 0) & (out["phi"] < np.pi))
+    assert set(out["d"]) <= set(range(1, 7))
+    np.testing.assert_allclose(out["d_probs"].sum(axis=1), 1, rtol=1e-5)
+
+
+def test_a_short_training_run_lowers_the_validation_loss(tmp_path):
+    options = TrainOptions(steps=60, batch_size=32, checkpoint_every=20, validation_every=20, validation_size=256,
+                           warmup_steps=5, learning_rate=3e-3, render_chunk=32)
+    run_training(options, tmp_path, evaluate=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [20, 40, 60]
+    assert records[-1]["val_loss"] < records[0]["val_loss"] - 0.05, records
+    assert (tmp_path / "model" / "model.json").exists()
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    whole = load_model(run_training(TINY, tmp_path / "whole", evaluate=False))
+    run_training(TINY, tmp_path / "resumed", stop_after=10, evaluate=False)
+    assert not (tmp_path / "resumed" / "model").exists()
+    resumed = load_model(run_training(TINY, tmp_path / "resumed", evaluate=False))
+    crops = np.random.default_rng(1).random((8, 64, 64, 2), np.float32)
+    a, b = predict(whole, crops), predict(resumed, crops)
+    for key in ("p", "l_ratio", "phi", "p_log_std"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [10, 20]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = ShapeCNN(CNNOptions(hidden=32), rngs=nnx.Rngs(3))
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.options == model.options
+    crops = np.random.default_rng(2).random((4, 64, 64, 2), np.float32)
+    np.testing.assert_array_equal(predict(model, crops)["p"], predict(loaded, crops)["p"])
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        load_model(tmp_path)
+
+
+def test_resuming_with_other_options_is_refused(tmp_path):
+    run_training(TINY, tmp_path, stop_after=10, evaluate=False)
+    with pytest.raises(ValueError, match="other options"):
+        run_training(TrainOptions(**{**TINY.__dict__, "learning_rate": 1e-2}), tmp_path, evaluate=False)
+
+
+def test_two_devices_give_the_one_device_loss_curve(tmp_path):
+    script = textwrap.dedent(f"""
+        import json, jax
+        from nanoshape.training import TrainOptions, run_training
+        assert len(jax.devices()) == 2, jax.devices()
+        for devices in (1, 2):
+            options = TrainOptions(steps=12, batch_size=16, checkpoint_every=4, validation_every=1000,
+                                   warmup_steps=2, render_chunk=8, devices=devices)
+            run_training(options, r"{tmp_path}" + f"/d{{devices}}", evaluate=False)
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-W", "ignore", "-c", script], check=True, env=env, timeout=600)
+    curves = [[json.loads(line)["train_loss"] for line in (tmp_path / f"d{n}" / "metrics.jsonl").read_text().splitlines()]
+              for n in (1, 2)]
+    assert len(curves[0]) == 3
+    np.testing.assert_allclose(curves[0], curves[1], rtol=2e-3)
+
+
+def _crop_of(shape: ShapeParams, scale: float = 20.0) -> np.ndarray:
+    center = jnp.asarray([31.5, 32.0], jnp.float32)
+    coverage = silhouette(shape, center, jnp.float32(scale), height=64, width=64)
+    image = 1.0 - 0.5 * coverage  # a dark particle on a bright film
+    return np.asarray(crop_particle(image, (coverage > 0.5).astype(jnp.float32)))
+
+
+@pytest.mark.skipif(not (default_model_dir() / "model.json").exists(), reason="no model shipped in this checkout")
+def test_shipped_model_reads_a_circle_a_square_and_a_rod():
+    """Judged in shape space: a square is both (p -> inf, phi) and (p = 1, phi + pi/4)."""
+    from nanoshape.refine import shape_jaccard
+
+    model = load_model()
+    shapes = [ShapeParams(jnp.float32(2.0), jnp.int32(2), jnp.float32(1.0), jnp.float32(0.0)),  # circle
+              ShapeParams(jnp.float32(30.0), jnp.int32(2), jnp.float32(1.0), jnp.float32(0.3)),  # square
+              ShapeParams(jnp.float32(8.0), jnp.int32(2), jnp.float32(3.0), jnp.float32(1.0))]  # rod
+    out = predict(model, np.stack([_crop_of(s, 20.0 if i < 2 else 12.0) for i, s in enumerate(shapes)]))
+    for i, (name, truth) in enumerate(zip(("circle", "square", "rod"), shapes)):
+        guess = ShapeParams(jnp.float32(out["p"][i]), jnp.int32(out["d"][i]), jnp.float32(out["l_ratio"][i]),
+                            jnp.float32(out["phi"][i]))
+        assert float(shape_jaccard(guess, truth)) >= 0.9, (name, {k: v[i] for k, v in out.items()})
+    assert out["l_ratio"][0] < 1.25 and out["l_ratio"][2] > 2.2

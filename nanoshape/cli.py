@@ -64,7 +64,19 @@ def _run_render(cfg) -> Path:
     raise SystemExit(f"nanoshape render: mode must be 'sheet' or 'scene', got {cfg.mode!r}")
 
 
-def _run_analyze(cfg) -> Path:
+def _run_classify(cfg) -> Path:
+    if not cfg.classifier:
+        raise SystemExit("nanoshape classify: give classifier=<run>/groups/classifier.skops from an earlier analyze run")
+    from nanoshape.groups import load_classifier
+
+    try:
+        load_classifier(cfg.classifier)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"nanoshape classify: {error}") from None
+    return _run_analyze(cfg, command="classify")
+
+
+def _run_analyze(cfg, command: str = "analyze") -> Path:
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
@@ -72,21 +84,22 @@ def _run_analyze(cfg) -> Path:
     from nanoshape.crop import CropOptions
     from nanoshape.examples import bundled_examples_dir
     from nanoshape.io import find_micrographs
+    from nanoshape.groups import GroupOptions
     from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, ShapeOptions, run_analysis
     from nanoshape.refine import RefineOptions
     from nanoshape.segment import SegmentOptions
 
     if cfg.pixel_size_nm is not None and not (cfg.pixel_size_nm > 0 and cfg.pixel_size_nm < float("inf")):
-        raise SystemExit(f"nanoshape analyze: pixel_size_nm must be a positive number of nm, got {cfg.pixel_size_nm}")
+        raise SystemExit(f"nanoshape {command}: pixel_size_nm must be a positive number of nm, got {cfg.pixel_size_nm}")
     source = cfg.input or str(bundled_examples_dir())
     if not cfg.input:
-        print(f"nanoshape analyze: no input given; analysing the bundled examples in {source}")
+        print(f"nanoshape {command}: no input given; analysing the bundled examples in {source}")
     try:
         n_files = len(find_micrographs(source))
     except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"nanoshape analyze: {error}") from None
+        raise SystemExit(f"nanoshape {command}: {error}") from None
     if n_files == 0:
-        raise SystemExit(f"nanoshape analyze: no micrographs found in {source!r}")
+        raise SystemExit(f"nanoshape {command}: no micrographs found in {source!r}")
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
@@ -98,6 +111,10 @@ def _run_analyze(cfg) -> Path:
         overlays=cfg.overlays,
         shape=to_options(ShapeOptions, cfg.shape),
         refine=to_options(RefineOptions, cfg.refine),
+        group=cfg.group,
+        groups=to_options(GroupOptions, cfg.groups),
+        report=cfg.report,
+        classifier=cfg.get("classifier", ""),
     )
     if options.shape.cnn:
         from nanoshape.cnn import load_model
@@ -105,13 +122,13 @@ def _run_analyze(cfg) -> Path:
         try:  # fail before the run, not once per micrograph
             load_model(options.shape.model or None)
         except (FileNotFoundError, ValueError) as error:
-            raise SystemExit(f"nanoshape analyze: cannot load the shape model: {error} "
+            raise SystemExit(f"nanoshape {command}: cannot load the shape model: {error} "
                              "(shape.cnn=false analyses without shape parameters)") from None
     with tqdm(total=n_files, desc="analysing", unit="micrograph") as bar:
         summary = run_analysis(source, output, options, distribute=DistributeOptions(scheduler=cfg.scheduler, workers=cfg.workers),
                                progress=lambda stem: (bar.set_postfix_str(stem), bar.update()))
     unit = "nm" if "major_axis_mean_nm" in summary else "px"
-    print(f"nanoshape analyze: {summary['particles']} particles in {summary['micrographs_analysed']} micrograph(s)"
+    print(f"nanoshape {command}: {summary['particles']} particles in {summary['micrographs_analysed']} micrograph(s)"
           + (f", {summary['micrographs_resumed']} resumed" if summary["micrographs_resumed"] else ""))
     if f"major_axis_mean_{unit}" in summary:
         print(f"  major axis {summary[f'major_axis_mean_{unit}']:.3g} +/- {summary[f'major_axis_std_{unit}']:.2g} {unit}"
@@ -120,7 +137,12 @@ def _run_analyze(cfg) -> Path:
         print(f"  skipped {skip['file']}: {skip['reason']}")
     for warning in summary["warnings"]:
         print(f"  warning: {warning}")
+    if summary.get("groups"):
+        print(f"  {summary['groups']} shape groups ({summary['grouping']['method']} on {summary['grouping']['dataset']})"
+              + (f"; classifier test accuracy {summary['classifier']['test_accuracy']:.1%}" if "classifier" in summary else ""))
     print(f"  results: {output / 'particles.csv'}, overlays in {output / 'overlays'}, summary in {output / 'summary.json'}")
+    if (output / "report.html").exists():
+        print(f"  report: {output / 'report.html'}")
     return output
 
 
@@ -186,6 +208,7 @@ def _run_train(cfg) -> Path:
 #: name -> (one-line description, runner). Runners import their heavy modules themselves.
 COMMANDS: dict[str, tuple[str, Callable]] = {
     "analyze": ("find, separate and measure every particle of some micrographs", _run_analyze),
+    "classify": ("sort the particles of new micrographs into the groups of an earlier run's classifier", _run_classify),
     "evaluate": ("score label images against hand-drawn instance masks (precision, recall, F1)", _run_evaluate),
     "train": ("train the shape CNN on rendered particles (checkpoints, metrics, test-set figures)", _run_train),
     "render": ("render a sheet of shapes from the prior (PNG + CSV), or example micrographs", _run_render),

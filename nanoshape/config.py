@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nanoshape.crop import CropOptions
+from nanoshape.groups import GroupOptions
 from nanoshape.pipeline import ShapeOptions
 from nanoshape.refine import RefineOptions
 from nanoshape.render import Imaging
@@ -26,7 +27,7 @@ from nanoshape.segment import SegmentOptions
 from nanoshape.shape import ShapePrior
 from nanoshape.training import TrainOptions
 
-__all__ = ["schema", "to_options", "RenderCommand", "AnalyzeCommand", "EvaluateCommand", "TrainCommand", "COMMAND_SCHEMAS", "register", "compose"]
+__all__ = ["schema", "to_options", "RenderCommand", "AnalyzeCommand", "ClassifyCommand", "EvaluateCommand", "TrainCommand", "COMMAND_SCHEMAS", "register", "compose"]
 
 
 def _hydra_type(annotation: Any) -> Any:
@@ -146,6 +147,9 @@ class AnalyzeCommand:
       crop: how particles are cut and normalised for the CNN.
       shape: the CNN (shape.model= a trained model) and whether to refine its parameters.
       refine: the refinement by gradient descent through the renderer.
+      group: group the particles into shape groups and train the classifier (groups/).
+      groups: how groups are found (datasets, methods, K range) and the classifier trained.
+      report: write report.html, figures/ and tables/.
     """
 
     input: str = ""
@@ -159,6 +163,23 @@ class AnalyzeCommand:
     crop: schema(CropOptions) = field(default_factory=lambda: _default(CropOptions))
     shape: schema(ShapeOptions) = field(default_factory=lambda: _default(ShapeOptions))
     refine: schema(RefineOptions) = field(default_factory=lambda: _default(RefineOptions))
+    group: bool = True
+    groups: schema(GroupOptions) = field(default_factory=lambda: _default(GroupOptions))
+    report: bool = True
+
+
+@dataclass
+class ClassifyCommand(AnalyzeCommand):
+    """``nanoshape classify``: analyse micrographs and sort their particles into the shape
+    groups learned by an earlier run, with that run's classifier.
+
+    Attributes:
+      classifier: the classifier of an earlier run: <run>/groups/classifier.skops (loaded
+        with skops, trusting only the types an SVM pipeline holds; never pickle).
+      (every other option as for ``nanoshape analyze``)
+    """
+
+    classifier: str = ""
 
 
 @dataclass
@@ -196,7 +217,8 @@ class TrainCommand:
 
 
 #: Command name -> schema; ``register`` stores each as ``<name>_schema`` in the ConfigStore.
-COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand, "analyze": AnalyzeCommand, "evaluate": EvaluateCommand, "train": TrainCommand}
+COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand, "analyze": AnalyzeCommand, "evaluate": EvaluateCommand, "train": TrainCommand,
+                                   "classify": ClassifyCommand}
 
 
 def register() -> None:

@@ -27,6 +27,7 @@ import pandas as pd
 from nanoshape.crop import CropOptions, crop_labels
 from nanoshape.features import measure
 from nanoshape.io import Micrograph, MicrographError, find_micrographs, read_micrograph, write_tiff
+from nanoshape.groups import GroupOptions
 from nanoshape.refine import RefineOptions
 from nanoshape.segment import SegmentOptions, segment
 
@@ -65,6 +66,11 @@ class AnalyzeOptions:
       overlays: write ``overlays/<stem>.png``.
       shape: the CNN and the refinement of the shape parameters.
       refine: options of the refinement.
+      group: group the run's particles into shape groups and train a classifier on them.
+      groups: how groups are found and the classifier trained.
+      report: write report.html (with figures/ and tables/) at the end of the run.
+      classifier: a classifier saved by an earlier run (groups/classifier.skops): sort the
+        particles into its groups instead of finding new ones (``nanoshape classify``).
     """
 
     pixel_size_nm: float | None = None
@@ -74,6 +80,10 @@ class AnalyzeOptions:
     overlays: bool = True
     shape: ShapeOptions = field(default_factory=ShapeOptions)
     refine: RefineOptions = field(default_factory=RefineOptions)
+    group: bool = True
+    groups: GroupOptions = field(default_factory=GroupOptions)
+    report: bool = True
+    classifier: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -302,7 +312,12 @@ def run_analysis(
     records = _run_files(list(unique.values()), output, options, distribute, progress)
     skipped += [{"file": r["file"], "reason": r["reason"]} for r in records if r["status"] == "skipped"]
     resumed = sum(r["status"] == "resumed" for r in records)
-    return _gather(output, list(unique), skipped, resumed, time.perf_counter() - run_start)
+    summary = _gather(output, list(unique), skipped, resumed, time.perf_counter() - run_start, options)
+    if options.report:
+        from nanoshape.report import write_report
+
+        write_report(output, seed=options.groups.seed)
+    return summary
 
 
 def _remove_stale_temporaries(output: Path) -> None:
@@ -348,7 +363,58 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress) 
             cluster.close()
 
 
-def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resumed: int, seconds: float) -> dict[str, Any]:
+def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions") -> dict[str, Any]:
+    """Shape groups of the run's particles and the classifier trained on them (groups/)."""
+    from nanoshape.groups import cluster_particles, save_classifier, train_classifier
+
+    folder = output / "groups"
+    folder.mkdir(exist_ok=True)
+    if options.classifier:
+        return _classify(folder, particles, options.classifier)
+    try:
+        grouping = cluster_particles(particles, options.groups)
+    except ValueError as error:
+        particles["group"] = 0
+        return {"groups": 0, "groups_skipped_reason": str(error)}
+    particles["group"] = grouping.labels
+    _atomic_write(folder / "comparison.csv", lambda tmp: grouping.comparison.to_csv(tmp, index=False))
+    _atomic_write(folder / "silhouette_by_k.csv", lambda tmp: grouping.silhouette_by_k.to_csv(tmp, index=False))
+    info = {"groups": grouping.k, "dataset": grouping.dataset, "method": grouping.method, "reason": grouping.reason,
+            "columns": list(grouping.columns),
+            "group_sizes": {str(g): int(n) for g, n in zip(*np.unique(grouping.labels[grouping.labels > 0], return_counts=True))}}
+    _atomic_write(folder / "grouping.json", lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
+    out = {"groups": grouping.k, "grouping": info}
+    try:
+        classifier = train_classifier(particles, grouping.labels, grouping.columns, options.groups)
+    except ValueError as error:
+        out["classifier_skipped_reason"] = str(error)
+        return out
+    save_classifier(classifier, folder / "classifier.skops")
+    out["classifier"] = {k: v for k, v in classifier.summary().items() if k != "confusion"}
+    return out
+
+
+def _classify(folder: Path, particles: pd.DataFrame, path: str) -> dict[str, Any]:
+    """Sort particles into the groups of a saved classifier (groups/, like a grouping)."""
+    from nanoshape.groups import load_classifier
+
+    classifier = load_classifier(path)
+    labels = classifier.predict(particles)
+    particles["group"] = labels
+    sizes = {str(g): int((labels == g).sum()) for g in classifier.groups}
+    info = {"groups": len(classifier.groups), "dataset": "classifier", "method": "svm",
+            "reason": f"particles sorted into the {len(classifier.groups)} groups of the classifier {path} "
+                      f"(its test accuracy on the run it was trained on: {classifier.test_accuracy:.3f}); "
+                      f"{int((labels == 0).sum())} particle(s) lacking a predictor left ungrouped (group 0)",
+            "columns": list(classifier.columns), "group_sizes": sizes, "classifier": str(path)}
+    _atomic_write(folder / "grouping.json", lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
+    _atomic_write(folder / "comparison.csv",
+                  lambda tmp: pd.DataFrame([{"dataset": "classifier", "method": "svm", "k": len(classifier.groups)}]).to_csv(tmp, index=False))
+    return {"groups": len(classifier.groups), "grouping": info}
+
+
+def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resumed: int, seconds: float,
+            options: "AnalyzeOptions") -> dict[str, Any]:
     """Concatenate the finished parts into the run's tables and write summary.json."""
     tables, dropped, infos = [], [], []
     for stem in stems:
@@ -361,6 +427,7 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
             dropped.append(pd.read_parquet(drop_part))
         infos.append(json.loads((output / "parts" / "info" / f"{stem}.json").read_text()))
     particles = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image", "particle_id"])
+    grouped = _group(output, particles, options) if options.group and len(particles) else {}
     _atomic_write(output / "particles.csv", lambda tmp: particles.to_csv(tmp, index=False))
     _atomic_write(output / "particles.parquet", lambda tmp: particles.to_parquet(tmp, index=False))
     dropped_table = pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame()
@@ -386,6 +453,7 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
         "particles_dropped": int(len(dropped_table)),
         "particles_per_image": {info["image"]: info["particles"] for info in infos},
         **size,
+        **grouped,
         **{f"{column}_median": float(particles[column].median()) for column in ("jaccard_cnn", "jaccard_refined")
            if column in particles and particles[column].notna().any()},
         "warnings": warnings,

@@ -1,13 +1,41 @@
-"""Figures and tables written for users: sheets of rendered shapes (more in later stages)."""
+"""Figures, tables and the self-contained HTML report of a run.
+
+:func:`write_report` reads a run directory of ``nanoshape analyze`` (``particles.csv``,
+``summary.json``, ``groups/``, ``labels/``, and the micrographs named in
+``parts/info/``) and writes ``figures/*.png``, ``tables/*.csv`` and ``report.html``: one
+page with every figure inlined (base64 PNG) and no script, stylesheet or font from
+anywhere else, so it opens offline and can be mailed as one file. Every string that comes
+from data (file names, reasons, warnings) is HTML-escaped.
+
+:func:`save_sheet` draws a sheet of rendered shapes (``nanoshape render``).
+"""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["save_sheet"]
+__all__ = ["save_sheet", "write_report", "REPORT_SECTIONS"]
+
+#: section ids of report.html, in order
+REPORT_SECTIONS = ("summary", "sizes", "groups", "group-statistics", "histograms", "structure", "micrographs",
+                   "exemplars", "all-particles", "fits", "classifier", "skipped")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_sheet(images: np.ndarray, table: pd.DataFrame, path: str | Path, *, columns: int = 8) -> Path:
@@ -22,11 +50,7 @@ def save_sheet(images: np.ndarray, table: pd.DataFrame, path: str | Path, *, col
     Returns:
       the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     n = len(images)
     rows = max(1, -(-n // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.75 * rows), squeeze=False)
@@ -41,3 +65,447 @@ def save_sheet(images: np.ndarray, table: pd.DataFrame, path: str | Path, *, col
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _colours(k: int) -> np.ndarray:
+    plt = _plt()
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    return np.array([cmap(i % cmap.N)[:3] for i in range(max(k, 1))])
+
+
+def _unit(particles: pd.DataFrame) -> str:
+    return "nm" if "major_axis_nm" in particles and particles["major_axis_nm"].notna().any() else "px"
+
+
+class _Page:
+    """Collects sections, saves figures to figures/ and inlines them."""
+
+    def __init__(self, run: Path):
+        self.run = run
+        self.figures = run / "figures"
+        self.tables = run / "tables"
+        self.figures.mkdir(exist_ok=True)
+        self.tables.mkdir(exist_ok=True)
+        self.parts: list[str] = []
+
+    def section(self, ident: str, title: str) -> None:
+        self.parts.append(f'<h2 id="{ident}">{html.escape(title)}</h2>')
+
+    def text(self, text: str) -> None:
+        self.parts.append(f"<p>{html.escape(text)}</p>")
+
+    def figure(self, fig, name: str, caption: str) -> None:
+        plt = _plt()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        data = buffer.getvalue()
+        (self.figures / f"{name}.png").write_bytes(data)
+        encoded = base64.b64encode(data).decode("ascii")
+        self.parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
+                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def table(self, frame: pd.DataFrame, name: str, *, digits: int = 3, index: bool = False) -> None:
+        frame.to_csv(self.tables / f"{name}.csv", index=index)
+        shown = frame.copy()
+        for column in shown.columns:
+            if pd.api.types.is_float_dtype(shown[column]):
+                shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}g}")
+        self.parts.append(shown.to_html(index=index, escape=True, border=0, classes="data"))
+
+
+def _size_table(particles: pd.DataFrame, unit: str) -> pd.DataFrame:
+    column = f"major_axis_{unit}"
+    rows = []
+    groups = [("all", particles)]
+    if "group" in particles:
+        groups += [(f"group {g}", particles[particles.group == g]) for g in sorted(particles.group.unique()) if g > 0]
+    for name, part in groups:
+        values = part[column].dropna()
+        mean = values.mean() if len(values) else np.nan
+        std = values.std(ddof=1) if len(values) > 1 else np.nan
+        rows.append({"particles": name, "count": len(part), f"major axis mean ({unit})": mean,
+                     f"major axis std ({unit})": std, "polydispersity (std/mean)": std / mean if mean else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _predictors(particles: pd.DataFrame, unit: str) -> list[str]:
+    from nanoshape.groups import FEATURE_COLUMNS, PARAMETER_COLUMNS
+
+    wanted = [f"major_axis_{unit}", f"equivalent_diameter_{unit}", *FEATURE_COLUMNS, *PARAMETER_COLUMNS,
+              "jaccard_refined"]
+    return [c for c in wanted if c in particles and particles[c].notna().any()]
+
+
+def _histograms(page: _Page, particles: pd.DataFrame, columns: list[str], colours: np.ndarray) -> None:
+    from scipy.stats import norm
+
+    plt = _plt()
+    groups = sorted(g for g in particles.group.unique() if g > 0) if "group" in particles else [0]
+    n = len(columns)
+    cols = 4
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    for ax, column in zip(axes.ravel(), columns):
+        values = particles[column].to_numpy(float)
+        log = column in ("p", "l_ratio")
+        data = np.log(values) if log else values
+        finite = data[np.isfinite(data)]
+        if finite.size == 0:
+            continue
+        bins = np.linspace(np.percentile(finite, 0.5), np.percentile(finite, 99.5) + 1e-9, 30)
+        grid = np.linspace(bins[0], bins[-1], 200)
+        for g in groups:
+            sel = (particles.group == g).to_numpy() if "group" in particles else np.ones(len(particles), bool)
+            x = data[sel & np.isfinite(data)]
+            if x.size < 2:
+                continue
+            colour = colours[(g - 1) % len(colours)] if g else colours[0]
+            ax.hist(x, bins=bins, alpha=0.45, color=colour, density=True, label=f"group {g}" if g else None)
+            sd = x.std(ddof=1)
+            if sd > 0:
+                ax.plot(grid, norm.pdf(grid, x.mean(), sd), color=colour, lw=1.5)
+        ax.set_title(f"log {column}" if log else column, fontsize=9)
+        ax.tick_params(labelsize=7)
+    if len(groups) > 1:
+        axes.ravel()[0].legend(fontsize=7)
+    fig.tight_layout()
+    page.figure(fig, "histograms", "Each predictor per group (histogram, density) with the fitted normal curve.")
+
+
+def _structure(page: _Page, particles: pd.DataFrame, grouping_columns: list[str], colours: np.ndarray, seed: int) -> None:
+    from scipy.cluster.hierarchy import dendrogram, linkage
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from nanoshape.groups import design_matrix
+
+    plt = _plt()
+    x = design_matrix(particles, tuple(grouping_columns))
+    ok = np.isfinite(x).all(axis=1)
+    x, groups = x[ok], particles.group.to_numpy()[ok]
+    if len(x) < 5:
+        return
+    z = StandardScaler().fit_transform(x)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(z), min(len(z), 400), replace=False))
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    dendrogram(linkage(z[sample], method="ward"), ax=ax, no_labels=True, color_threshold=None,
+               above_threshold_color="0.3")
+    ax.set_title(f"Ward dendrogram of {len(sample)} particles (standardised {', '.join(grouping_columns)})", fontsize=9)
+    ax.set_ylabel("linkage distance")
+    page.figure(fig, "dendrogram", "Hierarchical (Ward) clustering tree of the grouping predictors.")
+
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    for i in sample[:300]:
+        ax.plot(range(z.shape[1]), z[i], color=colours[(groups[i] - 1) % len(colours)], alpha=0.25, lw=0.8)
+    for g in sorted(set(groups)):
+        ax.plot(range(z.shape[1]), z[groups == g].mean(axis=0), color=colours[(g - 1) % len(colours)], lw=3,
+                label=f"group {g} mean")
+    ax.set_xticks(range(z.shape[1]), grouping_columns, rotation=30, fontsize=8)
+    ax.set_ylabel("standardised value")
+    ax.legend(fontsize=7, ncol=4)
+    page.figure(fig, "parallel_coordinates", "Parallel coordinates: particles (thin) and group means (thick).")
+
+    pca = PCA().fit(z)
+    share = pca.explained_variance_ratio_
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.bar(range(1, len(share) + 1), share, color="tab:blue")
+    ax.plot(range(1, len(share) + 1), np.cumsum(share), "o-", color="tab:red")
+    ax.set_xlabel("principal component")
+    ax.set_ylabel("explained variance (cumulative: line)")
+    ax.set_ylim(0, 1.05)
+    page.figure(fig, "pca_pareto", "Pareto chart of the principal components of the grouping predictors.")
+
+    if all(c in particles for c in ("p", "d", "l_ratio")):
+        fig = plt.figure(figsize=(6, 5))
+        ax = fig.add_subplot(projection="3d")
+        sel = particles.iloc[np.flatnonzero(ok)[sample]]
+        ax.scatter(np.log(sel.p), sel.d + rng.uniform(-0.15, 0.15, len(sel)), np.log(sel.l_ratio),
+                   c=[colours[(g - 1) % len(colours)] for g in sel.group], s=8)
+        ax.set_xlabel("log p")
+        ax.set_ylabel("d")
+        ax.set_zlabel("log L")
+        page.figure(fig, "scatter_p_d_l", "Shape parameters (log p, d, log L) coloured by group (d jittered).")
+
+
+def _micrograph_and_labels(run: Path, stem: str) -> tuple[np.ndarray, np.ndarray] | None:
+    import tifffile
+
+    from nanoshape.io import MicrographError, read_micrograph
+
+    info_path = run / "parts" / "info" / f"{stem}.json"
+    labels_path = run / "labels" / f"{stem}.tif"
+    if not info_path.exists() or not labels_path.exists():
+        return None
+    try:
+        image = read_micrograph(json.loads(info_path.read_text())["path"]).pixels
+    except (MicrographError, OSError, KeyError, ValueError):
+        return None
+    labels = tifffile.imread(labels_path)
+    return (image, labels) if image.shape == labels.shape else None
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    return np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
+
+
+def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, limit: int = 8) -> None:
+    plt = _plt()
+    stems = list(dict.fromkeys(particles.image))[:limit]
+    shown = 0
+    for stem in stems:
+        loaded = _micrograph_and_labels(page.run, stem)
+        if loaded is None:
+            continue
+        image, labels = loaded
+        rows = particles[particles.image == stem]
+        lut = np.zeros(int(labels.max()) + 1, dtype=np.int64)
+        lut[rows.particle_id.to_numpy()] = rows.group.to_numpy() if "group" in rows else 1
+        group_image = lut[labels]
+        rgb = np.repeat(_grey(image)[..., None], 3, axis=2)
+        for g in np.unique(group_image[group_image > 0]):
+            sel = group_image == g
+            rgb[sel] = 0.45 * rgb[sel] + 0.55 * colours[(g - 1) % len(colours)]
+        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(stem, fontsize=9)
+        ax.axis("off")
+        page.figure(fig, f"micrograph_{shown:02d}", f"{stem}: particles coloured by group.")
+        shown += 1
+
+
+def _crops_for(run: Path, rows: pd.DataFrame) -> dict[tuple[str, int], np.ndarray]:
+    """Crops (S, S, 2) of the given particles, cut again from their micrographs."""
+    from nanoshape.crop import crop_labels
+
+    out = {}
+    for stem, part in rows.groupby("image", sort=False):
+        loaded = _micrograph_and_labels(run, stem)
+        if loaded is None:
+            continue
+        image, labels = loaded
+        ids = part.particle_id.to_numpy()
+        for pid, crop in zip(ids, crop_labels(image, labels, ids)):
+            out[(stem, int(pid))] = crop
+    return out
+
+
+def _outline(row: pd.Series, mask: np.ndarray) -> np.ndarray | None:
+    """The refined shape re-rendered on the crop grid at the mask's area and centroid."""
+    import jax.numpy as jnp
+
+    from nanoshape.render import silhouette
+    from nanoshape.shape import ShapeParams, placement
+
+    if not all(c in row and pd.notna(row[c]) for c in ("p", "d", "l_ratio", "phi")):
+        return None
+    inside = mask > 0.5
+    if inside.sum() < 3:
+        return None
+    ys, xs = np.nonzero(inside)
+    shape = ShapeParams(jnp.float32(row.p), jnp.int32(row.d), jnp.float32(row.l_ratio), jnp.float32(row.phi))
+    center, scale = placement(shape, jnp.float32(inside.sum()), jnp.asarray([xs.mean(), ys.mean()], jnp.float32))
+    return np.asarray(silhouette(shape, center, scale, height=mask.shape[0], width=mask.shape[1]))
+
+
+def _montage(page: _Page, items: list[tuple[pd.Series, np.ndarray]], colours: np.ndarray, name: str, caption: str,
+             *, columns: int = 10, titles: bool = True, outlines: bool = True) -> None:
+    plt = _plt()
+    if not items:
+        return
+    rows = -(-len(items) // columns)
+    size = 1.3 if titles else 0.7
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + (0.25 if titles else 0)) * rows),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (row, crop) in zip(axes.ravel(), items):
+        ax.imshow(crop[..., 0], cmap="gray", vmin=-0.2, vmax=1.2, interpolation="nearest")
+        colour = colours[(int(row.get("group", 1)) - 1) % len(colours)] if int(row.get("group", 1)) > 0 else (0.5, 0.5, 0.5)
+        for spine in ax.spines.values():
+            spine.set_visible(True)
+            spine.set_color(colour)
+            spine.set_linewidth(3)
+        ax.axis("on")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if outlines:
+            ax.contour(crop[..., 1], levels=[0.5], colors=["cyan"], linewidths=0.7)
+            fitted = _outline(row, crop[..., 1])
+            if fitted is not None:
+                ax.contour(fitted, levels=[0.5], colors=["red"], linewidths=0.7)
+        if titles:
+            jac = row.get("jaccard_refined", np.nan)
+            ax.set_title(f"g{int(row.get('group', 0))} J={jac:.2f}" if pd.notna(jac) else f"g{int(row.get('group', 0))}",
+                         fontsize=6)
+    fig.tight_layout(pad=0.2)
+    page.figure(fig, name, caption)
+
+
+def write_report(run: str | Path, *, seed: int = 0) -> Path:
+    """Write ``report.html`` (and ``figures/``, ``tables/``) for a run directory."""
+    run = Path(run)
+    summary = json.loads((run / "summary.json").read_text())
+    particles = pd.read_csv(run / "particles.csv") if (run / "particles.csv").stat().st_size else pd.DataFrame()
+    plt = _plt()
+    page = _Page(run)
+    unit = _unit(particles) if len(particles) else "px"
+    groups_dir = run / "groups"
+    grouping = json.loads((groups_dir / "grouping.json").read_text()) if (groups_dir / "grouping.json").exists() else None
+    k = int(particles.group.max()) if "group" in particles and len(particles) else 1
+    colours = _colours(k)
+
+    page.section("summary", "Summary")
+    page.text(f"{summary['particles']} particles in {summary['micrographs_analysed']} micrograph(s); "
+              f"{len(summary['files_skipped'])} file(s) skipped; {summary.get('particles_dropped', 0)} candidates dropped "
+              f"during segmentation (dropped.csv lists each with its reason).")
+    for warning in summary.get("warnings", []):
+        page.parts.append(f"<p class='warn'>{html.escape(str(warning))}</p>")
+
+    page.section("sizes", "Size: ensemble mean, standard deviation and polydispersity")
+    if len(particles):
+        page.table(_size_table(particles, unit), "sizes")
+    else:
+        page.text("No particles were found.")
+
+    page.section("groups", "Shape groups")
+    if grouping:
+        page.text(grouping["reason"])
+        page.table(pd.read_csv(groups_dir / "comparison.csv"), "group_comparison")
+    else:
+        page.text("No groups: " + (summary.get("groups_skipped_reason") or "grouping was not run."))
+
+    page.section("group-statistics", "Mean and standard deviation of every feature and parameter, per group")
+    if len(particles) and "group" in particles:
+        numeric = particles.select_dtypes("number").drop(columns=["particle_id", "group"], errors="ignore")
+        stats = numeric.groupby(particles.group).agg(["mean", "std"]).T
+        stats.index = [f"{a} ({b})" for a, b in stats.index]
+        stats.columns = [f"group {g}" for g in stats.columns]
+        page.table(stats.reset_index(names="measure"), "group_statistics")
+
+    if len(particles):
+        predictors = _predictors(particles, unit)
+        page.section("histograms", "Distributions per group")
+        _histograms(page, particles, predictors, colours)
+        page.section("structure", "Structure of the groups")
+        if grouping and "group" in particles:
+            _structure(page, particles, grouping["columns"], colours, seed)
+        page.section("micrographs", "Micrographs with particles coloured by group")
+        _micrographs(page, particles, colours)
+
+        rng = np.random.default_rng(seed)
+        page.section("exemplars", "Exemplary particles per group")
+        exemplars = []
+        if "group" in particles and grouping:
+            from nanoshape.groups import design_matrix
+
+            x = design_matrix(particles, tuple(grouping["columns"]))
+            z = (x - np.nanmean(x, axis=0)) / np.maximum(np.nanstd(x, axis=0), 1e-12)
+            for g in sorted(g for g in particles.group.unique() if g > 0):
+                idx = np.flatnonzero((particles.group == g).to_numpy() & np.isfinite(z).all(axis=1))
+                centre = z[idx].mean(axis=0)
+                exemplars += list(idx[np.argsort(((z[idx] - centre) ** 2).sum(axis=1))[:10]])
+        else:
+            exemplars = list(rng.choice(len(particles), min(20, len(particles)), replace=False))
+        chosen = particles.iloc[exemplars]
+        crops = _crops_for(run, chosen)
+        items = [(row, crops[(row.image, int(row.particle_id))]) for _, row in chosen.iterrows()
+                 if (row.image, int(row.particle_id)) in crops]
+        _montage(page, items, colours, "exemplars",
+                 "Ten particles nearest each group's centre (rows: groups). Cyan: the particle's mask; red: the shape "
+                 "re-rendered from its refined parameters at the mask's area and centroid; J: Jaccard of the two.")
+
+        page.section("all-particles", "All classified particles")
+        count = min(len(particles), 300)
+        if "group" in particles:
+            shares = particles.group.value_counts(normalize=True).sort_index()
+            per_group = {g: max(1, int(round(s * count))) for g, s in shares.items()}
+            picks = []
+            for g, n_pick in per_group.items():
+                idx = np.flatnonzero((particles.group == g).to_numpy())
+                picks += list(np.sort(rng.choice(idx, min(n_pick, len(idx)), replace=False)))
+        else:
+            picks = list(np.sort(rng.choice(len(particles), count, replace=False)))
+        sample = particles.iloc[picks]
+        crops = _crops_for(run, sample)
+        items = [(row, crops[(row.image, int(row.particle_id))]) for _, row in sample.iterrows()
+                 if (row.image, int(row.particle_id)) in crops]
+        _montage(page, items, colours, "all_particles",
+                 f"{len(items)} particles drawn in proportion to their group's size, ordered by group (frame colour).",
+                 columns=20, titles=False, outlines=False)
+
+        page.section("fits", "Re-simulated shapes")
+        if "jaccard_refined" in particles and particles.jaccard_refined.notna().any():
+            fig, ax = plt.subplots(figsize=(6, 3.4))
+            bins = np.linspace(0.5, 1.0, 41)
+            if "jaccard_cnn" in particles:
+                ax.hist(particles.jaccard_cnn.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="CNN")
+            ax.hist(particles.jaccard_refined.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="refined")
+            ax.set_xlabel("Jaccard index: re-rendered shape vs particle mask")
+            ax.legend()
+            page.figure(fig, "jaccard", f"Median Jaccard: CNN {particles.get('jaccard_cnn', pd.Series(dtype=float)).median():.3f}, "
+                                        f"refined {particles.jaccard_refined.median():.3f}.")
+            worst = particles.nsmallest(10, "jaccard_refined")
+            crops = _crops_for(run, worst)
+            items = [(row, crops[(row.image, int(row.particle_id))]) for _, row in worst.iterrows()
+                     if (row.image, int(row.particle_id)) in crops]
+            _montage(page, items, colours, "worst_fits", "The ten worst fits (cyan: mask; red: re-rendered shape).")
+        else:
+            page.text("No shape parameters in this run (shape.cnn=false).")
+
+    page.section("classifier", "Classifier")
+    classifier_meta = run / "groups" / "classifier.json"
+    if classifier_meta.exists():
+        meta = json.loads(classifier_meta.read_text())
+        page.text(f"RBF support-vector machine on {', '.join(meta['columns'])}: test accuracy "
+                  f"{meta['test_accuracy']:.3f} (held-out 20 %), 10-fold cross-validated accuracy "
+                  f"{meta['cv_accuracy_mean']:.3f} ± {meta['cv_accuracy_std']:.3f}; C = {meta['best_params'].get('C')}, "
+                  f"gamma = {meta['best_params'].get('gamma')}. Sort new micrographs with "
+                  f"`nanoshape classify classifier={run / 'groups' / 'classifier.skops'} input=...`.")
+        confusion = np.asarray(meta["confusion"])
+        fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(confusion), 1 + 0.5 * len(confusion)))
+        ax.imshow(confusion, cmap="Blues")
+        for (i, j), v in np.ndenumerate(confusion):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+        labels = [f"g{g}" for g in meta["groups"]]
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        page.figure(fig, "confusion", "Confusion matrix of the classifier on the held-out particles.")
+    else:
+        page.text("No classifier was trained in this run.")
+
+    page.section("skipped", "Files skipped")
+    if summary["files_skipped"]:
+        page.table(pd.DataFrame(summary["files_skipped"]), "files_skipped")
+    else:
+        page.text("None: every file was read.")
+
+    body = "\n".join(page.parts)
+    title = f"nanoshape report: {run.name}"
+    document = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+h2 {{ border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }}
+table.data {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }}
+table.data td, table.data th {{ padding: 2px 8px; border-bottom: 1px solid #eee; text-align: right; }}
+figure {{ margin: 1em 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 0.85em; color: #555; }}
+p.warn {{ color: #a50; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Written by nanoshape from {html.escape(str(run))}. Figures are also in figures/, tables in tables/ (CSV).</p>
+{body}
+</body></html>
+"""
+    out = run / "report.html"
+    out.write_text(document, encoding="utf-8")
+    return out

@@ -1,0 +1,98 @@
+"""Shape groups and the classifier: recovery of known populations, determinism, safe round trip."""
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from nanoshape.evaluate import match_instances
+from nanoshape.features import measure
+from nanoshape.groups import (FEATURE_COLUMNS, GroupOptions, cluster_particles, load_classifier, save_classifier,
+                              train_classifier)
+from nanoshape.scene import POPULATIONS, SceneOptions, render_scene
+from nanoshape.segment import segment
+
+
+def _synthetic(n_per_group=60, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    centres = [dict(p=2.0, l_ratio=1.05, d=2, aspect_ratio=1.05, circularity=0.9),   # spheres
+               dict(p=20.0, l_ratio=1.05, d=2, aspect_ratio=1.05, circularity=0.75),  # cubes
+               dict(p=6.0, l_ratio=3.0, d=2, aspect_ratio=3.0, circularity=0.55)]     # rods
+    for g, c in enumerate(centres, start=1):
+        for _ in range(n_per_group):
+            row = {k: v * np.exp(rng.normal(0, 0.05)) if k != "d" else v for k, v in c.items()}
+            row.update(feret_ratio=row["aspect_ratio"] * 1.02, roundness=1 / row["aspect_ratio"], solidity=0.97,
+                       convexity=0.98, eccentricity=np.sqrt(1 - 1 / max(row["aspect_ratio"], 1.01) ** 2),
+                       equivalent_diameter_nm=20 * np.exp(rng.normal(0, 0.1)), true=g)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_known_groups_are_recovered_and_the_choice_is_explained():
+    table = _synthetic()
+    grouping = cluster_particles(table)
+    assert adjusted_rand_score(table.true, grouping.labels) >= 0.95
+    assert grouping.k == 3
+    assert len(grouping.comparison) == 9 and grouping.comparison.chosen.sum() == 1
+    assert grouping.comparison.loc[grouping.comparison.method == "ward", "cophenetic_correlation"].notna().all()
+    assert grouping.method in grouping.reason and grouping.dataset in grouping.reason
+    assert np.array_equal(grouping.labels, cluster_particles(table).labels)  # deterministic
+    sizes = np.bincount(grouping.labels)[1:]
+    assert list(sizes) == sorted(sizes, reverse=True)  # group 1 is the largest
+
+
+@pytest.fixture(scope="module")
+def scene_particles():
+    """Rods, spheres and stars rendered in contact and apart, segmented and measured."""
+    populations = tuple(POPULATIONS[n] for n in ("spheres", "rods", "stars"))
+    tables = []
+    for i in range(3):
+        scene = render_scene(jax.random.key(500 + i), SceneOptions(height_px=640, width_px=640, n_particles=80,
+                                                                     populations=populations, touching_fraction=0.2))
+        seg = segment(scene.image.astype(np.float32))
+        table = measure(seg.labels, scene.image, pixel_size_nm=0.5)
+        pairs = dict(map(tuple, match_instances(seg.labels, scene.labels)["pairs"]))
+        truth = scene.truth.set_index("particle_id").population
+        table["true"] = table.particle_id.map(lambda p: truth.get(pairs.get(p)))
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True).dropna(subset=["true"])
+
+
+def test_rendered_populations_are_recovered_from_measured_features(scene_particles):
+    grouping = cluster_particles(scene_particles, GroupOptions(datasets=("features",)))
+    ari = adjusted_rand_score(scene_particles.true, grouping.labels)
+    assert ari >= 0.9, (ari, pd.crosstab(scene_particles.true, grouping.labels))
+
+
+def test_classifier_learns_the_groups_and_round_trips_safely(scene_particles, tmp_path):
+    grouping = cluster_particles(scene_particles, GroupOptions(datasets=("features",)))
+    classifier = train_classifier(scene_particles, grouping.labels, grouping.columns)
+    assert classifier.test_accuracy >= 0.97 and classifier.cv_accuracy[0] >= 0.95
+    assert classifier.confusion.sum() == pytest.approx(0.2 * (grouping.labels > 0).sum(), abs=2)
+    path = save_classifier(classifier, tmp_path / "classifier.skops")
+    loaded = load_classifier(path)
+    np.testing.assert_array_equal(loaded.predict(scene_particles), classifier.predict(scene_particles))
+    assert loaded.columns == classifier.columns
+
+
+def test_a_classifier_file_holding_other_types_is_refused(tmp_path):
+    import json
+
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.random.default_rng(0).random((20, 3))
+    sio.dump(RandomForestClassifier(n_estimators=2).fit(x, np.arange(20) % 2), tmp_path / "bad.skops")
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "nanoshape-classifier-1", "columns": ["a"], "groups": [1, 2],
+                                                   "test_accuracy": 1, "cv_accuracy_mean": 1, "cv_accuracy_std": 0,
+                                                   "confusion": [[1]], "best_params": {}}))
+    with pytest.raises(ValueError, match="refusing"):
+        load_classifier(tmp_path / "bad.skops")
+
+
+def test_missing_columns_are_named():
+    table = _synthetic().drop(columns=["p"])
+    with pytest.raises(KeyError, match="'p'"):
+        train_classifier(table, np.ones(len(table), int), ("p", *FEATURE_COLUMNS))

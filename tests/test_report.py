@@ -1,0 +1,55 @@
+"""The HTML report: every section, figures inlined, nothing fetched from elsewhere, data escaped."""
+
+import base64
+import re
+
+import jax
+import pytest
+
+from nanoshape.examples import write_scene
+from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, ShapeOptions, run_analysis
+from nanoshape.report import REPORT_SECTIONS
+from nanoshape.scene import POPULATIONS, SceneOptions
+
+HOSTILE = "<img src=x onerror=alert(1)>"  # a legal file name on POSIX (no slash)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("in")
+    populations = tuple(POPULATIONS[n] for n in ("spheres", "rods", "stars"))
+    for i in range(2):
+        write_scene(jax.random.key(40 + i), SceneOptions(height_px=384, width_px=384, n_particles=45,
+                                                         populations=populations), folder, f"scene_{i}")
+    (folder / f"{HOSTILE}.tif").write_bytes(b"II*\x00 not really a tiff")
+    output = tmp_path_factory.mktemp("run")
+    run_analysis(folder, output, AnalyzeOptions(shape=ShapeOptions(cnn=False)), distribute=DistributeOptions(workers=0))
+    return output, (output / "report.html").read_text()
+
+
+def test_every_section_is_present_with_figures(report):
+    output, text = report
+    for section in REPORT_SECTIONS:
+        assert f'id="{section}"' in text, section
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(images) >= 8  # without shape parameters: no (p, d, L) scatter and no fits
+    for encoded in images:
+        data = base64.b64decode(encoded)
+        assert data.startswith(b"\x89PNG") and len(data) > 2000  # a real, non-trivial image
+    figures = list((output / "figures").glob("*.png"))
+    assert len(figures) == len(images)
+    for name in ("sizes", "group_comparison", "group_statistics", "files_skipped"):
+        assert (output / "tables" / f"{name}.csv").stat().st_size > 20, name
+
+
+def test_the_report_needs_no_network_and_runs_no_script(report):
+    _, text = report
+    assert "<script" not in text.lower() and "onerror=" not in text.replace("&lt;img src=x onerror=", "")
+    assert not re.search(r'(src|href)="(https?:)?//', text)
+    assert "@import" not in text and "url(" not in text
+
+
+def test_file_names_from_data_are_escaped(report):
+    _, text = report
+    assert HOSTILE not in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text

@@ -13,9 +13,8 @@ import pytest
 from flax import nnx
 
 from nanoshape.cnn import N_OUTPUTS, CNNOptions, ShapeCNN, default_model_dir, load_model, predict, save_model
-from nanoshape.crop import crop_particle
-from nanoshape.render import silhouette
-from nanoshape.shape import ShapeParams
+from nanoshape.render import training_example
+from nanoshape.shape import ShapeParams, ShapePrior
 from nanoshape.training import TrainOptions, run_training
 
 TINY = TrainOptions(steps=20, batch_size=16, checkpoint_every=10, validation_every=10, validation_size=64,
@@ -92,25 +91,37 @@ def test_two_devices_give_the_one_device_loss_curve(tmp_path):
     np.testing.assert_allclose(curves[0], curves[1], rtol=2e-3)
 
 
-def _crop_of(shape: ShapeParams, scale: float = 20.0) -> np.ndarray:
-    center = jnp.asarray([31.5, 32.0], jnp.float32)
-    coverage = silhouette(shape, center, jnp.float32(scale), height=64, width=64)
-    image = 1.0 - 0.5 * coverage  # a dark particle on a bright film
-    return np.asarray(crop_particle(image, (coverage > 0.5).astype(jnp.float32)))
+def _crops_of(prior: ShapePrior, n: int = 6) -> np.ndarray:
+    """Crops of one shape, rendered like the training particles (full imaging model,
+    random size, position and conditions): the prior is collapsed to a point."""
+    return np.stack([np.asarray(training_example(jax.random.key(100 + i), prior=prior)[0]) for i in range(n)])
+
+
+def _median_shape_jaccard(out: dict, truth: ShapeParams) -> float:
+    from nanoshape.refine import shape_jaccard
+
+    return float(np.median([shape_jaccard(ShapeParams(jnp.float32(out["p"][i]), jnp.int32(out["d"][i]),
+                                                      jnp.float32(out["l_ratio"][i]), jnp.float32(out["phi"][i])), truth)
+                            for i in range(len(out["p"]))]))
 
 
 @pytest.mark.skipif(not (default_model_dir() / "model.json").exists(), reason="no model shipped in this checkout")
 def test_shipped_model_reads_a_circle_a_square_and_a_rod():
-    """Judged in shape space: a square is both (p -> inf, phi) and (p = 1, phi + pi/4)."""
-    from nanoshape.refine import shape_jaccard
+    """Judged in shape space (re-rendered prediction against the true shape, equal area and
+    centroid). A square is the hard case: at L = 1 it is both (p -> inf, phi) and the
+    diamond (p = 1, phi + pi/4), so the CNN's log p lands between the two (measured: median
+    shape Jaccard ~0.83 alone); the refinement, fitting the mask, settles it."""
+    from nanoshape.refine import refine
 
     model = load_model()
-    shapes = [ShapeParams(jnp.float32(2.0), jnp.int32(2), jnp.float32(1.0), jnp.float32(0.0)),  # circle
-              ShapeParams(jnp.float32(30.0), jnp.int32(2), jnp.float32(1.0), jnp.float32(0.3)),  # square
-              ShapeParams(jnp.float32(8.0), jnp.int32(2), jnp.float32(3.0), jnp.float32(1.0))]  # rod
-    out = predict(model, np.stack([_crop_of(s, 20.0 if i < 2 else 12.0) for i, s in enumerate(shapes)]))
-    for i, (name, truth) in enumerate(zip(("circle", "square", "rod"), shapes)):
-        guess = ShapeParams(jnp.float32(out["p"][i]), jnp.int32(out["d"][i]), jnp.float32(out["l_ratio"][i]),
-                            jnp.float32(out["phi"][i]))
-        assert float(shape_jaccard(guess, truth)) >= 0.9, (name, {k: v[i] for k, v in out.items()})
-    assert out["l_ratio"][0] < 1.25 and out["l_ratio"][2] > 2.2
+    cases = {"circle": (2.0, 1.0, 0.0), "square": (30.0, 1.0, 0.3), "rod": (8.0, 3.0, 1.0)}
+    for name, (p, l_ratio, phi) in cases.items():
+        crops = _crops_of(ShapePrior((p, p), (2,), (l_ratio, l_ratio), (phi, phi)))
+        truth = ShapeParams(jnp.float32(p), jnp.int32(2), jnp.float32(l_ratio), jnp.float32(phi))
+        out = predict(model, crops)
+        cnn = _median_shape_jaccard(out, truth)
+        assert cnn >= (0.75 if name == "square" else 0.93), (name, cnn, out["p"], out["l_ratio"])
+        refined = _median_shape_jaccard(refine(crops[..., 1], out), truth)
+        assert refined >= 0.9, (name, refined)
+    rod = predict(model, _crops_of(ShapePrior((8.0, 8.0), (2,), (3.0, 3.0), (1.0, 1.0))))
+    assert np.all(np.abs(np.log(rod["l_ratio"] / 3.0)) < 0.15) and np.all(rod["d"] == 2)

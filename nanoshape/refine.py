@@ -579,11 +579,17 @@ def fit_jaccard(masks: np.ndarray | jax.Array, shapes: ShapeParams) -> np.ndarra
       (n,) IoU of ``coverage > 0.5`` and ``mask > 0.5`` on the mask grid.
     """
     masks = _square(np.asarray(masks, np.float32))
+    n = masks.shape[0]
+    if n == 0:
+        return np.zeros(0, np.float32)
+    # pad the count to a power of two (>= 32): one compilation per size class, not per micrograph
+    padded = max(32, 1 << (n - 1).bit_length())
+    index = np.concatenate([np.arange(n), np.zeros(padded - n, int)])
     shapes = ShapeParams(
-        jnp.asarray(shapes.p, jnp.float32), jnp.asarray(shapes.d, jnp.int32),
-        jnp.asarray(shapes.l_ratio, jnp.float32), jnp.asarray(shapes.phi, jnp.float32),
+        jnp.asarray(np.asarray(shapes.p)[index], jnp.float32), jnp.asarray(np.asarray(shapes.d)[index], jnp.int32),
+        jnp.asarray(np.asarray(shapes.l_ratio)[index], jnp.float32), jnp.asarray(np.asarray(shapes.phi)[index], jnp.float32),
     )
-    return np.asarray(_fit_jaccard_batch(jnp.asarray(masks), shapes))
+    return np.asarray(_fit_jaccard_batch(jnp.asarray(masks[index]), shapes))[:n]
 
 
 def shape_jaccard(a: ShapeParams, b: ShapeParams, *, grid_px: int = 128) -> jax.Array:

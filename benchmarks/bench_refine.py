@@ -4,7 +4,7 @@
 
 asv-style: each ``time_*`` method of :class:`RefineSuite` is one figure; ``setup`` renders
 the particles (``training_batch`` crops, full imaging model, 64 x 64 masks) and compiles.
-The baseline timed in the same run is the CNN's forward pass when ``nanoshape.model``
+The baseline timed in the same run is the CNN's forward pass when ``nanoshape.cnn``
 loads (the "CNN-only" cost of a particle), else placing and scoring the start
 (:func:`nanoshape.refine.fit_jaccard`, what ``jaccard_cnn`` costs). Medians of several runs
 after warm-up; compilation is excluded (it happens once per bucket size and options).
@@ -49,7 +49,7 @@ def perturbed_start(truth: ShapeParams, seed: int = 1) -> dict[str, np.ndarray]:
 
 def load_cnn():
     try:
-        from nanoshape.model import load_model, predict
+        from nanoshape.cnn import load_model, predict
 
         return load_model(), predict
     except Exception:  # the model is not there yet (or has no checkpoint): the start's cost is the baseline

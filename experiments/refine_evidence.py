@@ -17,7 +17,7 @@ Writes to ``runs/refine_evidence/`` (``--output`` to change):
   ``worst_rendered.png``, ``worst_emps.png`` (mask outline cyan, fitted outline red, over
   the crop's intensity channel).
 
-The start is the CNN when ``nanoshape.model.load_model()`` works; otherwise perturbed truth
+The start is the CNN when ``nanoshape.cnn.load_model()`` works; otherwise perturbed truth
 for rendered particles (log p + N(0, 0.3), log L + N(0, 0.15), phi + N(0, 0.15), d replaced
 by another value for 20%, the uncertainties set to those scales, no d probabilities) and
 the second-moment ellipse (:func:`nanoshape.refine.moment_start`) for real ones. The script
@@ -95,11 +95,11 @@ def main():
 def load_cnn():
     """(model, description): the CNN if it loads, else (None, the reason and the fallback)."""
     try:
-        from nanoshape.model import load_model
+        from nanoshape.cnn import load_model
     except ImportError as error:
-        return None, f"perturbed truth / moment ellipse (nanoshape.model not importable: {error})"
+        return None, f"perturbed truth / moment ellipse (nanoshape.cnn not importable: {error})"
     try:
-        return load_model(), "CNN (nanoshape.model.load_model())"
+        return load_model(), "CNN (nanoshape.cnn.load_model())"
     except Exception as error:  # no checkpoint yet, or an API change: say so and go on
         return None, f"perturbed truth / moment ellipse (load_model() failed: {type(error).__name__}: {error})"
 
@@ -107,7 +107,7 @@ def load_cnn():
 def cnn_predict(model, crops):
     import numpy as np
 
-    from nanoshape.model import predict
+    from nanoshape.cnn import predict
 
     parts = [predict(model, crops[i : i + 256]) for i in range(0, len(crops), 256)]
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}

@@ -23,7 +23,8 @@ mod pi at the end). Each coordinate is fitted as ``theta0 + z * step`` with Adam
 ``step`` is the size of one early step (after a short warm-up: Adam's first steps move every
 coordinate by the full rate, which throws a good start away); with the CNN's
 uncertainties, ``step = step_per_std * std`` (clipped), so confident predictions move
-little. The CNN's p enters as a Gaussian prior,
+little. The CNN's p enters as a Gaussian prior (only when its uncertainty is given; a bare guess
+gets a wide one),
 ``p_prior_weight * ((log p - log p0) / p_log_std)^2 / 2`` added to the loss: where the mask
 says little about p (the corners of boxy shapes, rounded by blur and pixels; the arms of
 thin stars), p stays near the CNN's value instead of drifting.
@@ -76,6 +77,8 @@ _LOG_P_RANGE = (math.log(0.1), math.log(200.0))
 #: Bound of |log L|: real rods reach aspect ratios beyond 8 (EMPS).
 _LOG_L_MAX = math.log(30.0)
 _NUM_D = 6
+#: weight of the p prior around a start given without uncertainties (a bare guess)
+_BARE_GUESS_P_PRIOR_WEIGHT = 0.003
 #: Angles of the quadrature that places shapes at the mask's area and centroid during the fit.
 _PLACEMENT_QUADRATURE = 256
 
@@ -116,8 +119,8 @@ class RefineOptions:
     coarse_grid_px: int = 24
     d_candidates: int = 2
     phase_starts: int = 8
-    d_prior_weight: float = 0.01
-    p_prior_weight: float = 0.003
+    d_prior_weight: float = 0.1
+    p_prior_weight: float = 0.1
     coarse_iterations: int = 14
     fine_iterations: int = 20
     coarse_learning_rate: float = 1.0
@@ -413,9 +416,11 @@ def _starts(init: Mapping[str, np.ndarray], n: int, options: RefineOptions) -> _
         if probs.shape != (n, _NUM_D):
             raise ValueError(f"refine: init['d_probs'] must be ({n}, {_NUM_D}), got {probs.shape}")
     else:
-        # no probabilities: the start's d is preferred by a little, the others are equal
-        probs = np.full((n, _NUM_D), 0.5 / (_NUM_D - 1), np.float32)
-        probs[np.arange(n), d - 1] = 0.5
+        # no probabilities: the start's d is preferred by a little (0.016 in loss units at
+        # the default weight), the others are equal
+        probs = np.ones((n, _NUM_D), np.float32)
+        probs[np.arange(n), d - 1] = np.exp(0.016 / max(options.d_prior_weight, 1e-6))
+        probs /= probs.sum(axis=1, keepdims=True)
     log_d_prob = np.log(np.clip(probs, 1e-6, 1.0))
     defaults = np.asarray([options.default_log_p_std, options.default_log_l_std, options.default_phi_std], np.float32)
     std = np.stack(
@@ -429,7 +434,12 @@ def _starts(init: Mapping[str, np.ndarray], n: int, options: RefineOptions) -> _
     default_step = options.step_per_std * defaults
     step = np.clip(options.step_per_std * np.nan_to_num(std, nan=1.0), 0.25 * default_step,
                    options.max_step_per_default * default_step)
+    # the prior on log p binds only where the caller says how sure the start is (the CNN);
+    # a bare guess gets a wide one
     log_p_std = np.clip(np.nan_to_num(std[:, 0], nan=defaults[0]), 0.02, 10.0)
+    if "p_log_std" not in init:
+        # as weak as a weight of _BARE_GUESS_P_PRIOR_WEIGHT would make it
+        log_p_std = log_p_std * np.float32(math.sqrt(max(options.p_prior_weight, 1e-12) / _BARE_GUESS_P_PRIOR_WEIGHT))
     return _Start(np.log(p), np.log(l_ratio), phi, d, log_d_prob, step.astype(np.float32), log_p_std)
 
 

@@ -65,18 +65,21 @@ def _run_render(cfg) -> Path:
 
 
 def _run_classify(cfg) -> Path:
-    if not cfg.classifier:
-        raise SystemExit("nanoshape classify: give classifier=<run>/groups/classifier.skops from an earlier analyze run")
+    if not cfg.model:
+        raise SystemExit("nanoshape classify: give model=<run directory of an earlier nanoshape analyze>")
     from nanoshape.groups import load_classifier
 
+    path = Path(cfg.model)
+    if path.is_dir():
+        path = path / "groups" / "classifier.skops"
     try:
-        load_classifier(cfg.classifier)
+        load_classifier(path)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"nanoshape classify: {error}") from None
-    return _run_analyze(cfg, command="classify")
+    return _run_analyze(cfg, command="classify", classifier=str(path))
 
 
-def _run_analyze(cfg, command: str = "analyze") -> Path:
+def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> Path:
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
@@ -114,7 +117,7 @@ def _run_analyze(cfg, command: str = "analyze") -> Path:
         group=cfg.group,
         groups=to_options(GroupOptions, cfg.groups),
         report=cfg.report,
-        classifier=cfg.get("classifier", ""),
+        classifier=classifier,
     )
     if options.shape.cnn:
         from nanoshape.cnn import load_model

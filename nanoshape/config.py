@@ -174,12 +174,13 @@ class ClassifyCommand(AnalyzeCommand):
     groups learned by an earlier run, with that run's classifier.
 
     Attributes:
-      classifier: the classifier of an earlier run: <run>/groups/classifier.skops (loaded
-        with skops, trusting only the types an SVM pipeline holds; never pickle).
+      model: the run directory of an earlier ``nanoshape analyze`` (its
+        groups/classifier.skops is used), or that .skops file itself. Loaded with skops,
+        trusting only the types an SVM pipeline holds; never pickle.
       (every other option as for ``nanoshape analyze``)
     """
 
-    classifier: str = ""
+    model: str = ""
 
 
 @dataclass

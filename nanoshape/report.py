@@ -468,7 +468,7 @@ def write_report(run: str | Path, *, seed: int = 0) -> Path:
                   f"{meta['test_accuracy']:.3f} (held-out 20 %), 10-fold cross-validated accuracy "
                   f"{meta['cv_accuracy_mean']:.3f} ± {meta['cv_accuracy_std']:.3f}; C = {meta['best_params'].get('C')}, "
                   f"gamma = {meta['best_params'].get('gamma')}. Sort new micrographs with "
-                  f"`nanoshape classify classifier={run / 'groups' / 'classifier.skops'} input=...`.")
+                  f"`nanoshape classify model={run} input=...`.")
         confusion = np.asarray(meta["confusion"])
         fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(confusion), 1 + 0.5 * len(confusion)))
         ax.imshow(confusion, cmap="Blues")

@@ -52,11 +52,24 @@ def test_analyze_without_input_runs_on_the_bundled_examples_and_evaluate_scores_
 
     pooled = json.loads(evaluation.read_text())["pooled"]
     assert pooled["n_images"] == 3 and pooled["f1"] >= 0.95
+    assert (out / "report.html").stat().st_size > 100_000 and (out / "groups" / "classifier.skops").exists()
+    # the same micrographs sorted by that run's classifier land in the same groups
+    sorted_out = tmp_path / "classified"
+    assert main(["classify", f"model={out}", f"output={sorted_out}", "workers=0"]) == 0
+    again = pd.read_csv(sorted_out / "particles.csv")
+    assert (again.group.to_numpy() == particles.group.to_numpy()).mean() >= 0.95
 
 
 def test_analyze_reports_a_missing_input_by_name(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no_such_folder"):
         main(["analyze", f"input={tmp_path / 'no_such_folder'}", f"output={tmp_path / 'run'}"])
+
+
+def test_classify_needs_an_earlier_run(tmp_path):
+    with pytest.raises(SystemExit, match="model="):
+        main(["classify", f"output={tmp_path}"])
+    with pytest.raises(SystemExit, match="classifier"):
+        main(["classify", f"model={tmp_path}", f"output={tmp_path / 'out'}"])
 
 
 def test_evaluate_needs_both_folders(tmp_path):

@@ -431,8 +431,9 @@ def detect_polarity(normalised: np.ndarray, usable: np.ndarray) -> tuple[str, fl
     return ("dark_field" if dark_field else "bright_field"), float(score)
 
 
-def _histogram_peak(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
-    """Mode of a sample and the width (Gaussian sigma from the half maximum) of its peak."""
+def _peak_widths(values: np.ndarray, bins: int = 256) -> tuple[float, float, float]:
+    """Mode of a sample and the widths (Gaussian sigma from the half maximum) of its peak
+    below and above the mode."""
     hist, edges = np.histogram(values, bins)
     smooth = ndi.uniform_filter1d(hist.astype(np.float64), 5)
     centres = 0.5 * (edges[1:] + edges[:-1])
@@ -440,9 +441,15 @@ def _histogram_peak(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
     mode = float(centres[k])
     below = np.flatnonzero(smooth[: k + 1] < 0.5 * smooth[k])
     above = np.flatnonzero(smooth[k:] < 0.5 * smooth[k])
-    width_low = (mode - centres[below[-1]]) if below.size else (mode - centres[0])
-    width_high = (centres[k + above[0]] - mode) if above.size else (centres[-1] - mode)
-    return mode, max(min(width_low, width_high) / 1.1774, 1e-6)
+    width_low = ((mode - centres[below[-1]]) if below.size else (mode - centres[0])) / 1.1774
+    width_high = ((centres[k + above[0]] - mode) if above.size else (centres[-1] - mode)) / 1.1774
+    return mode, float(width_low), float(width_high)
+
+
+def _histogram_peak(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
+    """Mode of a sample and the width (Gaussian sigma from the half maximum) of its peak."""
+    mode, width_low, width_high = _peak_widths(values, bins)
+    return mode, max(min(width_low, width_high), 1e-6)
 
 
 def estimate_radius(particles_bright: np.ndarray, usable: np.ndarray, *, percentile: float = 99.5) -> float:
@@ -545,15 +552,7 @@ def _thresholds(
     from its half maximum on the side away from the particles).
     """
     otsu = _otsu(values)
-    hist, edges = np.histogram(values, 256)
-    smooth = ndi.uniform_filter1d(hist.astype(np.float64), 5)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    k = int(np.argmax(smooth))
-    mode = float(centres[k])
-    below = np.flatnonzero(smooth[: k + 1] < 0.5 * smooth[k])
-    above = np.flatnonzero(smooth[k:] < 0.5 * smooth[k])
-    width_low = ((mode - centres[below[-1]]) if below.size else (mode - centres[0])) / 1.1774
-    width_high = ((centres[k + above[0]] - mode) if above.size else (centres[-1] - mode)) / 1.1774
+    mode, width_low, width_high = _peak_widths(values, 256)
     width = max(min(width_low, width_high), 1e-6)
     in_peak = float(np.mean(np.abs(values - mode) <= 3 * width))
     if sparse is None:

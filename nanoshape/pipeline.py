@@ -169,16 +169,17 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
     start = time.perf_counter()
     cnn = predict(load_model(options.shape.model or None), crops, batch_size=options.shape.batch_size)
     masks = crops[..., 1]
-    jaccard_cnn = fit_jaccard(masks, ShapeParams(cnn["p"], cnn["d"], cnn["l_ratio"], cnn["phi"]))
     timings["cnn_s"] = time.perf_counter() - start
     if options.shape.refine:
         start = time.perf_counter()
         fit = refine(masks, cnn, options=options.refine)
         timings["refine_s"] = time.perf_counter() - start
         final = {k: fit[k] for k in ("p", "d", "l_ratio", "phi")}
-        jaccard_refined, converged = fit["jaccard_refined"], fit["converged"]
+        # refine scores its start exactly as fit_jaccard would (same placement, same grid)
+        jaccard_cnn, jaccard_refined, converged = fit["jaccard_init"], fit["jaccard_refined"], fit["converged"]
     else:
         final = {k: cnn[k] for k in ("p", "d", "l_ratio", "phi")}
+        jaccard_cnn = fit_jaccard(masks, ShapeParams(cnn["p"], cnn["d"], cnn["l_ratio"], cnn["phi"]))
         jaccard_refined, converged = np.full(n, np.nan), np.zeros(n, bool)
     values = {**final, **{f"{k}_cnn": cnn[k] for k in ("p", "d", "l_ratio", "phi")},
               **{k: cnn[k] for k in ("p_log_std", "l_ratio_log_std", "phi_std", "d_confidence")},

@@ -13,6 +13,7 @@ from data (file names, reasons, warnings) is HTML-escaped.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -234,6 +235,7 @@ def _structure(page: _Page, particles: pd.DataFrame, grouping_columns: list[str]
         page.figure(fig, "scatter_p_d_l", "Shape parameters (log p, d, log L) coloured by group (d jittered).")
 
 
+@functools.lru_cache(maxsize=8)  # the sections below visit the same micrographs in turn
 def _micrograph_and_labels(run: Path, stem: str) -> tuple[np.ndarray, np.ndarray] | None:
     import tifffile
 
@@ -508,4 +510,5 @@ p.warn {{ color: #a50; }}
 """
     out = run / "report.html"
     out.write_text(document, encoding="utf-8")
+    _micrograph_and_labels.cache_clear()
     return out

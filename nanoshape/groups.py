@@ -4,10 +4,21 @@
 datasets by three methods, as the seed paper's Tables S8 and S9 do:
 
 - datasets: (1) ``features``: the unit-free morphology descriptors plus the log of the
-  size (:data:`FEATURE_COLUMNS`); (2) ``parameters``: the shape parameters log p, log L and
-  d (phi, the orientation, is left out); (3) ``both``; every column standardised;
+  size (:data:`FEATURE_COLUMNS`); (2) ``parameters``: the fitted shape, by default as the
+  harmonic spectrum of its outline (:data:`HARMONIC_COLUMNS`, below), or as the seed
+  paper's log p, log L and d (``parameter_space="raw"``; phi, the orientation, is left out
+  either way); (3) ``both``; every column standardised (the spectrum as one block);
 - methods: K-means, a Gaussian mixture (full covariances) and hierarchical clustering
   (Ward), each with K chosen by the silhouette value over ``k_range``.
+
+Why a spectrum: (p, d, L) is not one-to-one with shapes. Near L = 1 a shape and its dual a
+quarter phase on are nearly the same (:func:`nanoshape.shape.dual_p`; a cube is a turned
+p = 1 diamond), a circle is drawn by every d, and log p above ~8 changes nothing visible.
+In raw parameters one population of five-armed stars split into p ~ 1 and p ~ 5 and the
+spheres spread over d (experiments/groups_ablation.py: ARI 0.84 against the truth); the
+spectrum of the drawn outline (:func:`nanoshape.shape.harmonic_spectrum`, in log above a
+floor, scaled as one block so that the weak harmonics keep their small weight) is the same
+for every description of a shape.
 
 Each combination's K is chosen by the silhouette value in its own space, and the
 combination with the highest silhouette is used (its silhouette in the common space of
@@ -36,13 +47,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["GroupOptions", "Grouping", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "design_matrix", "cluster_particles",
+__all__ = ["GroupOptions", "Grouping", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "HARMONIC_COLUMNS", "design_matrix", "cluster_particles",
            "Classifier", "train_classifier", "save_classifier", "load_classifier"]
 
 #: unit-free morphology descriptors used for grouping; the size enters as log equivalent diameter
 FEATURE_COLUMNS = ("aspect_ratio", "feret_ratio", "circularity", "roundness", "solidity", "convexity", "eccentricity")
 #: shape parameters used for grouping (phi, the orientation, is not a property of the shape)
 PARAMETER_COLUMNS = ("p", "l_ratio", "d")
+#: the fitted shape's outline spectrum (computed from p, d, l_ratio, phi when the table lacks it)
+HARMONIC_COLUMNS = tuple(f"shape_harmonic_{m}" for m in range(1, 13))
+#: harmonics enter as log(amplitude + this): amplitudes below a few % of the radius are at
+#: the resolution of a ~30 px mask, above it relative changes count (experiments/groups_ablation.py)
+HARMONIC_FLOOR = 0.05
+PARAMETER_SPACES = ("harmonics", "raw")
 DATASETS = ("features", "parameters", "both")
 METHODS = ("kmeans", "gmm", "ward")
 
@@ -60,6 +77,8 @@ class GroupOptions:
         most this many particles (both are quadratic in the count); the chosen method then
         labels every particle.
       use_size: include log(equivalent diameter) in the ``features`` dataset.
+      parameter_space: how the fitted shape enters the ``parameters`` and ``both`` datasets:
+        ``harmonics`` (the outline spectrum, default) or ``raw`` (log p, log L, d).
       min_group_fraction: a K whose smallest group holds less than this fraction of the
         particles is not chosen (a few outliers are not a shape group).
       test_fraction: held-out share for the classifier's test accuracy.
@@ -72,6 +91,7 @@ class GroupOptions:
     methods: tuple[str, ...] = METHODS
     max_particles: int = 4000
     use_size: bool = True
+    parameter_space: str = "harmonics"
     min_group_fraction: float = 0.02
     test_fraction: float = 0.2
     cv_folds: int = 10
@@ -117,31 +137,87 @@ def dataset_columns(table: pd.DataFrame, dataset: str, options: GroupOptions = G
         features.append(size)
     if dataset == "features":
         return tuple(features)
+    if options.parameter_space not in PARAMETER_SPACES:
+        raise ValueError(f"unknown parameter_space {options.parameter_space!r}; choose from {PARAMETER_SPACES}")
+    parameters = HARMONIC_COLUMNS if options.parameter_space == "harmonics" else PARAMETER_COLUMNS
     if dataset == "parameters":
-        return PARAMETER_COLUMNS
+        return parameters
     if dataset == "both":
-        return tuple(features) + PARAMETER_COLUMNS
+        return tuple(features) + parameters
     raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
 
 
 def design_matrix(table: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
-    """(n, len(columns)) raw predictor values: sizes, p and L in log, the rest as they are."""
-    missing = [c for c in columns if c not in table]
+    """(n, len(columns)) raw predictor values: sizes, p and L in log, the outline spectrum as
+    log(amplitude + :data:`HARMONIC_FLOOR`) (computed from p, d, l_ratio and phi where the table
+    lacks it), the rest as they are."""
+    spectrum = None
+    if any(c in HARMONIC_COLUMNS and c not in table for c in columns):
+        spectrum = shape_spectrum(table)
+    missing = [c for c in columns if c not in table and not (spectrum is not None and c in HARMONIC_COLUMNS)]
     if missing:
         raise KeyError(f"the particle table lacks the columns {missing} (shape parameters need the CNN: shape.cnn=true)")
     values = []
     for column in columns:
-        x = table[column].to_numpy(float)
+        if column in HARMONIC_COLUMNS:
+            x = table[column].to_numpy(float) if column in table else spectrum[:, HARMONIC_COLUMNS.index(column)]
+            x = np.log(np.maximum(x, 0.0) + HARMONIC_FLOOR)
+        else:
+            x = table[column].to_numpy(float)
         if column in ("p", "l_ratio") or column.startswith("equivalent_diameter"):
             x = np.log(np.maximum(x, 1e-12))
         values.append(x)
     return np.stack(values, axis=1)
 
 
-def _standardise(x: np.ndarray) -> np.ndarray:
-    from sklearn.preprocessing import StandardScaler
+def shape_spectrum(table: pd.DataFrame, chunk: int = 4096) -> np.ndarray:
+    """(n, 12) :func:`nanoshape.shape.harmonic_spectrum` of each particle's fitted shape (NaN where a
+    parameter is missing), in fixed-size jitted chunks (one compilation)."""
+    missing = [c for c in ("p", "d", "l_ratio", "phi") if c not in table]
+    if missing:
+        raise KeyError(f"the particle table lacks the columns {missing} (shape parameters need the CNN: shape.cnn=true)")
+    p, l_ratio, phi = (table[c].to_numpy(np.float32) for c in ("p", "l_ratio", "phi"))
+    d = table["d"].to_numpy(float)
+    valid = np.isfinite(p) & np.isfinite(l_ratio) & np.isfinite(phi) & np.isfinite(d) & (p > 0) & (l_ratio > 0)
+    out = np.full((len(table), len(HARMONIC_COLUMNS)), np.nan)
+    index = np.flatnonzero(valid)
+    for begin in range(0, len(index), chunk):
+        part = index[begin:begin + chunk]
+        pad = np.concatenate([part, np.full(chunk - len(part), part[0])])
+        amplitudes = _spectrum_batch(p[pad], np.clip(d[pad], 1, 6).astype(np.int32), l_ratio[pad], phi[pad])
+        out[part] = np.asarray(amplitudes)[: len(part)]
+    return out
 
-    return StandardScaler().fit_transform(x)
+
+def _spectrum_batch(p, d, l_ratio, phi):
+    import jax
+
+    from nanoshape.shape import ShapeParams, harmonic_spectrum
+
+    global _SPECTRUM
+    if _SPECTRUM is None:
+        _SPECTRUM = jax.jit(jax.vmap(lambda *a: harmonic_spectrum(ShapeParams(*a), len(HARMONIC_COLUMNS))))
+    return _SPECTRUM(p, d, l_ratio, phi)
+
+
+_SPECTRUM = None
+
+
+def _scaling(x: np.ndarray, columns: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Means and scales of :func:`_standardise` (fitted on ``x``)."""
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    block = [i for i, c in enumerate(columns or ()) if c in HARMONIC_COLUMNS]
+    if block:
+        scale[block] = np.sqrt(np.mean((x[:, block] - mean[block]) ** 2))
+    return mean, np.where(scale > 1e-12, scale, 1.0)
+
+
+def _standardise(x: np.ndarray, columns: tuple[str, ...] | None = None) -> np.ndarray:
+    """Each column to zero mean and unit variance, except the outline spectrum: one scale for the block,
+    so harmonics that barely vary (noise) keep their small weight."""
+    mean, scale = _scaling(x, columns)
+    return (x - mean) / scale
 
 
 def _fit_labels(x: np.ndarray, method: str, k: int, seed: int) -> np.ndarray:
@@ -206,12 +282,12 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions) -> Grouping:
     sample = np.flatnonzero(usable)
     if len(sample) > options.max_particles:
         sample = np.sort(rng.choice(sample, options.max_particles, replace=False))
-    common = _standardise(raw[sample])
+    common = _standardise(raw[sample], all_columns)
     rows, by_k = [], []
     candidates = {}
     for dataset in datasets:
         columns = dataset_columns(table, dataset, options)
-        x = _standardise(design_matrix(table.iloc[sample], columns))
+        x = _standardise(design_matrix(table.iloc[sample], columns), columns)
         cophenetic = _cophenetic(x) if "ward" in options.methods else float("nan")
         for method in options.methods:
             best = None
@@ -241,15 +317,13 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions) -> Grouping:
     comparison["chosen"] = (comparison.dataset == dataset) & (comparison.method == method)
     _, sample_labels, columns = candidates[(dataset, method)]
     # label every usable particle: a nearest-neighbour vote from the clustered sample
-    x_all = design_matrix(table, columns)
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(x_all[sample])
     if len(sample) == n_usable:
         labels_all = sample_labels
     else:
-        vote = KNeighborsClassifier(n_neighbors=5).fit(scaler.transform(x_all[sample]), sample_labels)
-        labels_all = vote.predict(scaler.transform(x_all[usable]))
+        x_all = design_matrix(table, columns)
+        mean, scale = _scaling(x_all[sample], columns)  # the clustered sample's scaling, for every particle
+        vote = KNeighborsClassifier(n_neighbors=5).fit((x_all[sample] - mean) / scale, sample_labels)
+        labels_all = vote.predict((x_all[usable] - mean) / scale)
     labels_out[usable] = _relabel_by_size(labels_all)
     reason = (f"{method} on the {dataset} dataset with K = {k} separates its particles best: highest silhouette "
               f"value ({best_row.silhouette:.3f}) among {len(comparison)} combinations, each with K chosen by its "

@@ -23,6 +23,7 @@ def _synthetic(n_per_group=60, seed=0):
     for g, c in enumerate(centres, start=1):
         for _ in range(n_per_group):
             row = {k: v * np.exp(rng.normal(0, 0.05)) if k != "d" else v for k, v in c.items()}
+            row["phi"] = rng.uniform(0, np.pi)
             row.update(feret_ratio=row["aspect_ratio"] * 1.02, roundness=1 / row["aspect_ratio"], solidity=0.97,
                        convexity=0.98, eccentricity=np.sqrt(1 - 1 / max(row["aspect_ratio"], 1.01) ** 2),
                        equivalent_diameter_nm=20 * np.exp(rng.normal(0, 0.1)), true=g)
@@ -41,6 +42,31 @@ def test_known_groups_are_recovered_and_the_choice_is_explained():
     assert np.array_equal(grouping.labels, cluster_particles(table).labels)  # deterministic
     sizes = np.bincount(grouping.labels)[1:]
     assert list(sizes) == sorted(sizes, reverse=True)  # group 1 is the largest
+
+
+def test_one_shape_described_two_ways_is_one_group():
+    """Five-armed stars fitted half as p ~ 1.1 and half as the dual p ~ 11 a quarter phase on (as refinement
+    does: the mask cannot tell them apart) beside cubes and spheres: the outline spectrum keeps the stars
+    together, the raw parameters split them."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for true, (p, d, l_ratio) in enumerate(((2.0, 2, 1.05), (20.0, 2, 1.03), (1.1, 5, 1.02))):
+        for i in range(60):
+            phi = rng.uniform(0, np.pi)
+            p_i = p * np.exp(rng.normal(0, 0.05))
+            if true == 2 and i % 2:
+                p_i, phi = 1 / (1 - 1 / p_i), phi + np.pi / 4
+            rows.append(dict(p=p_i, d=d, l_ratio=l_ratio * np.exp(rng.normal(0, 0.01)), phi=phi, true=true))
+    table = pd.DataFrame(rows)
+    for column in (*FEATURE_COLUMNS, "equivalent_diameter_nm"):  # not used here, but every run has them
+        table[column] = rng.normal(1.0, 0.01, len(table))
+    spectrum = cluster_particles(table, GroupOptions(datasets=("parameters",)))
+    raw = cluster_particles(table, GroupOptions(datasets=("parameters",), parameter_space="raw"))
+    assert adjusted_rand_score(table.true, spectrum.labels) >= 0.95
+    assert spectrum.k == 3 and all(c.startswith("shape_harmonic_") for c in spectrum.columns)
+    assert adjusted_rand_score(table.true, raw.labels) < 0.9
+    with pytest.raises(ValueError, match="parameter_space"):
+        cluster_particles(table, GroupOptions(parameter_space="fourier"))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ from nanoshape.shape import (
     area,
     canonicalize,
     centroid,
+    dual_p,
+    harmonic_spectrum,
     max_radius,
     perimeter,
     placement,
@@ -119,3 +121,41 @@ def test_placement_matches_area_and_centroid():
     assert coverage.sum() == pytest.approx(900.0, rel=0.005)
     assert (coverage * xx).sum() / coverage.sum() == pytest.approx(40.0, abs=0.05)
     assert (coverage * yy).sum() / coverage.sum() == pytest.approx(37.0, abs=0.05)
+
+
+def test_dual_exponent_draws_nearly_the_same_shape_a_quarter_phase_on():
+    from nanoshape.refine import shape_jaccard
+
+    assert float(dual_p(jnp.float32(2.0))) == pytest.approx(2.0)
+    assert float(dual_p(jnp.float32(0.5))) == pytest.approx(64.0)  # concave: the nearest convex dual
+    for p, d in ((1.0, 2), (1.3, 5), (1.6, 3), (3.0, 4)):
+        a, b = params(p, d, 1.0, 0.3), params(float(dual_p(jnp.float32(p))), d, 1.0, 0.3 + math.pi / 4)
+        assert float(shape_jaccard(a, b)) >= 0.97, (p, d)
+        # and the same shape without the quarter turn is clearly another one
+        assert float(shape_jaccard(a, params(float(dual_p(jnp.float32(p))), d, 1.0, 0.3))) < 0.95, (p, d)
+
+
+def test_harmonic_spectrum_describes_the_drawn_shape_not_its_parameters():
+    spectrum = jax.jit(harmonic_spectrum)
+    # a circle has no harmonics, whatever d says
+    for d in range(1, 7):
+        np.testing.assert_allclose(spectrum(params(2.0, d, 1.0, 0.7)), 0.0, atol=1e-5)
+    # a turn (phi shifted) changes nothing (up to where the samples fall on the star's cusps)
+    star = params(0.8, 5, 1.1, 0.2)
+    np.testing.assert_allclose(spectrum(star), spectrum(params(0.8, 5, 1.1, 1.3)), atol=1e-3)
+    # a square and the diamond it is when turned: one spectrum
+    np.testing.assert_allclose(spectrum(params(1.0, 2, 1.0, 0.0)), spectrum(params(64.0, 2, 1.0, math.pi / 4)),
+                               atol=0.01)
+    # the symmetry shows where it should: an ellipse at m = 2, a square at 4, a five-armed star at 10
+    for shape, m in ((params(2.0, 2, 2.0, 0.0), 2), (params(20.0, 2, 1.0, 0.0), 4), (params(0.8, 5, 1.0, 0.0), 10)):
+        amplitudes = np.asarray(spectrum(shape))
+        assert np.argmax(amplitudes) + 1 == m, (m, amplitudes.round(3))
+
+
+def test_harmonic_spectrum_of_a_circle_drawn_off_its_origin_is_nearly_empty():
+    # at p = 2, d = 1 and L = 1.2 eq. 1 draws (nearly) a circle whose centre is off the origin
+    shape = params(2.0, 1, 1.2, 0.4)
+    assert float(jnp.linalg.norm(centroid(shape))) > 0.05
+    assert float(jnp.max(harmonic_spectrum(shape))) < 0.005
+    # while an ellipse of the same L is clearly two-fold
+    assert float(harmonic_spectrum(params(2.0, 2, 1.2, 0.4))[1]) > 0.05

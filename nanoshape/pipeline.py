@@ -341,13 +341,18 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress) 
             if progress:
                 progress(path.stem)
         return records
+    import logging
+
     from dask.distributed import Client, LocalCluster, as_completed
 
+    # Hydra sets the root logger to INFO: keep dask's connection chatter off the user's terminal
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if distribute.scheduler:
         client, cluster = Client(distribute.scheduler), None
     else:
         # one single-threaded worker process per core: the micrographs are the parallelism
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.WARNING)
         client = Client(cluster)
     try:
         futures = [client.submit(process_file, str(path), str(output), options, pure=False) for path in paths]

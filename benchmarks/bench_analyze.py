@@ -25,7 +25,7 @@ from _common import command, machine, median_time
 from nanoshape.evaluate import match_instances
 from nanoshape.features import measure
 from nanoshape.scene import POPULATIONS, Population, SceneOptions, render_scene
-from nanoshape.segment import segment
+from nanoshape.segment import SegmentOptions, segment
 
 #: regionprops equivalents of nanoshape's features (those regionprops has; the ratios,
 #: circularity, roundness, convexity, minimum Feret and neighbour counts derive from these
@@ -67,6 +67,11 @@ class AnalyzeSuite:
         self.found = len(measure(seg.labels, self.image, pixel_size_nm=0.5))
         self.labels = seg.labels
 
+    def time_nanoshape_one_thread(self):
+        """The same with the whole-image filters in one thread (the plain pipeline's single core)."""
+        seg = segment(self.image, SegmentOptions(threads=1))
+        self.found_one = len(measure(seg.labels, self.image, pixel_size_nm=0.5))
+
     def time_plain(self):
         self.found_plain, self.labels_plain = plain_pipeline(self.image)
 
@@ -77,6 +82,7 @@ def main() -> None:
     suite.setup()
     truth = int((~suite.scene.truth.touches_border).sum())
     nanoshape_s = median_time(suite.time_nanoshape, repeats=5, warmup=1)
+    one_s = median_time(suite.time_nanoshape_one_thread, repeats=5, warmup=1)
     plain_s = median_time(suite.time_plain, repeats=5, warmup=1)
     rate = truth / nanoshape_s * 60
     rate_plain = truth / plain_s * 60
@@ -85,6 +91,8 @@ def main() -> None:
     print(f"scene: 2048 x 2048 px, {len(suite.scene.truth)} particles rendered, {truth} not touching the border")
     print(f"{'pipeline':<44} {'found':>6} {'F1':>6} {'s':>7} {'particles/min':>14} {'x plain':>8}")
     print(f"{'nanoshape segment + measure':<44} {suite.found:>6} {f1:>6.3f} {nanoshape_s:>7.2f} {rate:>14.0f} {rate / rate_plain:>8.2f}")
+    print(f"{'  the same, filters in one thread':<44} {suite.found_one:>6} {f1:>6.3f} {one_s:>7.2f} {truth / one_s * 60:>14.0f} "
+          f"{truth / one_s * 60 / rate_plain:>8.2f}")
     print(f"{'plain Otsu + watershed + regionprops_table':<44} {suite.found_plain:>6} {f1_plain:>6.3f} {plain_s:>7.2f} {rate_plain:>14.0f} {1.0:>8.2f}")
 
 

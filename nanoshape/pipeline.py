@@ -354,6 +354,9 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress) 
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=logging.WARNING)
         client = Client(cluster)
+    if options.segment.threads == 0:
+        # one process per core already: filter threads inside each would only compete
+        options = dataclasses.replace(options, segment=dataclasses.replace(options.segment, threads=1))
     try:
         futures = [client.submit(process_file, str(path), str(output), options, pure=False) for path in paths]
         records = []

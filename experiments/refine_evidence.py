@@ -10,7 +10,9 @@ Writes to ``runs/refine_evidence/`` (``--output`` to change):
   Jaccards: ``shape_jaccard_*`` against the true shape (both shapes at equal area and
   centroid, :func:`nanoshape.refine.shape_jaccard`), ``jaccard_*`` against the particle's mask,
   ``jaccard_truth_on_mask`` (the true shape placed on its own mask: what the mask allows).
-- ``rendered_parameter_errors.csv``: median errors before and after, overall and by p range.
+- ``rendered_parameter_errors.csv``: median errors before and after, overall and by p range,
+  and after the same fit started from the true parameters (``refined_from_truth``: the
+  errors the masks themselves leave, the floor a better start cannot go below).
 - ``emps.csv``: one row per real EMPS particle not touching the border (hand-drawn masks).
 - ``summary.json``: the done-when figures, which start was used, timings.
 - figures: ``rendered_jaccard.png``, ``rendered_parameter_errors.png``, ``emps_jaccard.png``,
@@ -157,6 +159,11 @@ def evaluate_rendered(key, key_start, canvas, n, model, options, output):
     fit = refine(masks, start, options=options)
     seconds = time.perf_counter() - begin
     print(f"canvas {canvas}: refined {n} rendered particles in {seconds:.1f} s (compilation included)")
+    # the floor: the same fit started from the truth itself (with the start's uncertainties,
+    # so the same steps, and its p prior centred on the true p): what the masks let a fit keep
+    uncertainties = {k: start[k] for k in ("p_log_std", "l_ratio_log_std", "phi_std") if k in start}
+    from_truth = refine(masks, {k: np.asarray(getattr(truth, k)) for k in ("p", "d", "l_ratio", "phi")} | uncertainties,
+                        options=options)
 
     def params(d):
         return ShapeParams(jnp.asarray(d["p"], jnp.float32), jnp.asarray(d["d"], jnp.int32),
@@ -173,6 +180,7 @@ def evaluate_rendered(key, key_start, canvas, n, model, options, output):
         row |= {f"true_{k}": getattr(truth, k)[i] for k in ("p", "d", "l_ratio", "phi")}
         row |= {f"start_{k}": start[k][i] for k in ("p", "d", "l_ratio", "phi")}
         row |= {f"refined_{k}": fit[k][i] for k in ("p", "d", "l_ratio", "phi")}
+        row |= {f"from_truth_{k}": from_truth[k][i] for k in ("p", "d", "l_ratio", "phi")}
         row |= {
             "shape_jaccard_start": shape_start[i],
             "shape_jaccard_refined": shape_refined[i],
@@ -213,6 +221,7 @@ def summarise_rendered(rows, output):
     for column, canvas in enumerate((64, 128)):
         part = [r for r in rows if r["canvas_px"] == canvas]
         before, after = parameter_errors(part, "start"), parameter_errors(part, "refined")
+        floor = parameter_errors(part, "from_truth")
         true_p = np.array([r["true_p"] for r in part])
         true_l = np.array([r["true_l_ratio"] for r in part])
         # phi is defined only where the shape is elongated and d is right before and after
@@ -241,13 +250,16 @@ def summarise_rendered(rows, output):
             b, a = stat(before[name][sel]), stat(after[name][sel])
             block[f"{name}_start"], block[f"{name}_refined"] = b, a
             block[f"{name}_ratio"] = a / b if b > 0 else float("nan")
+            block[f"{name}_refined_from_truth"] = stat(floor[name][sel])
             error_rows.append({"canvas_px": canvas, "p_range": "all", "error": name, "statistic": stat.__name__,
-                               "start": b, "refined": a, "n": int(sel.sum())})
+                               "start": b, "refined": a, "refined_from_truth": stat(floor[name][sel]),
+                               "n": int(sel.sum())})
             for lo, hi in P_BINS:
                 bin_sel = sel & (true_p >= lo) & (true_p < hi)
                 error_rows.append({"canvas_px": canvas, "p_range": f"[{lo}, {hi})", "error": name,
                                    "statistic": stat.__name__, "start": stat(before[name][bin_sel]),
-                                   "refined": stat(after[name][bin_sel]), "n": int(bin_sel.sum())})
+                                   "refined": stat(after[name][bin_sel]),
+                                   "refined_from_truth": stat(floor[name][bin_sel]), "n": int(bin_sel.sum())})
         summary[f"canvas_{canvas}"] = block
         bins = np.linspace(0.3, 1, 71)
         ax = axes[column]

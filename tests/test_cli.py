@@ -53,6 +53,22 @@ def test_analyze_without_input_runs_on_the_bundled_examples_and_evaluate_scores_
     pooled = json.loads(evaluation.read_text())["pooled"]
     assert pooled["n_images"] == 3 and pooled["f1"] >= 0.95
     assert (out / "report.html").stat().st_size > 100_000 and (out / "groups" / "classifier.skops").exists()
+    # the groups are the rendered populations (spheres, cubes, rods, triangles, stars)
+    import tifffile
+    from sklearn.metrics import adjusted_rand_score
+
+    from nanoshape.evaluate import match_instances
+
+    truth = {}
+    for stem in particles.image.unique():
+        table = pd.read_csv(bundled_examples_dir() / "truth" / f"{stem}.csv").set_index("particle_id").population
+        pairs = match_instances(tifffile.imread(out / "labels" / f"{stem}.tif"),
+                                tifffile.imread(bundled_examples_dir() / "truth" / f"{stem}.tif"))["pairs"]
+        truth |= {(stem, int(p)): table[int(t)] for p, t in pairs}
+    population = [truth.get((s, int(p))) for s, p in zip(particles.image, particles.particle_id)]
+    matched = [i for i, name in enumerate(population) if name is not None]
+    ari = adjusted_rand_score([population[i] for i in matched], particles.group.to_numpy()[matched])
+    assert ari >= 0.9, ari
     # the same micrographs sorted by that run's classifier land in the same groups
     sorted_out = tmp_path / "classified"
     assert main(["classify", f"model={out}", f"output={sorted_out}", "workers=0"]) == 0

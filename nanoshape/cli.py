@@ -103,22 +103,25 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> Path:
         raise SystemExit(f"nanoshape {command}: {error}") from None
     if n_files == 0:
         raise SystemExit(f"nanoshape {command}: no micrographs found in {source!r}")
+    try:  # a bad option stops the run before anything is written
+        options = AnalyzeOptions(
+            pixel_size_nm=cfg.pixel_size_nm,
+            segment=to_options(SegmentOptions, cfg.segment),
+            crop=to_options(CropOptions, cfg.crop),
+            save_crops=cfg.save_crops,
+            overlays=cfg.overlays,
+            shape=to_options(ShapeOptions, cfg.shape),
+            refine=to_options(RefineOptions, cfg.refine),
+            group=cfg.group,
+            groups=to_options(GroupOptions, cfg.groups),
+            report=cfg.report,
+            classifier=classifier,
+        )
+    except (ValueError, TypeError) as error:
+        raise SystemExit(f"nanoshape {command}: {error}") from None
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    options = AnalyzeOptions(
-        pixel_size_nm=cfg.pixel_size_nm,
-        segment=to_options(SegmentOptions, cfg.segment),
-        crop=to_options(CropOptions, cfg.crop),
-        save_crops=cfg.save_crops,
-        overlays=cfg.overlays,
-        shape=to_options(ShapeOptions, cfg.shape),
-        refine=to_options(RefineOptions, cfg.refine),
-        group=cfg.group,
-        groups=to_options(GroupOptions, cfg.groups),
-        report=cfg.report,
-        classifier=classifier,
-    )
     if options.shape.cnn:
         from nanoshape.cnn import load_model
 

@@ -96,6 +96,14 @@ class GroupOptions:
     test_fraction: float = 0.2
     cv_folds: int = 10
 
+    def __post_init__(self):
+        # checked here so a bad option stops a run before its micrographs are analysed
+        if self.parameter_space not in PARAMETER_SPACES:
+            raise ValueError(f"unknown parameter_space {self.parameter_space!r}; choose from {PARAMETER_SPACES}")
+        if not set(self.datasets) <= set(DATASETS) or not set(self.methods) <= set(METHODS):
+            raise ValueError(f"datasets must be among {DATASETS} and methods among {METHODS}, "
+                             f"got {tuple(self.datasets)} and {tuple(self.methods)}")
+
 
 @dataclass(frozen=True, eq=False)
 class Grouping:
@@ -137,8 +145,6 @@ def dataset_columns(table: pd.DataFrame, dataset: str, options: GroupOptions = G
         features.append(size)
     if dataset == "features":
         return tuple(features)
-    if options.parameter_space not in PARAMETER_SPACES:
-        raise ValueError(f"unknown parameter_space {options.parameter_space!r}; choose from {PARAMETER_SPACES}")
     parameters = HARMONIC_COLUMNS if options.parameter_space == "harmonics" else PARAMETER_COLUMNS
     if dataset == "parameters":
         return parameters

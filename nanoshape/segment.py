@@ -152,6 +152,12 @@ class SegmentOptions:
     min_solidity_spread: float = 0.05
     threads: int = 0
 
+    def __post_init__(self):
+        if self.polarity not in ("auto", "bright_field", "dark_field"):
+            raise ValueError(f"polarity must be 'auto', 'bright_field' or 'dark_field', got {self.polarity!r}")
+        if self.threads < 0:
+            raise ValueError(f"SegmentOptions.threads must be >= 0 (0 = one per core), got {self.threads}")
+
 
 @dataclass(frozen=True, eq=False)
 class Segmentation:
@@ -872,8 +878,6 @@ def segment(image: np.ndarray, options: SegmentOptions = SegmentOptions()) -> Se
         raise ValueError(f"segment expects a 2-D greyscale image, got shape {image.shape}")
     if min(image.shape) < 16:
         raise ValueError(f"image of shape {image.shape} is too small to segment (needs 16 x 16)")
-    if options.polarity not in ("auto", "bright_field", "dark_field"):
-        raise ValueError(f"polarity must be 'auto', 'bright_field' or 'dark_field', got {options.polarity!r}")
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     threads = _threads(options.threads)

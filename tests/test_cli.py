@@ -91,3 +91,12 @@ def test_classify_needs_an_earlier_run(tmp_path):
 def test_evaluate_needs_both_folders(tmp_path):
     with pytest.raises(SystemExit, match="masks="):
         main(["evaluate", f"predictions={tmp_path}"])
+
+
+@pytest.mark.parametrize("override, message", [("groups.parameter_space=fourier", "parameter_space"),
+                                               ("refine.d_candidates=9", "d_candidates"),
+                                               ("segment.polarity=sideways", "polarity")])
+def test_a_bad_option_stops_analyze_with_its_name_before_writing(tmp_path, override, message):
+    with pytest.raises(SystemExit, match=message):
+        main(["analyze", override, f"output={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()

@@ -32,6 +32,25 @@ def command() -> str:
     return "python " + " ".join(sys.argv)
 
 
+def interleaved_times(fns: dict[str, Callable[[], object]], *, rounds: int = 7, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall times of several functions timed in alternation: round r runs each once, in turn.
+
+    On a shared machine the load drifts over a run; timing A five times and then B five
+    times lets that drift enter the ratio A/B, while alternating gives each round its own
+    ratio under the same load. Returns name -> the ``rounds`` times in seconds.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def median_time(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 2, inner: int = 1) -> float:
     """Median wall time of ``inner`` back-to-back calls of ``fn``, per call, after ``warmup`` calls.
 

@@ -7,7 +7,8 @@ hole filling, distance-transform watershed from local maxima, ``regionprops_tabl
 the same features) timed in the same process on the same rendered micrograph. Both do the
 same job, one micrograph with the same particles, so the rate is the micrograph's
 particles (those not cut by the border, from the truth table) per wall-clock minute,
-median of several runs; the particles each pipeline found and its F1 against the truth
+timed in alternation (each round runs every pipeline once, so the machine's drifting load
+enters the ratio of a round equally), medians over the rounds; the particles each pipeline found and its F1 against the truth
 are printed beside it (the plain pipeline over-splits, which makes regionprops slower).
 """
 
@@ -21,7 +22,9 @@ from skimage.filters import threshold_otsu
 from skimage.measure import regionprops_table
 from skimage.segmentation import watershed
 
-from _common import command, machine, median_time
+import statistics
+
+from _common import command, interleaved_times, machine
 from nanoshape.evaluate import match_instances
 from nanoshape.features import measure
 from nanoshape.scene import POPULATIONS, Population, SceneOptions, render_scene
@@ -81,19 +84,24 @@ def main() -> None:
     suite = AnalyzeSuite()
     suite.setup()
     truth = int((~suite.scene.truth.touches_border).sum())
-    nanoshape_s = median_time(suite.time_nanoshape, repeats=5, warmup=1)
-    one_s = median_time(suite.time_nanoshape_one_thread, repeats=5, warmup=1)
-    plain_s = median_time(suite.time_plain, repeats=5, warmup=1)
+    times = interleaved_times({"nanoshape": suite.time_nanoshape, "one_thread": suite.time_nanoshape_one_thread,
+                               "plain": suite.time_plain}, rounds=7, warmup=1)
+    nanoshape_s, one_s, plain_s = (statistics.median(times[k]) for k in ("nanoshape", "one_thread", "plain"))
+    # the ratio of each round (same load), then its median and range
+    ratios = [p / n for p, n in zip(times["plain"], times["nanoshape"])]
+    ratios_one = [p / n for p, n in zip(times["plain"], times["one_thread"])]
     rate = truth / nanoshape_s * 60
     rate_plain = truth / plain_s * 60
     f1 = match_instances(suite.labels, suite.scene.labels)["f1"]
     f1_plain = match_instances(suite.labels_plain, suite.scene.labels)["f1"]
     print(f"scene: 2048 x 2048 px, {len(suite.scene.truth)} particles rendered, {truth} not touching the border")
     print(f"{'pipeline':<44} {'found':>6} {'F1':>6} {'s':>7} {'particles/min':>14} {'x plain':>8}")
-    print(f"{'nanoshape segment + measure':<44} {suite.found:>6} {f1:>6.3f} {nanoshape_s:>7.2f} {rate:>14.0f} {rate / rate_plain:>8.2f}")
+    print(f"{'nanoshape segment + measure':<44} {suite.found:>6} {f1:>6.3f} {nanoshape_s:>7.2f} {rate:>14.0f} {statistics.median(ratios):>8.2f}")
     print(f"{'  the same, filters in one thread':<44} {suite.found_one:>6} {f1:>6.3f} {one_s:>7.2f} {truth / one_s * 60:>14.0f} "
-          f"{truth / one_s * 60 / rate_plain:>8.2f}")
+          f"{statistics.median(ratios_one):>8.2f}")
     print(f"{'plain Otsu + watershed + regionprops_table':<44} {suite.found_plain:>6} {f1_plain:>6.3f} {plain_s:>7.2f} {rate_plain:>14.0f} {1.0:>8.2f}")
+    print(f"\nx plain per round (same load): median {statistics.median(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}; "
+          f"one thread: median {statistics.median(ratios_one):.2f}, range {min(ratios_one):.2f}-{max(ratios_one):.2f}")
 
 
 if __name__ == "__main__":

@@ -172,6 +172,7 @@ def evaluate_rendered(key, key_start, canvas, n, model, options, output):
     pair_jaccard = jax.jit(jax.vmap(shape_jaccard))
     shape_start = np.asarray(pair_jaccard(params(start), truth))
     shape_refined = np.asarray(pair_jaccard(params(fit), truth))
+    shape_from_truth = np.asarray(pair_jaccard(params(from_truth), truth))
     truth_on_mask = fit_jaccard(masks, truth)
     truth = ShapeParams(*(np.asarray(a) for a in truth))
     rows = []
@@ -184,6 +185,7 @@ def evaluate_rendered(key, key_start, canvas, n, model, options, output):
         row |= {
             "shape_jaccard_start": shape_start[i],
             "shape_jaccard_refined": shape_refined[i],
+            "shape_jaccard_refined_from_truth": shape_from_truth[i],
             "jaccard_init": fit["jaccard_init"][i],
             "jaccard_refined": fit["jaccard_refined"][i],
             "jaccard_truth_on_mask": truth_on_mask[i],
@@ -235,6 +237,8 @@ def summarise_rendered(rows, output):
             "n": len(part),
             "median_shape_jaccard_start": np.median(shape_start),
             "median_shape_jaccard_refined": np.median(shape_refined),
+            # the same fit started from the truth: how far the masks pull a perfect start away
+            "median_shape_jaccard_refined_from_truth": np.median([r["shape_jaccard_refined_from_truth"] for r in part]),
             "median_jaccard_init_on_mask": np.median(mask_init),
             "median_jaccard_refined_on_mask": np.median(mask_refined),
             "median_jaccard_truth_on_mask": np.median(ceiling),

@@ -364,7 +364,8 @@ def training_example(
     crop: CropOptions = CropOptions(),
     canvas_px: int = 64,
     extent_fraction_range: tuple[float, float] = (0.2, 0.9),
-) -> tuple[jax.Array, ShapeParams]:
+    with_extent: bool = False,
+):
     """One training crop with its canonical shape parameters, rendered from ``key`` alone.
 
     A shape drawn from the prior is placed on a ``canvas_px`` square at a random size (its
@@ -373,8 +374,13 @@ def training_example(
     imaged with random conditions, segmented the way a micrograph would be (blurred
     coverage thresholded near one half), and cut by :func:`nanoshape.crop.crop_particle`.
 
+    Args:
+      with_extent: also return the particle's largest diameter on the canvas (px, before
+        the crop rescales it), for diagnostics that ask how many pixels a shape had.
+
     Returns:
-      (crop, shape): (size, size, 2) float32 crop and the canonical ShapeParams.
+      (crop, shape): (size, size, 2) float32 crop and the canonical ShapeParams;
+      (crop, shape, extent_px) with ``with_extent``.
     """
     key_shape, key_pose, key_imaging, key_noise, key_mask = jax.random.split(key, 5)
     shape = canonicalize(sample_prior(key_shape, prior))
@@ -392,11 +398,15 @@ def training_example(
     mask_sigma = jax.random.uniform(key_sigma, (), minval=0.3, maxval=1.2)
     threshold = jax.random.uniform(key_threshold, (), minval=0.4, maxval=0.6)
     mask = (_gaussian_blur(coverage, mask_sigma) > threshold).astype(jnp.float32)
-    return crop_particle(image, mask, options=crop), shape
+    crop_out = crop_particle(image, mask, options=crop)
+    if with_extent:
+        return crop_out, shape, extent_px
+    return crop_out, shape
 
 
 def training_batch(key: jax.Array, batch_size: int, *, chunk: int = 128, **example_options):
-    """A batch of :func:`training_example` crops, ``(crops (B, S, S, 2), ShapeParams of (B,))``.
+    """A batch of :func:`training_example` crops, ``(crops (B, S, S, 2), ShapeParams of (B,))``
+    (and the extents ``(B,)`` with ``with_extent=True``).
 
     Large batches are rendered ``chunk`` images at a time (``lax.map``) so the per-pixel
     intermediates stay in cache; on a CPU this is ~2x faster than one vmap over 4096 images.

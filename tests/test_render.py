@@ -16,6 +16,7 @@ from nanoshape.render import (
     silhouette,
     tem_image,
     training_batch,
+    training_example,
 )
 from nanoshape.shape import ShapeParams, radius
 
@@ -207,3 +208,17 @@ def test_training_batch_shapes_targets_and_determinism():
     # normalisation: the particle reads ~1 and the background ~0, whatever the contrast
     assert np.median([intensity[i][mask[i]].mean() for i in range(8)]) == pytest.approx(1.0, abs=0.15)
     assert np.median([intensity[i][~mask[i]].mean() for i in range(8)]) == pytest.approx(0.0, abs=0.15)
+
+
+def test_training_example_extent_is_the_rendered_particle_size():
+    keys = jax.random.split(jax.random.key(3), 6)
+    crops, shapes = jax.vmap(lambda k: training_example(k))(keys)
+    crops_e, shapes_e, extent = jax.vmap(lambda k: training_example(k, with_extent=True))(keys)
+    # asking for the extent renders exactly the same examples
+    np.testing.assert_array_equal(crops, crops_e)
+    np.testing.assert_array_equal(shapes.p, shapes_e.p)
+    extent = np.asarray(extent)
+    assert np.all((extent >= 0.2 * 64 - 1e-3) & (extent <= 0.9 * 64 + 1e-3))
+    # a fixed fraction gives that fraction of the canvas
+    _, _, small = training_example(keys[0], with_extent=True, extent_fraction_range=(0.25, 0.25), canvas_px=128)
+    assert float(small) == pytest.approx(32.0, rel=1e-5)

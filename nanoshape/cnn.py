@@ -38,13 +38,11 @@ from flax import nnx
 
 from nanoshape.shape import ShapePrior
 
-__all__ = ["CNNOptions", "ShapeCNN", "N_OUTPUTS", "D_VALUES", "predict", "save_model", "load_model",
-           "default_model_dir", "decode"]
+__all__ = ["CNNOptions", "ShapeCNN", "D_VALUES", "predict", "save_model", "load_model",
+           "default_model_dir", "decode", "phi_vectors"]
 
 #: d classes, in logit order
 D_VALUES = (1, 2, 3, 4, 5, 6)
-#: [mu log p, logvar log p, mu log L, logvar log L, cos 2phi, sin 2phi, logvar phi, 6 d logits]
-N_OUTPUTS = 7 + len(D_VALUES)
 _LOGVAR_RANGE = (-10.0, 4.0)
 
 
@@ -61,6 +59,14 @@ class CNNOptions:
       log_p_center, log_p_scale: the network predicts (log p - center) / scale; set from
         the training prior (log-uniform p on [0.25, 64]).
       log_l_center, log_l_scale: the same for log L (log-uniform L on [1, 4]).
+      stem_channels: if > 0, a 3x3 convolution at the full input resolution comes first
+        (cheap on two input channels; the first stride-2 stage then sees features instead
+        of raw pixels, which keeps sub-pixel edge positions).
+      phi_per_d: one (cos 2 phi, sin 2 phi) pair per d class instead of one shared pair: a
+        turn of the particle by a moves phi by d a / 2, so each d needs its own read-out.
+      std_scales: factors on the predicted standard deviations of (log p, log L, phi), set
+        after training so that the central 90 % intervals hold 90 % of a held-out
+        validation set (:func:`nanoshape.training.calibrate_uncertainties`); 1 = as trained.
     """
 
     input_size: int = 64
@@ -71,6 +77,14 @@ class CNNOptions:
     log_p_scale: float = math.log(256.0) / math.sqrt(12.0)
     log_l_center: float = math.log(2.0)
     log_l_scale: float = math.log(4.0) / math.sqrt(12.0)
+    stem_channels: int = 0
+    phi_per_d: bool = True
+    std_scales: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @property
+    def n_outputs(self) -> int:
+        """[mu, logvar] of log p and log L, the phi pair(s), logvar phi, the d logits."""
+        return 4 + 2 * (len(D_VALUES) if self.phi_per_d else 1) + 1 + len(D_VALUES)
 
     @staticmethod
     def for_prior(prior: ShapePrior, **kwargs) -> "CNNOptions":
@@ -88,6 +102,9 @@ class ShapeCNN(nnx.Module):
         self.options = options
         convs = []
         c_in = 2
+        if options.stem_channels > 0:
+            convs.append(nnx.Conv(c_in, options.stem_channels, (3, 3), strides=1, padding="SAME", rngs=rngs))
+            c_in = options.stem_channels
         for stage, c_out in enumerate(options.channels):
             convs.append(nnx.Conv(c_in, c_out, (3, 3), strides=2, padding="SAME", rngs=rngs))
             if stage >= options.refine_from_stage:
@@ -96,7 +113,7 @@ class ShapeCNN(nnx.Module):
         self.convs = nnx.List(convs)
         side = options.input_size // 2 ** len(options.channels)
         self.dense = nnx.Linear(side * side * c_in, options.hidden, rngs=rngs)
-        self.out = nnx.Linear(options.hidden, N_OUTPUTS, rngs=rngs, kernel_init=nnx.initializers.zeros_init())
+        self.out = nnx.Linear(options.hidden, options.n_outputs, rngs=rngs, kernel_init=nnx.initializers.zeros_init())
 
     def __call__(self, crops: jax.Array) -> jax.Array:
         x = crops
@@ -106,22 +123,41 @@ class ShapeCNN(nnx.Module):
         return self.out(jax.nn.relu(self.dense(x)))
 
 
+def phi_vectors(raw: jax.Array, options: CNNOptions, d_index: jax.Array) -> jax.Array:
+    """The (B, 2) raw (cos 2 phi, sin 2 phi) read-out for the d class ``d_index`` (B,) of each crop."""
+    if not options.phi_per_d:
+        return raw[:, 4:6]
+    pairs = raw[:, 4 : 4 + 2 * len(D_VALUES)].reshape(raw.shape[0], len(D_VALUES), 2)
+    return jnp.take_along_axis(pairs, d_index[:, None, None], axis=1)[:, 0]
+
+
+def _logvar_phi_index(options: CNNOptions) -> int:
+    return 4 + 2 * (len(D_VALUES) if options.phi_per_d else 1)
+
+
 def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
-    """Network outputs ``(B, N_OUTPUTS)`` -> parameters and uncertainties (jax arrays)."""
+    """Network outputs ``(B, options.n_outputs)`` -> parameters and uncertainties (jax arrays).
+
+    With ``phi_per_d`` the phase is read from the pair of the most probable d.
+    """
     lo, hi = _LOGVAR_RANGE
     log_p = options.log_p_center + options.log_p_scale * raw[:, 0]
-    log_p_std = options.log_p_scale * jnp.exp(0.5 * jnp.clip(raw[:, 1], lo, hi))
+    scale_p, scale_l, scale_phi = options.std_scales
+    log_p_std = scale_p * options.log_p_scale * jnp.exp(0.5 * jnp.clip(raw[:, 1], lo, hi))
     log_l = options.log_l_center + options.log_l_scale * raw[:, 2]
-    log_l_std = options.log_l_scale * jnp.exp(0.5 * jnp.clip(raw[:, 3], lo, hi))
-    vec = raw[:, 4:6]
+    log_l_std = scale_l * options.log_l_scale * jnp.exp(0.5 * jnp.clip(raw[:, 3], lo, hi))
+    first_logit = _logvar_phi_index(options) + 1
+    d_probs = jax.nn.softmax(raw[:, first_logit:], axis=1)
+    vec = phi_vectors(raw, options, jnp.argmax(d_probs, axis=1))
     norm = jnp.linalg.norm(vec, axis=1)
     phi = jnp.mod(0.5 * jnp.arctan2(vec[:, 1], vec[:, 0]), jnp.pi)
     # a perpendicular error of sigma in the unit vector turns 2 phi by sigma / |v|
-    phi_std = 0.5 * jnp.exp(0.5 * jnp.clip(raw[:, 6], lo, hi)) / jnp.maximum(norm, 0.25)
-    d_probs = jax.nn.softmax(raw[:, 7:], axis=1)
+    logvar_phi = jnp.clip(raw[:, first_logit - 1], lo, hi)
+    phi_std = scale_phi * 0.5 * jnp.exp(0.5 * logvar_phi) / jnp.maximum(norm, 0.25)
     return {
         "log_p": log_p, "p_log_std": log_p_std, "log_l": log_l, "l_ratio_log_std": log_l_std,
         "phi": phi, "phi_std": jnp.minimum(phi_std, jnp.pi / math.sqrt(12.0)), "d_probs": d_probs,
+        "d_logits": raw[:, first_logit:], "logvar_phi": logvar_phi,
     }
 
 
@@ -156,8 +192,8 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
         padded = np.zeros((batch_size, size, size, 2), np.float32)
         padded[: len(chunk)] = chunk
         parts.append(np.asarray(_forward(graphdef, state, jnp.asarray(padded)))[: len(chunk)])
-    raw = np.concatenate(parts) if parts else np.zeros((0, N_OUTPUTS), np.float32)
-    out = {k: np.asarray(v) for k, v in decode(jnp.asarray(raw), model.options).items()}
+    raw = np.concatenate(parts) if parts else np.zeros((0, model.options.n_outputs), np.float32)
+    out = {k: np.asarray(v) for k, v in decode(jnp.asarray(raw), model.options).items() if k in _PREDICTED}
     d_index = out["d_probs"].argmax(axis=1) if n else np.zeros(0, int)
     return {
         "p": np.exp(out["log_p"]).astype(np.float32),
@@ -170,6 +206,9 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
         "d_probs": out["d_probs"].astype(np.float32),
         "d_confidence": out["d_probs"][np.arange(n), d_index].astype(np.float32) if n else np.zeros(0, np.float32),
     }
+
+
+_PREDICTED = ("log_p", "p_log_std", "log_l", "l_ratio_log_std", "phi", "phi_std", "d_probs")
 
 
 def default_model_dir() -> Path:
@@ -192,6 +231,10 @@ def save_model(model: ShapeCNN, directory: str | Path, *, extra: dict[str, Any] 
     return directory
 
 
+#: what a model saved before an architecture option existed was built with
+_BEFORE_OPTION_EXISTED = {"stem_channels": 0, "phi_per_d": False}
+
+
 @functools.lru_cache(maxsize=4)
 def _load_cached(directory: str) -> ShapeCNN:
     import orbax.checkpoint as ocp
@@ -204,7 +247,8 @@ def _load_cached(directory: str) -> ShapeCNN:
     if meta.get("format") != "nanoshape-cnn-1":
         raise ValueError(f"{meta_path}: unknown model format {meta.get('format')!r}")
     fields = {f.name for f in dataclasses.fields(CNNOptions)}
-    options = CNNOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["options"].items() if k in fields})
+    stored = {**_BEFORE_OPTION_EXISTED, **meta["options"]}
+    options = CNNOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in fields})
     model = ShapeCNN(options, rngs=nnx.Rngs(0))
     target = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), target)

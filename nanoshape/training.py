@@ -10,7 +10,8 @@ cross-entropy of d (see :mod:`nanoshape.cnn`).
 A run directory holds ``options.json`` (the resolved options), ``metrics.jsonl`` (one
 JSON object per logged step: training loss and RMSEs, validation metrics, images/s),
 ``checkpoints/`` (orbax CheckpointManager: parameters, optimiser state and step) and, at
-the end, ``model/`` (the trained model, loadable by :func:`nanoshape.cnn.load_model`) and
+the end, ``model/`` (the trained model, its uncertainties calibrated on the validation set
+by :func:`calibrate_uncertainties`, loadable by :func:`nanoshape.cnn.load_model`) and
 ``test.json`` (the test-set figures of :func:`evaluate_model`). Rerunning into the same
 directory resumes from the newest checkpoint.
 
@@ -38,12 +39,12 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nanoshape.cnn import D_VALUES, CNNOptions, ShapeCNN, decode, predict, save_model
+from nanoshape.cnn import D_VALUES, CNNOptions, ShapeCNN, decode, phi_vectors, predict, save_model
 from nanoshape.crop import CropOptions
 from nanoshape.render import Imaging, training_batch
 from nanoshape.shape import ShapeParams, ShapePrior
 
-__all__ = ["TrainOptions", "run_training", "evaluate_model", "loss_terms"]
+__all__ = ["TrainOptions", "run_training", "evaluate_model", "loss_terms", "calibrate_uncertainties"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class TrainOptions:
     """
 
     seed: int = 0
-    steps: int = 12000
+    steps: int = 16000
     batch_size: int = 128
     learning_rate: float = 2e-3
     warmup_steps: int = 200
@@ -141,19 +142,22 @@ def loss_terms(raw: jax.Array, shapes: ShapeParams, options: CNNOptions, *, shap
     t = _targets(shapes)
     z_p = (t["log_p"] - options.log_p_center) / options.log_p_scale
     z_l = (t["log_l"] - options.log_l_center) / options.log_l_scale
-    lv_p, lv_l, lv_phi = (jnp.clip(raw[:, i], lo, hi) for i in (1, 3, 6))
+    decoded = decode(raw, options)
+    lv_p, lv_l = (jnp.clip(raw[:, i], lo, hi) for i in (1, 3))
+    lv_phi = decoded["logvar_phi"]
+    # the phase read-out of the true d (with one shared pair, that pair)
+    vec = phi_vectors(raw, options, t["d_index"])
     nll_p = 0.5 * (lv_p + (z_p - raw[:, 0]) ** 2 * jnp.exp(-lv_p))
     nll_l = 0.5 * (lv_l + (z_l - raw[:, 2]) ** 2 * jnp.exp(-lv_l))
-    nll_phi = 0.5 * (2 * lv_phi + jnp.sum((t["phi_vec"] - raw[:, 4:6]) ** 2, axis=1) * jnp.exp(-lv_phi))
+    nll_phi = 0.5 * (2 * lv_phi + jnp.sum((t["phi_vec"] - vec) ** 2, axis=1) * jnp.exp(-lv_phi))
     labels = optax.smooth_labels(jax.nn.one_hot(t["d_index"], len(D_VALUES)), 0.02)
-    ce_d = optax.softmax_cross_entropy(raw[:, 7:], labels)
-    decoded = decode(raw, options)
+    ce_d = optax.softmax_cross_entropy(decoded["d_logits"], labels)
     phi_error = jnp.abs(jnp.mod(decoded["phi"] - shapes.phi + jnp.pi / 2, jnp.pi) - jnp.pi / 2)
     total = nll_p + nll_l + nll_phi + ce_d
     shape_loss = jnp.zeros_like(total)
     if shape_weight > 0:
         # arctan2 has no gradient at the origin (the zero-initialised head starts there)
-        vec = raw[:, 4:6] + jnp.asarray([1e-3, 0.0], raw.dtype)
+        vec = vec + jnp.asarray([1e-3, 0.0], raw.dtype)
         phi = 0.5 * jnp.arctan2(vec[:, 1], vec[:, 0])
         log_p = jnp.clip(decoded["log_p"], math.log(0.1), math.log(200.0))
         log_l = jnp.clip(decoded["log_l"], 0.0, math.log(30.0))
@@ -168,7 +172,7 @@ def loss_terms(raw: jax.Array, shapes: ShapeParams, options: CNNOptions, *, shap
         "rmse_log_p": jnp.sqrt(jnp.mean((decoded["log_p"] - t["log_p"]) ** 2)),
         "rmse_log_l": jnp.sqrt(jnp.mean((decoded["log_l"] - t["log_l"]) ** 2)),
         "rmse_phi": jnp.sqrt(jnp.mean(phi_error**2)),
-        "d_accuracy": jnp.mean(jnp.argmax(raw[:, 7:], axis=1) == t["d_index"]),
+        "d_accuracy": jnp.mean(jnp.argmax(decoded["d_logits"], axis=1) == t["d_index"]),
     }
 
 
@@ -235,6 +239,36 @@ def _validation(graphdef, params, options: TrainOptions) -> dict[str, float]:
     terms = loss_terms(jnp.asarray(raw), ShapeParams(*map(jnp.asarray, truth)), options.model,
                        shape_weight=options.shape_weight)
     return {f"val_{k}": float(v) for k, v in terms.items()}
+
+
+def calibrate_uncertainties(model: ShapeCNN, options: TrainOptions = TrainOptions(), *,
+                            coverage: float = 0.9) -> ShapeCNN:
+    """The model with its predicted standard deviations scaled so that the central ``coverage``
+    intervals of log p, log L and phi hold that share of the validation set.
+
+    Temperature scaling of the Gaussian uncertainties (Guo et al., ICML 2017, for the
+    classifier case; Kuleshov et al., ICML 2018, for regression): one factor per output,
+    the ``coverage`` quantile of |error| / sigma over the fixed validation set (its own seed,
+    never the test set) divided by the normal quantile of that coverage. The weights are
+    unchanged; the factors are stored in ``CNNOptions.std_scales`` (saved in model.json).
+    """
+    from statistics import NormalDist
+
+    raw_options = dataclasses.replace(model.options, std_scales=(1.0, 1.0, 1.0))
+    graphdef, state = nnx.split(model)
+    raw, truth = _evaluate_raw(graphdef, state, jax.random.key(options.validation_seed), options.validation_size, options)
+    decoded = {k: np.asarray(v) for k, v in decode(jnp.asarray(raw), raw_options).items()}
+    errors = {
+        "log_p": np.abs(decoded["log_p"] - np.log(truth[0])),
+        "log_l": np.abs(decoded["log_l"] - np.log(np.maximum(truth[2], 1.0))),
+        "phi": np.abs(np.mod(decoded["phi"] - truth[3] + np.pi / 2, np.pi) - np.pi / 2),
+    }
+    stds = {"log_p": decoded["p_log_std"], "log_l": decoded["l_ratio_log_std"], "phi": decoded["phi_std"]}
+    z = NormalDist().inv_cdf(0.5 + coverage / 2)
+    scales = tuple(float(np.quantile(errors[k] / stds[k], coverage) / z) for k in ("log_p", "log_l", "phi"))
+    calibrated = ShapeCNN(dataclasses.replace(model.options, std_scales=scales), rngs=nnx.Rngs(0))
+    nnx.update(calibrated, nnx.state(model, nnx.Param))
+    return calibrated
 
 
 def evaluate_model(model: ShapeCNN, options: TrainOptions = TrainOptions(), *, n: int | None = None,
@@ -377,6 +411,7 @@ def run_training(options: TrainOptions, run_dir: str | Path, *, progress: Callab
                 return run_dir / "checkpoints"
     manager.close()
     nnx.update(model, jax.device_get(params))
+    model = calibrate_uncertainties(model, options)
     model_dir = save_model(model, run_dir / "model", extra={"trained_steps": step, "train_options": resolved})
     if evaluate:
         figures = evaluate_model(model, options)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nanoshape.cnn import N_OUTPUTS, CNNOptions, ShapeCNN, default_model_dir, load_model, predict, save_model
+from nanoshape.cnn import CNNOptions, ShapeCNN, decode, default_model_dir, load_model, predict, save_model
 from nanoshape.render import training_example
 from nanoshape.shape import ShapeParams, ShapePrior
 from nanoshape.training import TrainOptions, run_training
@@ -21,9 +21,11 @@ TINY = TrainOptions(steps=20, batch_size=16, checkpoint_every=10, validation_eve
                     test_size=64, warmup_steps=2, render_chunk=16)
 
 
-def test_output_shapes_and_parameter_count():
-    model = ShapeCNN(CNNOptions(), rngs=nnx.Rngs(0))
-    assert model(jnp.zeros((3, 64, 64, 2))).shape == (3, N_OUTPUTS)
+@pytest.mark.parametrize("options", [CNNOptions(), CNNOptions(phi_per_d=False), CNNOptions(stem_channels=8)],
+                         ids=["default", "shared-phi", "stem"])
+def test_output_shapes_and_parameter_count(options):
+    model = ShapeCNN(options, rngs=nnx.Rngs(0))
+    assert model(jnp.zeros((3, 64, 64, 2))).shape == (3, 13 if not options.phi_per_d else 23)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     assert 300_000 < n_params < 1_500_000  # a few MB on disk
     out = predict(model, np.random.default_rng(0).random((5, 64, 64, 2), np.float32), batch_size=4)
@@ -31,6 +33,37 @@ def test_output_shapes_and_parameter_count():
     assert np.all(out["l_ratio"] >= 1) and np.all((out["phi"] >= 0) & (out["phi"] < np.pi))
     assert set(out["d"]) <= set(range(1, 7))
     np.testing.assert_allclose(out["d_probs"].sum(axis=1), 1, rtol=1e-5)
+
+
+def test_phase_is_read_from_the_pair_of_the_most_probable_d():
+    options = CNNOptions(phi_per_d=True)
+    raw = np.zeros((2, options.n_outputs), np.float32)
+    # pair k of crop 0 says 2 phi = k * 0.3 rad; crop 0 is most likely d = 4, crop 1 d = 1
+    for k in range(6):
+        raw[:, 4 + 2 * k : 6 + 2 * k] = np.cos(0.3 * k), np.sin(0.3 * k)
+    raw[0, 17 + 3] = 5.0
+    raw[1, 17 + 0] = 5.0
+    out = decode(jnp.asarray(raw), options)
+    np.testing.assert_allclose(np.asarray(out["phi"]), [0.5 * 0.3 * 3, 0.0], atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(out["d_probs"]).argmax(axis=1), [3, 0])
+
+
+def test_the_phase_loss_reads_the_pair_of_the_true_d():
+    from nanoshape.training import loss_terms
+
+    options = CNNOptions()
+    shapes = ShapeParams(jnp.asarray([2.0, 0.5]), jnp.asarray([3, 5], jnp.int32), jnp.asarray([1.5, 2.0]),
+                         jnp.asarray([0.4, 1.2]))
+    raw = np.zeros((2, options.n_outputs), np.float32)
+    for i, (d, phi) in enumerate(((3, 0.4), (5, 1.2))):
+        raw[i, 4 + 2 * (d - 1) : 6 + 2 * (d - 1)] = np.cos(2 * phi), np.sin(2 * phi)
+    exact = float(loss_terms(jnp.asarray(raw), shapes, options)["nll_phi"])
+    other = raw.copy()
+    other[:, 4:6] = 0.7, -0.7  # the d = 1 pair, wrong for both
+    assert float(loss_terms(jnp.asarray(other), shapes, options)["nll_phi"]) == pytest.approx(exact)
+    wrong = raw.copy()
+    wrong[0, 8:10] = 1.0, 0.0  # the d = 3 pair of the first crop, now off by 0.4 rad
+    assert float(loss_terms(jnp.asarray(wrong), shapes, options)["nll_phi"]) > exact + 0.01
 
 
 def test_a_short_training_run_lowers_the_validation_loss(tmp_path):
@@ -65,6 +98,20 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_array_equal(predict(model, crops)["p"], predict(loaded, crops)["p"])
     with pytest.raises(FileNotFoundError, match="model.json"):
         load_model(tmp_path)
+
+
+def test_a_model_saved_before_phi_per_d_existed_loads_with_one_shared_phase_pair(tmp_path):
+    model = ShapeCNN(CNNOptions(hidden=32, phi_per_d=False), rngs=nnx.Rngs(4))
+    save_model(model, tmp_path / "old")
+    meta_path = tmp_path / "old" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    for option in ("phi_per_d", "stem_channels"):
+        del meta["options"][option]
+    meta_path.write_text(json.dumps(meta))
+    loaded = load_model(tmp_path / "old")
+    assert not loaded.options.phi_per_d and loaded.options.stem_channels == 0
+    crops = np.random.default_rng(5).random((4, 64, 64, 2), np.float32)
+    np.testing.assert_array_equal(predict(model, crops)["phi"], predict(loaded, crops)["phi"])
 
 
 def test_resuming_with_other_options_is_refused(tmp_path):

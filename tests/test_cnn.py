@@ -191,3 +191,22 @@ def test_image_space_shape_term_ignores_equivalent_descriptions():
     assert overlap(square, (1.0, 2, 1.0, 0.3)) < same - 0.1  # an unturned diamond is another shape
     star = (0.6, 5, 1.0, 0.2)
     assert overlap(star, (0.6, 5, 1.0, 0.2 + 0.15)) < overlap(star, star) - 0.05  # a small turn costs overlap
+
+
+def test_calibration_makes_the_90_percent_intervals_hold_90_percent_of_the_validation_set():
+    from nanoshape.training import _evaluate_raw, calibrate_uncertainties
+
+    options = TrainOptions(validation_size=400, render_chunk=50)
+    model = ShapeCNN(CNNOptions(hidden=32), rngs=nnx.Rngs(6))  # untrained: its variances are far off
+    calibrated = calibrate_uncertainties(model, options)
+    assert calibrated.options.std_scales != (1.0, 1.0, 1.0)
+    graphdef, state = nnx.split(calibrated)
+    raw, truth = _evaluate_raw(graphdef, state, jax.random.key(options.validation_seed), options.validation_size, options)
+    out = {k: np.asarray(v) for k, v in decode(jnp.asarray(raw), calibrated.options).items()}
+    err_p = np.abs(out["log_p"] - np.log(truth[0]))
+    err_l = np.abs(out["log_l"] - np.log(np.maximum(truth[2], 1.0)))
+    for err, std in ((err_p, out["p_log_std"]), (err_l, out["l_ratio_log_std"])):
+        assert np.mean(err <= 1.6448536 * std) == pytest.approx(0.9, abs=0.01)
+    # the weights, and so the parameters, are unchanged
+    crops = np.random.default_rng(7).random((4, 64, 64, 2), np.float32)
+    np.testing.assert_array_equal(predict(model, crops)["p"], predict(calibrated, crops)["p"])

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -51,6 +52,9 @@ def parse_args():
     parser.add_argument("--emps", default=str(EMPS), help="folder of the EMPS subset")
     parser.add_argument("--runlocal", action="store_true", help="a small run for a laptop")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a RefineOptions field (repeatable), e.g. --option shape_prior_weight=0.1")
+    parser.add_argument("--skip-emps", action="store_true", help="rendered particles only")
     return parser.parse_args()
 
 
@@ -69,7 +73,11 @@ def main():
     key_rendered, key_start = jax.random.split(jax.random.key(args.seed))
     model, start_source = load_cnn()
     print(f"start: {start_source}")
-    options = RefineOptions()
+    overrides = {}
+    for item in args.option:
+        name, _, value = item.partition("=")
+        overrides[name] = type(getattr(RefineOptions(), name))(value)
+    options = RefineOptions(**overrides)
     summary = {"start": start_source, "options": repr(options), "timings_s": {}}
     start_time = begin = time.perf_counter()
 
@@ -81,6 +89,10 @@ def main():
     write_csv(output / "rendered.csv", rendered_rows)
     summary["rendered"] = summarise_rendered(rendered_rows, output)
 
+    if args.skip_emps:
+        (output / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        print(json.dumps(summary["rendered"], indent=2, default=float))
+        return
     begin = time.perf_counter()
     emps_rows, emps_crops, emps_fits = evaluate_emps(Path(args.emps), model, options, 8 if args.runlocal else None)
     summary["timings_s"]["emps"] = time.perf_counter() - begin
@@ -160,10 +172,11 @@ def evaluate_rendered(key, key_start, canvas, n, model, options, output):
     seconds = time.perf_counter() - begin
     print(f"canvas {canvas}: refined {n} rendered particles in {seconds:.1f} s (compilation included)")
     # the floor: the same fit started from the truth itself (with the start's uncertainties,
-    # so the same steps, and its p prior centred on the true p): what the masks let a fit keep
+    # so the same steps, and its p prior centred on the true p, but no prior on L and phi,
+    # which would hold them at the truth): what the masks let a fit keep
     uncertainties = {k: start[k] for k in ("p_log_std", "l_ratio_log_std", "phi_std") if k in start}
     from_truth = refine(masks, {k: np.asarray(getattr(truth, k)) for k in ("p", "d", "l_ratio", "phi")} | uncertainties,
-                        options=options)
+                        options=dataclasses.replace(options, shape_prior_weight=0.0))
 
     def params(d):
         return ShapeParams(jnp.asarray(d["p"], jnp.float32), jnp.asarray(d["d"], jnp.int32),

@@ -27,7 +27,12 @@ little. The CNN's p enters as a Gaussian prior (only when its uncertainty is giv
 gets a wide one),
 ``p_prior_weight * ((log p - log p0) / p_log_std)^2 / 2`` added to the loss: where the mask
 says little about p (the corners of boxy shapes, rounded by blur and pixels; the arms of
-thin stars), p stays near the CNN's value instead of drifting.
+thin stars), p stays near the CNN's value instead of drifting. Where the CNN also gives
+the uncertainties of log L and phi, candidates with its d get the same kind of prior on
+them (``shape_prior_weight``; periodic in phi, on the canonical form): with the calibrated
+CNN a mask fit alone drifts from a start that is already closer to the truth than the mask
+is (rendered, canvas 64: shape Jaccard 0.967 start, 0.965 fitted without the prior, 0.972
+with weight 0.01; real EMPS particles against their masks 0.937 without, 0.933 with).
 
 Batching: one jitted call per bucket of particles (:attr:`RefineOptions.bucket_sizes`),
 ``lax.map`` over chunks of particles, ``vmap`` over d candidates and phases, the Adam steps
@@ -95,6 +100,9 @@ class RefineOptions:
       d_prior_weight: weight of ``-log P(d)`` (the CNN's d probability) against the loss when
         ranking and choosing d; 0 trusts the mask alone.
       p_prior_weight: weight of the Gaussian prior on log p around the start (module docstring).
+      shape_prior_weight: weight of the priors on log L and phi around the start (Gaussian in
+        log L, periodic in phi), for candidates with the start's d and only where the caller
+        gives their uncertainties (the CNN's); 0 = off.
       coarse_iterations, fine_iterations: Adam steps of the two fits (fixed budget).
       coarse_learning_rate, fine_learning_rate: Adam rates in units of ``step`` (see below);
         both warm up over ``warmup_fraction`` of the steps from 0, then decay to
@@ -121,6 +129,7 @@ class RefineOptions:
     phase_starts: int = 8
     d_prior_weight: float = 0.1
     p_prior_weight: float = 0.1
+    shape_prior_weight: float = 0.01
     coarse_iterations: int = 14
     fine_iterations: int = 20
     coarse_learning_rate: float = 1.0
@@ -164,6 +173,8 @@ class _Start(NamedTuple):
     log_d_prob: jax.Array  # (6,)
     step: jax.Array  # (3,) early steps of log p, log L, phi
     log_p_std: jax.Array
+    log_l_std: jax.Array  # inf: no prior on log L
+    phi_std: jax.Array  # inf: no prior on phi
 
 
 def _area_matrix(out_size: int, in_size: int) -> np.ndarray:
@@ -258,7 +269,8 @@ def _placed_phases(log_p, log_l, phis, d, area_px, centroid_xy) -> jax.Array:
 def _adam(theta0, d, target, side_px, step, edge_widths, learning_rate, prior, options: RefineOptions):
     """Adam on ``theta = theta0 + z * step`` against ``target``, one step per edge width.
 
-    ``prior`` is (log p of the start, its standard deviation) for the p prior.
+    ``prior`` is (log p, its standard deviation, log L, its standard deviation, phi, its
+    standard deviation, 1 where the candidate has the start's d else 0) of the start.
 
     Returns:
       (theta, losses): the final vector and the loss before each step.
@@ -276,6 +288,15 @@ def _adam(theta0, d, target, side_px, step, edge_widths, learning_rate, prior, o
         coverage = _coverage(theta, d, side_px, target.shape[0], edge_width)
         deviation = (theta[0] - prior[0]) / prior[1]
         prior_term = options.p_prior_weight * 0.5 * deviation * deviation
+        if options.shape_prior_weight > 0:
+            # on the canonical form: L < 1 is 1/L a quarter phase on
+            flipped = theta[1] < 0
+            log_l = jnp.abs(theta[1])
+            phi = theta[2] + jnp.where(flipped, 0.5 * jnp.pi, 0.0)
+            l_term = 0.5 * ((log_l - prior[2]) / prior[3]) ** 2
+            # periodic in pi, (phi - phi0)^2 / (2 sigma^2) for small differences
+            phi_term = (1 - jnp.cos(2 * (phi - prior[4]))) / (4 * prior[5] ** 2)
+            prior_term = prior_term + options.shape_prior_weight * prior[6] * (l_term + phi_term)
         return fuzzy_jaccard_distance(coverage, target, options.loss_epsilon) + prior_term
 
     def body(carry, edge_width):
@@ -330,12 +351,15 @@ def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
     candidate_d = ds[top]
 
     # 2. coarse fit of every candidate
-    prior = jnp.stack([start.log_p, start.log_p_std])
+    def prior(d):
+        return jnp.stack([start.log_p, start.log_p_std, jnp.abs(start.log_l), start.log_l_std, start.phi,
+                          start.phi_std, (d == start.d).astype(jnp.float32)])
+
     step = jnp.concatenate([start.step, jnp.asarray([options.center_step_px] * 2 + [options.log_scale_step], jnp.float32)])
     first, last = options.coarse_edge_width_px
     coarse_edges = jnp.asarray(np.geomspace(first, last, options.coarse_iterations), jnp.float32)
     fitted, _ = jax.vmap(
-        lambda theta, d: _adam(theta, d, coarse, side, step, coarse_edges, options.coarse_learning_rate, prior, options)
+        lambda theta, d: _adam(theta, d, coarse, side, step, coarse_edges, options.coarse_learning_rate, prior(d), options)
     )(candidates, candidate_d)
     final = jax.vmap(
         lambda theta, d: fuzzy_jaccard_distance(_coverage(theta, d, side, coarse_px, last), coarse, options.loss_epsilon)
@@ -349,7 +373,7 @@ def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
     fine_edges[:ramp] = np.geomspace(options.fine_edge_width_px, 1.0, ramp)
     theta, fine_losses = _adam(
         fitted[best], candidate_d[best], fine, side, step, jnp.asarray(fine_edges, jnp.float32),
-        options.fine_learning_rate, prior, options,
+        options.fine_learning_rate, prior(candidate_d[best]), options,
     )
     d = candidate_d[best]
 
@@ -440,7 +464,11 @@ def _starts(init: Mapping[str, np.ndarray], n: int, options: RefineOptions) -> _
     if "p_log_std" not in init:
         # as weak as a weight of _BARE_GUESS_P_PRIOR_WEIGHT would make it
         log_p_std = log_p_std * np.float32(math.sqrt(max(options.p_prior_weight, 1e-12) / _BARE_GUESS_P_PRIOR_WEIGHT))
-    return _Start(np.log(p), np.log(l_ratio), phi, d, log_d_prob, step.astype(np.float32), log_p_std)
+    # priors on log L and phi only where the caller gives their uncertainties
+    shape_std = [np.clip(np.nan_to_num(std[:, k], nan=np.inf), (0.005, 0.002)[k - 1], np.inf).astype(np.float32)
+                 if name in init else np.full(n, np.inf, np.float32)
+                 for k, name in ((1, "l_ratio_log_std"), (2, "phi_std"))]
+    return _Start(np.log(p), np.log(l_ratio), phi, d, log_d_prob, step.astype(np.float32), log_p_std, *shape_std)
 
 
 def _pieces(n: int, bucket_sizes: tuple[int, ...]) -> list[tuple[int, int, int]]:

@@ -249,3 +249,22 @@ def test_bad_inputs_name_the_problem():
         refine(masks, {"p": np.ones(3), "d": np.ones(2, int), "l_ratio": np.ones(2), "phi": np.zeros(2)})
     with pytest.raises(ValueError, match="d_candidates"):
         RefineOptions(d_candidates=7)
+
+
+def test_a_confident_start_holds_l_and_phi_against_a_mask_that_disagrees(masks):
+    # the mask draws phi = 0.4 (TRUTH[2]); the start says 0.3 with a small uncertainty
+    p, d, l_ratio, phi, _, _ = TRUTH[2]
+    init = {"p": np.array([p]), "d": np.array([d]), "l_ratio": np.array([l_ratio]), "phi": np.array([phi - 0.1]),
+            "p_log_std": np.array([0.1]), "l_ratio_log_std": np.array([0.02]), "phi_std": np.array([0.02])}
+    free = refine(masks[2:3], init, options=RefineOptions(shape_prior_weight=0.0))
+    held = refine(masks[2:3], init, options=RefineOptions(shape_prior_weight=0.1))
+    # phi of a d = 4 shape has period pi; compare through the smallest turn
+    turn = lambda a, b: abs((a - b + math.pi / 2) % math.pi - math.pi / 2)  # noqa: E731
+    assert turn(free["phi"][0], phi) < 0.03, free["phi"]  # the mask alone finds its phase
+    assert turn(held["phi"][0], phi - 0.1) < turn(free["phi"][0], phi - 0.1) - 0.03, (held["phi"], free["phi"])
+    # without uncertainties of L and phi (a bare guess) the weight changes nothing
+    bare = {k: init[k] for k in ("p", "d", "l_ratio", "phi")}
+    a = refine(masks[2:3], bare, options=RefineOptions(shape_prior_weight=0.0))
+    b = refine(masks[2:3], bare, options=RefineOptions(shape_prior_weight=0.1))
+    for key in ("p", "l_ratio", "phi"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=key)

@@ -161,9 +161,15 @@ def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
     }
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _forward(graphdef, state, crops):
-    return nnx.merge(graphdef, state)(crops)
+_PREDICTED = ("log_p", "p_log_std", "log_l", "l_ratio_log_std", "phi", "phi_std", "d_probs")
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "options"))
+def _forward(graphdef, state, crops, options: CNNOptions):
+    # decoded inside the compiled call: run eagerly, each op of decode would compile again
+    # for every new number of crops (about a second per micrograph)
+    decoded = decode(nnx.merge(graphdef, state)(crops), options)
+    return {k: decoded[k] for k in _PREDICTED}
 
 
 def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -191,9 +197,12 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
         chunk = crops[start : start + batch_size]
         padded = np.zeros((batch_size, size, size, 2), np.float32)
         padded[: len(chunk)] = chunk
-        parts.append(np.asarray(_forward(graphdef, state, jnp.asarray(padded)))[: len(chunk)])
-    raw = np.concatenate(parts) if parts else np.zeros((0, model.options.n_outputs), np.float32)
-    out = {k: np.asarray(v) for k, v in decode(jnp.asarray(raw), model.options).items() if k in _PREDICTED}
+        decoded = _forward(graphdef, state, jnp.asarray(padded), model.options)
+        parts.append({k: np.asarray(v)[: len(chunk)] for k, v in decoded.items()})
+    if parts:
+        out = {k: np.concatenate([part[k] for part in parts]) for k in _PREDICTED}
+    else:
+        out = {k: np.zeros((0, len(D_VALUES)) if k == "d_probs" else 0, np.float32) for k in _PREDICTED}
     d_index = out["d_probs"].argmax(axis=1) if n else np.zeros(0, int)
     return {
         "p": np.exp(out["log_p"]).astype(np.float32),
@@ -206,9 +215,6 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
         "d_probs": out["d_probs"].astype(np.float32),
         "d_confidence": out["d_probs"][np.arange(n), d_index].astype(np.float32) if n else np.zeros(0, np.float32),
     }
-
-
-_PREDICTED = ("log_p", "p_log_std", "log_l", "l_ratio_log_std", "phi", "phi_std", "d_probs")
 
 
 def default_model_dir() -> Path:

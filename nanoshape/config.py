@@ -141,7 +141,7 @@ class AnalyzeCommand:
       overlays: write overlays/<stem>.png (outlines coloured by particle over the micrograph).
       save_crops: also write each particle's CNN crop to crops/<stem>.npy.
       workers: parallel worker processes (Dask); 0 = serial, -1 = one per core when
-        there are at least 8 micrographs.
+        there are at least 8 micrographs and 4 cores (on fewer cores XLA already uses them all).
       scheduler: address of an existing Dask scheduler to use instead (tcp://host:8786).
       segment: segmentation (lengths in units of the typical particle radius found).
       crop: how particles are cut and normalised for the CNN.

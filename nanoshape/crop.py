@@ -184,8 +184,12 @@ def crop_labels(
         for start in range(0, len(items), chunk):
             part = items[start : start + chunk]
             n = len(part)
-            # pad the count to a power of two: a handful of compiled shapes per bucket
-            n_padded = min(chunk, 1 << (n - 1).bit_length())
+            # pad the count to a power of four: a handful of compiled shapes per bucket (each
+            # compilation costs about as much as cropping a thousand particles)
+            n_padded = 1
+            while n_padded < n:
+                n_padded *= 4
+            n_padded = min(chunk, n_padded)
             stack = [np.zeros((n_padded, bucket, bucket), np.float32) for _ in range(3)]
             for j, (_, pid, y0, x0) in enumerate(part):
                 win_image, win_labels = _window(image, labels, y0, x0, bucket, fill)

@@ -536,18 +536,17 @@ def refine(
         # pad with copies of the piece's first particle: valid data, dropped afterwards
         index = np.concatenate([np.arange(begin, begin + count), np.full(bucket - count, begin)])
         fit = _refine_bucket(jnp.asarray(masks[index]), jax.tree.map(lambda a: jnp.asarray(a[index]), start), options)
-        results.append(jax.tree.map(lambda a: np.asarray(a)[:count], fit))
+        # canonical parameters on the padded bucket: one compilation per bucket size, not per n
+        canonical = _canonical_batch(fit.theta, fit.d)
+        results.append(jax.tree.map(lambda a: np.asarray(a)[:count], (fit, canonical)))
     if not results:
         empty = np.zeros(0, np.float32)
         return {k: empty for k in ("p", "l_ratio", "phi", "center_x_px", "center_y_px", "scale_px",
                                    "jaccard_init", "jaccard_refined")} | {
             "d": np.zeros(0, np.int32), "converged": np.zeros(0, bool)}
-    fit = jax.tree.map(lambda *parts: np.concatenate(parts), *results)
+    fit, (shape, l_fit) = jax.tree.map(lambda *parts: np.concatenate(parts), *results)
     theta = fit.theta
-    fitted = _shape_batch(jnp.asarray(theta), jnp.asarray(fit.d))
-    shape = canonicalize(fitted)
     # (p, d, 1/L, phi + pi/2) draws the shape of (p, d, L, phi) scaled by L: keep the drawn size
-    l_fit = np.asarray(fitted.l_ratio)
     scale_px = np.exp(theta[:, 5]) / np.where(l_fit < 1, l_fit, 1.0)
     return {
         "p": np.asarray(shape.p),
@@ -563,7 +562,11 @@ def refine(
     }
 
 
-_shape_batch = jax.jit(jax.vmap(_shape))
+@jax.jit
+def _canonical_batch(theta: jax.Array, d: jax.Array) -> tuple[ShapeParams, jax.Array]:
+    """Canonical shapes of fitted vectors (n, 6) and the fitted (possibly < 1) L of each."""
+    fitted = jax.vmap(_shape)(theta, d)
+    return canonicalize(fitted), fitted.l_ratio
 
 
 def moment_start(masks: np.ndarray | jax.Array) -> dict[str, np.ndarray]:

@@ -195,7 +195,7 @@ def main():
     for (p_lo, p_hi) in ((1.0, 6.0), (6.0, math.inf)):
         sel = p_selection(p_lo, p_hi)
         ax.hist(np.minimum(moved[sel], 1.0), edges, alpha=0.5, label=f"p in [{p_lo:g}, {p_hi:g})")
-    ax.set_xlabel(f"largest outline shift when log p changes by {LOG_P_STEP} (px of the source image)")
+    ax.set_xlabel(f"largest outline shift for log p +- {LOG_P_STEP} (px of the source image)")
     ax.set_ylabel("particles")
     ax.set_title("what a log p error of 0.15 looks like in the image")
     ax.legend(fontsize=8)

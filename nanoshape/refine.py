@@ -29,14 +29,17 @@ gets a wide one),
 says little about p (the corners of boxy shapes, rounded by blur and pixels; the arms of
 thin stars), p stays near the CNN's value instead of drifting. Where the CNN also gives
 the uncertainties of log L and phi, candidates with its d get the same kind of prior on
-them (``shape_prior_weight``; periodic in phi, on the canonical form, heavy-tailed): with
-the calibrated CNN a mask fit alone drifts from a start that is already closer to the truth
-than the mask is. Measured (``experiments/refine_evidence.py``, 1,024 rendered particles
-per canvas, the 1,973 EMPS particles against their hand-drawn masks): shape Jaccard on
-canvas 64 0.967 at the start, 0.965 fitted without the prior, 0.971 with it (weight 0.01);
-EMPS median 0.937 without, 0.936 with, 5th percentile 0.820 and 0.817. A Gaussian prior of
-the same weight gave 0.972 on canvas 64 but an EMPS 5th percentile of 0.775: on unusual
-real particles the CNN can be confidently wrong, and the heavy tail lets the mask win there.
+them (``shape_prior_weight``; periodic in phi, on the canonical form, heavy-tailed, and
+scaled by the CNN's probability of its d, since its L and phi describe the shape only for
+that d): with the calibrated CNN a mask fit alone drifts from a start that is already
+closer to the truth than the mask is. Measured (``experiments/refine_evidence.py``, 1,024
+rendered particles per canvas, the 1,973 EMPS particles against their hand-drawn masks):
+shape Jaccard on canvas 64 0.967 at the start, 0.965 fitted without the prior, 0.971 with
+it (weight 0.01); EMPS median 0.937 without, 0.936 with, 5th percentile 0.820 and 0.818.
+A Gaussian prior gave 0.972 on canvas 64 but an EMPS 5th percentile of 0.775 (on unusual
+real particles the CNN can be confidently wrong; the heavy tail lets the mask win there);
+without the scaling by P(d) it held near-circles, whose d the CNN cannot know, at the L
+of an arbitrary d, which blurred the spheres of the bundled examples into other groups.
 
 Batching: one jitted call per bucket of particles (:attr:`RefineOptions.bucket_sizes`),
 ``lax.map`` over chunks of particles, ``vmap`` over d candidates and phases, the Adam steps
@@ -105,8 +108,9 @@ class RefineOptions:
         ranking and choosing d; 0 trusts the mask alone.
       p_prior_weight: weight of the Gaussian prior on log p around the start (module docstring).
       shape_prior_weight: weight of the priors on log L and phi around the start (Gaussian in
-        log L, periodic in phi), for candidates with the start's d and only where the caller
-        gives their uncertainties (the CNN's); 0 = off.
+        log L, periodic in phi), for candidates with the start's d, times the start's
+        probability of that d, and only where the caller gives their uncertainties (the
+        CNN's); 0 = off.
       robust_shape_prior: use ``log(1 + q)`` of the Gaussian penalty ``q`` (heavy tails: a
         mask many sigma away can still pull the fit) instead of ``q`` itself.
       coarse_iterations, fine_iterations: Adam steps of the two fits (fixed budget).
@@ -277,7 +281,8 @@ def _adam(theta0, d, target, side_px, step, edge_widths, learning_rate, prior, o
     """Adam on ``theta = theta0 + z * step`` against ``target``, one step per edge width.
 
     ``prior`` is (log p, its standard deviation, log L, its standard deviation, phi, its
-    standard deviation, 1 where the candidate has the start's d else 0) of the start.
+    standard deviation) of the start, and the weight of the L/phi prior for this candidate:
+    the start's probability of its d where the candidate has that d, else 0.
 
     Returns:
       (theta, losses): the final vector and the loss before each step.
@@ -363,8 +368,11 @@ def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
 
     # 2. coarse fit of every candidate
     def prior(d):
+        # the CNN's L and phi belong to its d: the prior binds as much as the CNN believes that d
+        # (near-circles, drawn alike by every d, get a weak one)
+        belief = jnp.exp(start.log_d_prob[start.d - 1])
         return jnp.stack([start.log_p, start.log_p_std, jnp.abs(start.log_l), start.log_l_std, start.phi,
-                          start.phi_std, (d == start.d).astype(jnp.float32)])
+                          start.phi_std, (d == start.d).astype(jnp.float32) * belief])
 
     step = jnp.concatenate([start.step, jnp.asarray([options.center_step_px] * 2 + [options.log_scale_step], jnp.float32)])
     first, last = options.coarse_edge_width_px

@@ -1,6 +1,12 @@
 """Shape groups on a rendered mixed population, and the classifier with and without shape parameters.
 
-    python experiments/groups_ablation.py [--scenes 6] [--output runs/groups_ablation]
+    python experiments/groups_ablation.py [--scenes 12] [--output runs/groups_ablation]
+                                                   (about 2 minutes on a 2-core CPU)
+
+Twelve scenes give ~1,200 particles, so the 20 % held out for the classifier's test
+accuracy are ~240 (with six, ~120: one particle is 0.8 %, and the figure moved between
+98.3 % and 99.2 % across code changes that left the CV accuracy at 99.5-99.7 %). Rerunning
+into an existing output folder resumes its analysis: use a new folder after changing code.
 
 Renders micrographs of four populations whose sizes overlap (spheres, cubes, rods and
 star-like concave particles, 14 nm +- 10 %), runs the whole analysis on them (segmentation,
@@ -37,7 +43,7 @@ from nanoshape.scene import POPULATIONS, Population, SceneOptions
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=6)
+    parser.add_argument("--scenes", type=int, default=12)
     parser.add_argument("--output", type=Path, default=Path("runs/groups_ablation"))
     parser.add_argument("--reuse", action="store_true", help="regroup an earlier run in --output (no new analysis)")
     args = parser.parse_args()

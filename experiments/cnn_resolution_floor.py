@@ -113,7 +113,6 @@ def main():
     # the true shape, turned: a turn by a (radians) shifts eq. 1's phase by d a / 2, and moves
     # the farthest point (at extent / 2 from the centre) by a * extent / 2 px
     rows = []
-    everything = np.ones(args.n, bool)
     for shift in TIP_SHIFTS_PX:
         turn = shift / (0.5 * extent)
         turned = truth._replace(phi=truth.phi + 0.5 * truth.d.astype(jnp.float32) * jnp.asarray(turn, jnp.float32))

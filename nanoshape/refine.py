@@ -483,10 +483,11 @@ def _starts(init: Mapping[str, np.ndarray], n: int, options: RefineOptions) -> _
     if "p_log_std" not in init:
         # as weak as a weight of _BARE_GUESS_P_PRIOR_WEIGHT would make it
         log_p_std = log_p_std * np.float32(math.sqrt(max(options.p_prior_weight, 1e-12) / _BARE_GUESS_P_PRIOR_WEIGHT))
-    # priors on log L and phi only where the caller gives their uncertainties
-    shape_std = [np.clip(np.nan_to_num(std[:, k], nan=np.inf), (0.005, 0.002)[k - 1], np.inf).astype(np.float32)
+    # priors on log L and phi only where the caller gives their uncertainties (inf: none),
+    # with floors that keep an over-confident start from freezing the fit
+    shape_std = [np.clip(np.nan_to_num(std[:, column], nan=np.inf), floor, np.inf).astype(np.float32)
                  if name in init else np.full(n, np.inf, np.float32)
-                 for k, name in ((1, "l_ratio_log_std"), (2, "phi_std"))]
+                 for column, name, floor in ((1, "l_ratio_log_std", 0.005), (2, "phi_std", 0.002))]
     return _Start(np.log(p), np.log(l_ratio), phi, d, log_d_prob, step.astype(np.float32), log_p_std, *shape_std)
 
 

@@ -241,6 +241,15 @@ def _validation(graphdef, params, options: TrainOptions) -> dict[str, float]:
     return {f"val_{k}": float(v) for k, v in terms.items()}
 
 
+def _abs_errors(decoded: dict[str, np.ndarray], truth) -> dict[str, np.ndarray]:
+    """|error| of the decoded log p, log L (canonical, L >= 1) and phi (mod pi) against (p, d, L, phi) truths."""
+    return {
+        "log_p": np.abs(decoded["log_p"] - np.log(truth[0])),
+        "log_l": np.abs(decoded["log_l"] - np.log(np.maximum(truth[2], 1.0))),
+        "phi": np.abs(np.mod(decoded["phi"] - truth[3] + np.pi / 2, np.pi) - np.pi / 2),
+    }
+
+
 def calibrate_uncertainties(model: ShapeCNN, options: TrainOptions = TrainOptions(), *,
                             coverage: float = 0.9) -> ShapeCNN:
     """The model with its predicted standard deviations scaled so that the central ``coverage``
@@ -258,11 +267,7 @@ def calibrate_uncertainties(model: ShapeCNN, options: TrainOptions = TrainOption
     graphdef, state = nnx.split(model)
     raw, truth = _evaluate_raw(graphdef, state, jax.random.key(options.validation_seed), options.validation_size, options)
     decoded = {k: np.asarray(v) for k, v in decode(jnp.asarray(raw), raw_options).items()}
-    errors = {
-        "log_p": np.abs(decoded["log_p"] - np.log(truth[0])),
-        "log_l": np.abs(decoded["log_l"] - np.log(np.maximum(truth[2], 1.0))),
-        "phi": np.abs(np.mod(decoded["phi"] - truth[3] + np.pi / 2, np.pi) - np.pi / 2),
-    }
+    errors = _abs_errors(decoded, truth)
     stds = {"log_p": decoded["p_log_std"], "log_l": decoded["l_ratio_log_std"], "phi": decoded["phi_std"]}
     z = NormalDist().inv_cdf(0.5 + coverage / 2)
     scales = tuple(float(np.quantile(errors[k] / stds[k], coverage) / z) for k in ("log_p", "log_l", "phi"))
@@ -299,10 +304,8 @@ def evaluate_model(model: ShapeCNN, options: TrainOptions = TrainOptions(), *, n
     jaccard = np.concatenate([np.asarray(jac_fn(jax.tree.map(lambda a: a[i : i + 1024], pred),
                                                 jax.tree.map(lambda a: a[i : i + 1024], true)))
                               for i in range(0, n, 1024)])
-    t_log_p, t_log_l = np.log(truth[0]), np.log(np.maximum(truth[2], 1.0))
-    err_p = decoded["log_p"] - t_log_p
-    err_l = decoded["log_l"] - t_log_l
-    err_phi = np.abs(np.mod(decoded["phi"] - truth[3] + np.pi / 2, np.pi) - np.pi / 2)
+    errors = _abs_errors(decoded, truth)
+    err_p, err_l, err_phi = errors["log_p"], errors["log_l"], errors["phi"]
     d_right = d_pred == truth[1]
     z = 1.6448536
     return {
@@ -311,11 +314,11 @@ def evaluate_model(model: ShapeCNN, options: TrainOptions = TrainOptions(), *, n
         "jaccard_p10": float(np.percentile(jaccard, 10)),
         "d_exact_fraction": float(d_right.mean()),
         "d_exact_or_same_shape_fraction": float((d_right | (jaccard >= 0.95)).mean()),
-        "median_abs_error_log_p": float(np.median(np.abs(err_p))),
-        "median_abs_error_log_l": float(np.median(np.abs(err_l))),
+        "median_abs_error_log_p": float(np.median(err_p)),
+        "median_abs_error_log_l": float(np.median(err_l)),
         "median_abs_error_phi_rad": float(np.median(err_phi)),
-        "coverage90_log_p": float(np.mean(np.abs(err_p) <= z * decoded["p_log_std"])),
-        "coverage90_log_l": float(np.mean(np.abs(err_l) <= z * decoded["l_ratio_log_std"])),
+        "coverage90_log_p": float(np.mean(err_p <= z * decoded["p_log_std"])),
+        "coverage90_log_l": float(np.mean(err_l <= z * decoded["l_ratio_log_std"])),
         "coverage90_phi": float(np.mean(err_phi <= z * decoded["phi_std"])),
         "jaccard": jaccard,
         "truth": {"p": truth[0], "d": truth[1], "l_ratio": truth[2], "phi": truth[3]},

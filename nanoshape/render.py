@@ -327,7 +327,10 @@ def particle_thickness(
     f, grad_x, grad_y, k = _edge_field(shape, center_xy_px, scale_px, height, width)
     coverage = _box_coverage(f, grad_x, grad_y, 1.0)
     depth = jnp.clip(f * jax.lax.rsqrt(1 + k * k) / (0.5 * scale_px), 0.0, 1.0)
-    profile = jnp.sqrt(jnp.maximum(1 - (1 - depth) ** 2, 0.0))
+    chord = 1 - (1 - depth) ** 2
+    # sqrt has an infinite slope at 0 (every pixel outside): take it only where chord > 0, so
+    # the thickness stays differentiable (NaN-free) in every parameter
+    profile = jnp.where(chord > 0, jnp.sqrt(jnp.where(chord > 0, chord, 1.0)), 0.0)
     thickness = 1 - dome + dome * profile
     return coverage, thickness
 

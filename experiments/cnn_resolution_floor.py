@@ -22,6 +22,10 @@ run's (``training_example``, with each particle's extent), runs the CNN on it an
   of the source image, by p range (d right);
 - ``resolution_floor.png`` and ``summary.json``.
 
+These are sensitivities of the figures, not limits of the images: what the images allow
+is measured by ``experiments/cnn_information_bound.py`` (a Cramér-Rao bound per particle),
+which finds the CNN well short of it.
+
 Writes to ``experiments/results/cnn_resolution_floor/`` (``--output`` to change); the
 model is the shipped one unless ``--model`` names a trained one.
 """

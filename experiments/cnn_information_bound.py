@@ -96,15 +96,15 @@ def main():
 
     from nanoshape.render import (
         Imaging,
-        tem_image,
-        _film_texture,
-        _gaussian_blur,
+        expected_counts,
+        film_transmission,
         optical_density,
         particle_thickness,
-        sample_imaging,
+        tem_image,
+        training_draws,
         training_example,
     )
-    from nanoshape.shape import ShapeParams, ShapePrior, canonicalize, max_radius, sample_prior
+    from nanoshape.shape import ShapeParams, ShapePrior
 
     args = parse_args()
     started = time.perf_counter()
@@ -118,36 +118,29 @@ def main():
     args.output.mkdir(parents=True, exist_ok=True)
 
     def components(key):
-        """The draws of training_example for this key, in its order (same shape, pose, imaging, film)."""
-        key_shape, key_pose, key_imaging, key_noise, _ = jax.random.split(key, 5)
-        shape = canonicalize(sample_prior(key_shape, prior))
-        key_extent, key_center = jax.random.split(key_pose)
-        extent = canvas * jnp.exp(jax.random.uniform(key_extent, (), minval=math.log(lo_fraction), maxval=math.log(hi_fraction)))
-        scale = 0.5 * extent / max_radius(shape, n=64)
-        slack = 0.5 * (canvas - extent) - 1.0
-        center = 0.5 * (canvas - 1) + jax.random.uniform(key_center, (2,), minval=-1.0, maxval=1.0) * jnp.maximum(slack, 0.0)
-        params = sample_imaging(key_imaging, imaging)
-        key_texture, _ = jax.random.split(key_noise)
+        """training_example's draws for this key (shape, pose, imaging, film), its observed counts, the truth."""
+        draws = training_draws(key, prior=prior, imaging=imaging, canvas_px=canvas,
+                               extent_fraction_range=(lo_fraction, hi_fraction))
+        shape, center, scale, extent, params, key_noise, _ = draws
         coverage, thickness = particle_thickness(shape, center, scale, params.dome, height=canvas, width=canvas)
         observed = tem_image(key_noise, optical_density(coverage, thickness, params.contrast), params, imaging) * params.dose
-        film = 1 - params.texture * _film_texture(key_texture, canvas, canvas, imaging.texture_cell_px)
-        axis = jnp.linspace(-1.0, 1.0, canvas, dtype=jnp.float32)
-        beam = 1 + params.gradient_x * axis[None, :] + params.gradient_y * axis[:, None]
+        film = film_transmission(key_noise, params, imaging, canvas, canvas)
         theta = jnp.stack([jnp.log(shape.p), jnp.log(shape.l_ratio), shape.phi, center[0], center[1], jnp.log(scale),
                            params.contrast, params.dome, jnp.log(params.blur_sigma_px)])
-        return theta, shape.d, beam * film, params.dose, extent, observed
+        return theta, shape.d, film, params, extent, observed
 
-    def expected_counts(theta, d, beam_film, dose):
-        """The noise-free image of tem_image, in electrons per pixel, as a function of the nine unknowns."""
+    def expected(theta, d, film, params):
+        """tem_image's noise-free counts as a function of the nine unknowns (the rest from ``params``)."""
         shape = ShapeParams(jnp.exp(theta[0]), d, jnp.exp(theta[1]), theta[2])
         coverage, thickness = particle_thickness(shape, theta[3:5], jnp.exp(theta[5]), theta[7], height=canvas, width=canvas)
-        transmitted = jnp.exp(-optical_density(coverage, thickness, theta[6]))
-        return jnp.maximum(_gaussian_blur(beam_film * transmitted, jnp.exp(theta[8])) * dose, 1e-3)
+        params = params._replace(contrast=theta[6], dome=theta[7], blur_sigma_px=jnp.exp(theta[8]))
+        density = optical_density(coverage, thickness, theta[6])
+        return jnp.maximum(expected_counts(density, film, params, imaging), 1e-3)
 
     def fisher(key):
-        theta, d, beam_film, dose, extent, _ = components(key)
-        counts = expected_counts(theta, d, beam_film, dose)
-        jac = jax.jacfwd(expected_counts)(theta, d, beam_film, dose).reshape(-1, len(NAMES))
+        theta, d, film, params, extent, _ = components(key)
+        counts = expected(theta, d, film, params)
+        jac = jax.jacfwd(expected)(theta, d, film, params).reshape(-1, len(NAMES))
         info = jac.T @ (jac / counts.reshape(-1, 1))
         return theta, d, extent, info
 
@@ -156,14 +149,15 @@ def main():
     lo_p, hi_p = math.log(prior.p_range[0]), math.log(prior.p_range[1])
 
     def likelihood_fit(key, start_shape, start_d):
-        theta_true, d, beam_film, dose, _, observed = components(key)
+        theta_true, d, film, params, _, observed = components(key)
         start = theta_true.at[0:3].set(start_shape)
         if args.fit_blind:
             # the film's texture and the beam's gradient unknown (taken flat), d from the CNN
-            beam_film, d = jnp.ones_like(beam_film), start_d
+            film, d = jnp.ones_like(film), start_d
+            params = params._replace(gradient_x=jnp.zeros_like(params.gradient_x), gradient_y=jnp.zeros_like(params.gradient_y))
 
         def nll(theta):
-            mu = expected_counts(theta, d, beam_film, dose)
+            mu = expected(theta, d, film, params)
             return jnp.sum(mu - observed * jnp.log(mu)) / (canvas * canvas)
 
         tx = optax.adam(optax.cosine_decay_schedule(1.0, args.fit_steps, 0.05))

@@ -34,10 +34,14 @@ __all__ = [
     "sample_imaging",
     "optical_density",
     "tem_image",
+    "expected_counts",
+    "film_transmission",
     "render",
     "fast_normal",
     "particle_thickness",
     "training_example",
+    "training_draws",
+    "TrainingDraws",
     "training_batch",
     "shape_sheet",
     "soft_jaccard",
@@ -268,6 +272,29 @@ def optical_density(coverage: jax.Array, thickness: jax.Array, contrast: jax.Arr
     return -jnp.log1p(-contrast) * thickness * coverage
 
 
+def film_transmission(key: jax.Array, params: ImagingParams, imaging: Imaging, height: int, width: int) -> jax.Array:
+    """The amorphous-carbon film's relative transmission that :func:`tem_image` draws from ``key``."""
+    key_texture, _ = jax.random.split(key)
+    return 1 - params.texture * _film_texture(key_texture, height, width, imaging.texture_cell_px)
+
+
+def expected_counts(density: jax.Array, film: jax.Array, params: ImagingParams, imaging: Imaging = Imaging()) -> jax.Array:
+    """The noise-free image of :func:`tem_image` in electrons per pixel (before shot noise).
+
+    Differentiable in the density and in every imaging value, for fits of the image itself.
+    """
+    height, width = density.shape
+    transmitted = jnp.exp(-density)
+    ys = jnp.linspace(-1.0, 1.0, height, dtype=jnp.float32)[:, None]
+    xs = jnp.linspace(-1.0, 1.0, width, dtype=jnp.float32)[None, :]
+    beam = 1 + params.gradient_x * xs + params.gradient_y * ys
+    if imaging.dark_field:
+        signal = params.dark_background * film + (1 - transmitted)
+    else:
+        signal = transmitted * film
+    return jnp.maximum(_gaussian_blur(beam * signal, params.blur_sigma_px) * params.dose, 0.0)
+
+
 def tem_image(
     key: jax.Array,
     density: jax.Array,
@@ -291,19 +318,9 @@ def tem_image(
     Returns:
       (H, W) float32 image.
     """
-    key_texture, key_noise = jax.random.split(key)
     height, width = density.shape
-    transmitted = jnp.exp(-density)
-    film = 1 - params.texture * _film_texture(key_texture, height, width, imaging.texture_cell_px)
-    ys = jnp.linspace(-1.0, 1.0, height, dtype=jnp.float32)[:, None]
-    xs = jnp.linspace(-1.0, 1.0, width, dtype=jnp.float32)[None, :]
-    beam = 1 + params.gradient_x * xs + params.gradient_y * ys
-    if imaging.dark_field:
-        signal = params.dark_background * film + (1 - transmitted)
-    else:
-        signal = transmitted * film
-    expected = _gaussian_blur(beam * signal, params.blur_sigma_px) * params.dose
-    expected = jnp.maximum(expected, 0.0)
+    expected = expected_counts(density, film_transmission(key, params, imaging, height, width), params, imaging)
+    _, key_noise = jax.random.split(key)
     if imaging.exact_poisson:
         counts = jax.random.poisson(key_noise, expected).astype(jnp.float32)
     else:
@@ -359,6 +376,39 @@ def render(
     return tem_image(key_image, density, params, imaging), coverage
 
 
+class TrainingDraws(NamedTuple):
+    """The random draws behind one :func:`training_example` (for diagnostics that re-render it)."""
+
+    shape: ShapeParams
+    center_xy_px: jax.Array
+    scale_px: jax.Array
+    extent_px: jax.Array
+    params: ImagingParams
+    key_noise: jax.Array  # tem_image's key (film texture and shot noise)
+    key_mask: jax.Array
+
+
+def training_draws(
+    key: jax.Array,
+    *,
+    prior: ShapePrior = ShapePrior(),
+    imaging: Imaging = Imaging(),
+    canvas_px: int = 64,
+    extent_fraction_range: tuple[float, float] = (0.2, 0.9),
+) -> TrainingDraws:
+    """The shape, pose and imaging values :func:`training_example` draws from ``key``."""
+    key_shape, key_pose, key_imaging, key_noise, key_mask = jax.random.split(key, 5)
+    shape = canonicalize(sample_prior(key_shape, prior))
+    key_extent, key_center = jax.random.split(key_pose)
+    lo, hi = extent_fraction_range
+    extent_px = canvas_px * jnp.exp(jax.random.uniform(key_extent, (), minval=math.log(lo), maxval=math.log(hi)))
+    scale_px = 0.5 * extent_px / max_radius(shape, n=64)
+    slack = 0.5 * (canvas_px - extent_px) - 1.0
+    jitter = jax.random.uniform(key_center, (2,), minval=-1.0, maxval=1.0) * jnp.maximum(slack, 0.0)
+    center = 0.5 * (canvas_px - 1) + jitter
+    return TrainingDraws(shape, center, scale_px, extent_px, sample_imaging(key_imaging, imaging), key_noise, key_mask)
+
+
 def training_example(
     key: jax.Array,
     *,
@@ -385,16 +435,9 @@ def training_example(
       (crop, shape): (size, size, 2) float32 crop and the canonical ShapeParams;
       (crop, shape, extent_px) with ``with_extent``.
     """
-    key_shape, key_pose, key_imaging, key_noise, key_mask = jax.random.split(key, 5)
-    shape = canonicalize(sample_prior(key_shape, prior))
-    key_extent, key_center = jax.random.split(key_pose)
-    lo, hi = extent_fraction_range
-    extent_px = canvas_px * jnp.exp(jax.random.uniform(key_extent, (), minval=math.log(lo), maxval=math.log(hi)))
-    scale_px = 0.5 * extent_px / max_radius(shape, n=64)
-    slack = 0.5 * (canvas_px - extent_px) - 1.0
-    jitter = jax.random.uniform(key_center, (2,), minval=-1.0, maxval=1.0) * jnp.maximum(slack, 0.0)
-    center = 0.5 * (canvas_px - 1) + jitter
-    params = sample_imaging(key_imaging, imaging)
+    draws = training_draws(key, prior=prior, imaging=imaging, canvas_px=canvas_px,
+                           extent_fraction_range=extent_fraction_range)
+    shape, center, scale_px, extent_px, params, key_noise, key_mask = draws
     coverage, thickness = particle_thickness(shape, center, scale_px, params.dome, height=canvas_px, width=canvas_px)
     image = tem_image(key_noise, optical_density(coverage, thickness, params.contrast), params, imaging)
     key_sigma, key_threshold = jax.random.split(key_mask)

@@ -301,13 +301,11 @@ def _adam(theta0, d, target, side_px, step, edge_widths, learning_rate, prior, o
         deviation = (theta[0] - prior[0]) / prior[1]
         prior_term = options.p_prior_weight * 0.5 * deviation * deviation
         if options.shape_prior_weight > 0:
-            # on the canonical form: L < 1 is 1/L a quarter phase on
-            flipped = theta[1] < 0
-            log_l = jnp.abs(theta[1])
-            phi = theta[2] + jnp.where(flipped, 0.5 * jnp.pi, 0.0)
-            l_term = 0.5 * ((log_l - prior[2]) / prior[3]) ** 2
+            # on the canonical form (the start's L and phi are canonical); p plays no part here
+            canonical = canonicalize(ShapeParams(theta[0], d, jnp.exp(theta[1]), theta[2]))
+            l_term = 0.5 * ((jnp.log(canonical.l_ratio) - prior[2]) / prior[3]) ** 2
             # periodic in pi, (phi - phi0)^2 / (2 sigma^2) for small differences
-            phi_term = (1 - jnp.cos(2 * (phi - prior[4]))) / (4 * prior[5] ** 2)
+            phi_term = (1 - jnp.cos(2 * (canonical.phi - prior[4]))) / (4 * prior[5] ** 2)
             # heavy-tailed (Cauchy-like: log(1 + q)): small deviations cost what the Gaussian
             # says, a mask that disagrees by many sigma (a confident start on an unusual real
             # particle) can still pull the fit away

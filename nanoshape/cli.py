@@ -207,7 +207,8 @@ def _run_train(cfg) -> Path:
     print(f"  test set ({figures['n']} rendered particles): median shape Jaccard {figures['jaccard_median']:.3f} "
           f"(10th percentile {figures['jaccard_p10']:.3f}), d exact {figures['d_exact_fraction']:.1%}, "
           f"median |log p error| {figures['median_abs_error_log_p']:.3f}")
-    print(f"  use it with: nanoshape analyze shape.model={model_dir} ...")
+    crop_args = f" crop.context={options.crop.context:g}" if options.crop.context > 0 else ""
+    print(f"  use it with: nanoshape analyze shape.model={model_dir}{crop_args} ...")
     return model_dir
 
 

@@ -1,9 +1,11 @@
 """The shape-parameter CNN: a Flax NNX regressor from particle crops to (p, d, L, phi).
 
 Input: crops from :func:`nanoshape.crop.crop_particle` (``(B, S, S, 2)``: normalised
-intensity with neighbours blanked, and the particle's mask). Output, per crop:
+intensity with neighbours blanked, and the particle's mask; ``(B, S, S, 3)`` for models
+trained with ``crop.context``, whose third channel shows a wider window). Output, per crop:
 
-- ``log p``: mean and log-variance (Gaussian negative log-likelihood);
+- ``log p``: mean and log-variance (Gaussian negative log-likelihood; optionally a beta-NLL,
+  see :class:`nanoshape.training.TrainOptions`);
 - ``log L`` (canonical L >= 1): mean and log-variance;
 - ``phi`` through ``(cos 2 phi, sin 2 phi)``, which respects phi's period pi (the canonical
   range is [0, pi)), with one log-variance for both components;
@@ -52,6 +54,8 @@ class CNNOptions:
 
     Attributes:
       input_size: side of the input crops (px).
+      input_channels: channels of the input crops (2, or 3 with the context window of
+        :class:`nanoshape.crop.CropOptions`).
       channels: output channels of the stride-2 convolution stages (each halves the side).
       refine_from_stage: stages from this index on add a second 3x3 convolution at the same
         size (cheap where the maps are small; the first stages stay single for speed).
@@ -70,6 +74,7 @@ class CNNOptions:
     """
 
     input_size: int = 64
+    input_channels: int = 2
     channels: tuple[int, ...] = (16, 32, 64, 128)
     refine_from_stage: int = 2
     hidden: int = 192
@@ -101,7 +106,7 @@ class ShapeCNN(nnx.Module):
     def __init__(self, options: CNNOptions = CNNOptions(), *, rngs: nnx.Rngs):
         self.options = options
         convs = []
-        c_in = 2
+        c_in = options.input_channels
         if options.stem_channels > 0:
             convs.append(nnx.Conv(c_in, options.stem_channels, (3, 3), strides=1, padding="SAME", rngs=rngs))
             c_in = options.stem_channels
@@ -177,7 +182,7 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
 
     Args:
       model: a :class:`ShapeCNN` (e.g. :func:`load_model`).
-      crops: (n, S, S, 2) crops.
+      crops: (n, S, S, C) crops (the model's input size and channels).
       batch_size: crops per compiled call (the last batch is padded: one compilation).
 
     Returns:
@@ -188,14 +193,15 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
     """
     crops = np.asarray(crops, np.float32)
     n = crops.shape[0]
-    size = model.options.input_size
-    if crops.ndim != 4 or crops.shape[1:] != (size, size, 2):
-        raise ValueError(f"predict: crops must be (n, {size}, {size}, 2), got {crops.shape}")
+    size, channels = model.options.input_size, model.options.input_channels
+    if crops.ndim != 4 or crops.shape[1:] != (size, size, channels):
+        hint = " (crop.context > 0 adds the third channel)" if crops.ndim == 4 and crops.shape[-1] != channels else ""
+        raise ValueError(f"predict: this model takes crops of (n, {size}, {size}, {channels}), got {crops.shape}{hint}")
     graphdef, state = nnx.split(model)
     parts = []
     for start in range(0, n, batch_size):
         chunk = crops[start : start + batch_size]
-        padded = np.zeros((batch_size, size, size, 2), np.float32)
+        padded = np.zeros((batch_size, size, size, channels), np.float32)
         padded[: len(chunk)] = chunk
         decoded = _forward(graphdef, state, jnp.asarray(padded), model.options)
         parts.append({k: np.asarray(v)[: len(chunk)] for k, v in decoded.items()})
@@ -238,7 +244,7 @@ def save_model(model: ShapeCNN, directory: str | Path, *, extra: dict[str, Any] 
 
 
 #: what a model saved before an architecture option existed was built with
-_BEFORE_OPTION_EXISTED = {"stem_channels": 0, "phi_per_d": False}
+_BEFORE_OPTION_EXISTED = {"stem_channels": 0, "phi_per_d": False, "input_channels": 2}
 
 
 @functools.lru_cache(maxsize=4)

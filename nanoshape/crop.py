@@ -7,7 +7,17 @@ channels:
 
 0. intensity normalised so the background is 0 and the particle 1, whatever the contrast
    polarity (bright or dark field), with neighbouring particles blanked to background;
-1. the particle's mask, resampled the same way.
+1. the particle's mask, resampled the same way;
+2. (with ``CropOptions.context`` > 0) the intensity, normalised and blanked the same way, of
+   a window ``context`` times wider around the same centre: what lies beyond the mask. A
+   segmentation keeps the core of a thin-armed star and loses the arms, so a window sized
+   from the mask cuts them off; this channel keeps them in view. Its pixels beyond the
+   image's edge are background (0).
+
+In channels 0 and 1, pixels beyond the image's edge are resampled as zeros and count in the
+background estimate, as the shipped model was trained; a rendered training crop larger
+than its canvas therefore has a wrong background there (real crops do not: ``crop_labels``
+pads with the image's median). Mend it with the next model, which must be trained with it.
 
 :func:`crop_particle` is plain JAX on one particle (jit at the edge, vmap at the call site).
 :func:`crop_labels` cuts every particle of a labelled micrograph with it.
@@ -32,10 +42,22 @@ class CropOptions:
     Attributes:
       size: side of the square crop in pixels (the CNN input size).
       margin: fraction of the particle's larger bounding-box side added on each side.
+      context: if > 0, a third channel shows a window this many times wider than the main
+        one (see the module docstring); 0 = two channels.
     """
 
     size: int = 64
     margin: float = 0.15
+    context: float = 0.0
+
+    def __post_init__(self):
+        if self.context != 0 and self.context < 1:
+            raise ValueError(f"crop.context must be 0 (off) or >= 1, got {self.context}")
+
+    @property
+    def channels(self) -> int:
+        """Channels of a crop: intensity and mask, and the context intensity if any."""
+        return 3 if self.context > 0 else 2
 
 
 def particle_box(mask: jax.Array, margin: float) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -87,7 +109,8 @@ def crop_particle(
       options: crop size and margin (static).
 
     Returns:
-      (size, size, 2) float32: normalised intensity (background 0, particle 1) and mask.
+      (size, size, options.channels) float32: normalised intensity (background 0, particle
+      1), mask, and with ``options.context`` the normalised intensity of the wider window.
     """
     if image.ndim != 2 or mask.shape != image.shape:
         raise ValueError(f"crop_particle expects 2-D image and mask of one shape, got {image.shape} and {mask.shape}")
@@ -110,7 +133,17 @@ def crop_particle(
     normalised = jnp.clip((image_crop - background) / contrast, -0.5, 1.5)
     if exclude is not None:
         normalised = jnp.where(exclude_crop & ~inside, 0.0, normalised)
-    return jnp.stack([normalised, mask_crop], axis=-1)
+    channels = [normalised, mask_crop]
+    if options.context > 0:
+        wide = options.context * side
+        wide_crop = jnp.clip((_resample(image, center_y, center_x, wide, size) - background) / contrast, -0.5, 1.5)
+        keep = _resample(jnp.ones_like(image), center_y, center_x, wide, size) > 0.5
+        if exclude is not None:
+            neighbours = _resample(exclude.astype(jnp.float32), center_y, center_x, wide, size) > 0.02
+            own = _resample(mask, center_y, center_x, wide, size) > 0.5
+            keep = keep & ~(neighbours & ~own)
+        channels.append(jnp.where(keep, wide_crop, 0.0))
+    return jnp.stack(channels, axis=-1)
 
 
 def _masked_mean(values: jax.Array, where: jax.Array) -> jax.Array:
@@ -145,14 +178,14 @@ def crop_labels(
       max_chunk: most particles per vmapped call (fewer for large windows, to bound memory).
 
     Returns:
-      (n, size, size, 2) float32 crops.
+      (n, size, size, options.channels) float32 crops.
     """
     image = np.asarray(image, np.float32)
     labels = np.asarray(labels)
     if particle_ids is None:
         particle_ids = np.unique(labels[labels > 0])
     particle_ids = np.asarray(particle_ids)
-    out = np.zeros((len(particle_ids), options.size, options.size, 2), np.float32)
+    out = np.zeros((len(particle_ids), options.size, options.size, options.channels), np.float32)
     if len(particle_ids) == 0:
         return out
     from scipy import ndimage
@@ -174,7 +207,7 @@ def crop_labels(
             raise ValueError(f"particle id {pid} is not in the label image")
         cy = (sl[0].start + sl[0].stop - 1) / 2
         cx = (sl[1].start + sl[1].stop - 1) / 2
-        side = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) * (1 + 2 * options.margin) + 2
+        side = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) * (1 + 2 * options.margin) * max(options.context, 1.0) + 2
         bucket = next((b for b in _WINDOW_BUCKETS if b >= side), None)
         if bucket is None:
             bucket = int(2 ** np.ceil(np.log2(side)))

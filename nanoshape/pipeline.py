@@ -93,7 +93,7 @@ class ImageResult:
     Attributes:
       particles: one row per kept particle (image, particle_id, centroids, features...).
       labels: (H, W) uint32 instance labels of the kept particles.
-      crops: (n, S, S, 2) crops in the row order of ``particles``.
+      crops: (n, S, S, C) crops (C = crop.channels) in the row order of ``particles``.
       dropped: candidates removed by segmentation, with reasons.
       info: JSON-safe facts: pixel size and its source, polarity, timings (s) per stage.
     """
@@ -167,7 +167,13 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
             table[column] = pd.Series(dtype="bool" if column == "fit_converged" else "float64")
         return
     start = time.perf_counter()
-    cnn = predict(load_model(options.shape.model or None), crops, batch_size=options.shape.batch_size)
+    model = load_model(options.shape.model or None)
+    wanted = model.options.input_channels
+    if crops.shape[-1] < wanted:
+        raise ValueError(f"the shape model {options.shape.model or '(shipped)'} reads {wanted}-channel crops (a context "
+                         f"window); set crop.context as the model was trained, not {options.crop.context}")
+    # the first two channels (intensity, mask) do not depend on crop.context
+    cnn = predict(model, crops[..., :wanted], batch_size=options.shape.batch_size)
     masks = crops[..., 1]
     timings["cnn_s"] = time.perf_counter() - start
     if options.shape.refine:

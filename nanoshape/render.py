@@ -432,7 +432,7 @@ def training_example(
         the crop rescales it), for diagnostics that ask how many pixels a shape had.
 
     Returns:
-      (crop, shape): (size, size, 2) float32 crop and the canonical ShapeParams;
+      (crop, shape): (size, size, crop.channels) float32 crop and the canonical ShapeParams;
       (crop, shape, extent_px) with ``with_extent``.
     """
     draws = training_draws(key, prior=prior, imaging=imaging, canvas_px=canvas_px,
@@ -451,7 +451,7 @@ def training_example(
 
 
 def training_batch(key: jax.Array, batch_size: int, *, chunk: int = 128, **example_options):
-    """A batch of :func:`training_example` crops, ``(crops (B, S, S, 2), ShapeParams of (B,))``
+    """A batch of :func:`training_example` crops, ``(crops (B, S, S, C), ShapeParams of (B,))``
     (and the extents ``(B,)`` with ``with_extent=True``).
 
     Large batches are rendered ``chunk`` images at a time (``lax.map``) so the per-pixel

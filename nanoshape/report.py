@@ -284,7 +284,7 @@ def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, limi
 
 
 def _crops_for(run: Path, rows: pd.DataFrame) -> dict[tuple[str, int], np.ndarray]:
-    """Crops (S, S, 2) of the given particles, cut again from their micrographs."""
+    """Crops (S, S, C) of the given particles, cut again from their micrographs."""
     from nanoshape.crop import crop_labels
 
     out = {}

@@ -21,14 +21,17 @@ TINY = TrainOptions(steps=20, batch_size=16, checkpoint_every=10, validation_eve
                     test_size=64, warmup_steps=2, render_chunk=16)
 
 
-@pytest.mark.parametrize("options", [CNNOptions(), CNNOptions(phi_per_d=False), CNNOptions(stem_channels=8)],
-                         ids=["default", "shared-phi", "stem"])
+@pytest.mark.parametrize("options", [CNNOptions(input_channels=2), CNNOptions(input_channels=3), CNNOptions(phi_per_d=False),
+                                     CNNOptions(stem_channels=8)], ids=["two-channels", "context", "shared-phi", "stem"])
 def test_output_shapes_and_parameter_count(options):
     model = ShapeCNN(options, rngs=nnx.Rngs(0))
-    assert model(jnp.zeros((3, 64, 64, 2))).shape == (3, 13 if not options.phi_per_d else 23)
+    channels = options.input_channels
+    assert model(jnp.zeros((3, 64, 64, channels))).shape == (3, 13 if not options.phi_per_d else 23)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     assert 300_000 < n_params < 1_500_000  # a few MB on disk
-    out = predict(model, np.random.default_rng(0).random((5, 64, 64, 2), np.float32), batch_size=4)
+    with pytest.raises(ValueError, match=f"64, 64, {channels}"):
+        predict(model, np.zeros((2, 64, 64, 5 - channels), np.float32))
+    out = predict(model, np.random.default_rng(0).random((5, 64, 64, channels), np.float32), batch_size=4)
     assert out["p"].shape == (5,) and out["d_probs"].shape == (5, 6)
     assert np.all(out["l_ratio"] >= 1) and np.all((out["phi"] >= 0) & (out["phi"] < np.pi))
     assert set(out["d"]) <= set(range(1, 7))
@@ -100,16 +103,16 @@ def test_save_and_load_round_trip(tmp_path):
         load_model(tmp_path)
 
 
-def test_a_model_saved_before_phi_per_d_existed_loads_with_one_shared_phase_pair(tmp_path):
-    model = ShapeCNN(CNNOptions(hidden=32, phi_per_d=False), rngs=nnx.Rngs(4))
+def test_a_model_saved_before_phi_per_d_and_the_context_window_existed_loads_as_it_was_built(tmp_path):
+    model = ShapeCNN(CNNOptions(hidden=32, phi_per_d=False, input_channels=2), rngs=nnx.Rngs(4))
     save_model(model, tmp_path / "old")
     meta_path = tmp_path / "old" / "model.json"
     meta = json.loads(meta_path.read_text())
-    for option in ("phi_per_d", "stem_channels"):
+    for option in ("phi_per_d", "stem_channels", "input_channels"):
         del meta["options"][option]
     meta_path.write_text(json.dumps(meta))
     loaded = load_model(tmp_path / "old")
-    assert not loaded.options.phi_per_d and loaded.options.stem_channels == 0
+    assert not loaded.options.phi_per_d and loaded.options.stem_channels == 0 and loaded.options.input_channels == 2
     crops = np.random.default_rng(5).random((4, 64, 64, 2), np.float32)
     np.testing.assert_array_equal(predict(model, crops)["phi"], predict(loaded, crops)["phi"])
 

@@ -94,3 +94,29 @@ def test_rerun_resumes_and_gives_the_same_tables(run, scene_dir):
     again = run_analysis(scene_dir, output, AnalyzeOptions(), distribute=DistributeOptions(workers=0))
     assert again["micrographs_resumed"] == 3
     assert again["particles"] == summary["particles"]
+
+
+def test_the_cnn_reads_crops_with_the_channels_it_was_trained_on(tmp_path):
+    from flax import nnx
+
+    from nanoshape.cnn import CNNOptions, ShapeCNN, save_model
+    from nanoshape.crop import CropOptions
+    from nanoshape.pipeline import ShapeOptions, _add_shape_parameters
+
+    crops = np.zeros((3, 64, 64, 3), np.float32)
+    crops[:, 20:44, 16:48, 0] = crops[:, 20:44, 16:48, 1] = 1.0
+    # a model trained without the context window reads the first two channels, which the
+    # window does not change
+    save_model(ShapeCNN(CNNOptions(input_channels=2), rngs=nnx.Rngs(0)), tmp_path / "two")
+    options = AnalyzeOptions(shape=ShapeOptions(model=str(tmp_path / "two"), refine=False))
+    table = pd.DataFrame({"particle_id": [1, 2, 3]})
+    _add_shape_parameters(table, crops, options, {})
+    from nanoshape.cnn import load_model, predict
+
+    np.testing.assert_array_equal(table["p"], predict(load_model(tmp_path / "two"), crops[..., :2])["p"])
+    assert np.all(table["jaccard_cnn"] > 0)
+    # a model trained with the context window refuses crops cut without it, by name
+    save_model(ShapeCNN(CNNOptions(input_channels=3), rngs=nnx.Rngs(0)), tmp_path / "three")
+    two_channel = AnalyzeOptions(crop=CropOptions(context=0.0), shape=ShapeOptions(model=str(tmp_path / "three"), refine=False))
+    with pytest.raises(ValueError, match="crop.context"):
+        _add_shape_parameters(pd.DataFrame({"particle_id": [1, 2, 3]}), crops[..., :2], two_channel, {})

@@ -4,7 +4,8 @@ Every step renders its own batch inside one jitted function from
 ``fold_in(key, step)`` (:func:`nanoshape.render.training_batch`: a shape from the prior,
 the full TEM imaging model, the mask, the crop), so there is no dataset on disk and a
 resumed run sees exactly the batches an uninterrupted one would. The loss is the
-Gaussian negative log-likelihood of log p, log L and (cos 2 phi, sin 2 phi), plus the
+Gaussian negative log-likelihood of log p, log L and (cos 2 phi, sin 2 phi), each term
+weighted by its predicted variance to the power ``nll_beta`` (the beta-NLL), plus the
 cross-entropy of d (see :mod:`nanoshape.cnn`).
 
 A run directory holds ``options.json`` (the resolved options), ``metrics.jsonl`` (one
@@ -69,6 +70,14 @@ class TrainOptions:
       devices: how many JAX devices to shard the batch over (0 = all).
       render_chunk: crops rendered per ``lax.map`` iteration.
       shape_weight: weight of the image-space shape loss (see :func:`loss_terms`; 0 = off).
+      nll_beta: the beta of the beta-NLL (Seitzer et al., ICLR 2022): each Gaussian term
+        (log p, log L, phi) is weighted by its predicted variance to the power beta (held
+        constant in the gradient), so that hard, high-variance examples (the boxy shapes'
+        log p) still pull on the mean; 0 = the plain negative log-likelihood (the default).
+        It also shifts weight between the terms: phi and L, predicted precisely, weigh
+        less. A default-length run with 0.5 (and ``crop.context=3``) moved the test figures
+        little (experiments/results/cnn_full_runs/): median |log p error| 0.206 -> 0.198,
+        the median phi error 0.009 -> 0.012 rad.
       model: the architecture.
       prior: the shape prior of the rendered particles.
       imaging: the TEM imaging model.
@@ -92,6 +101,7 @@ class TrainOptions:
     devices: int = 0
     render_chunk: int = 128
     shape_weight: float = 0.0
+    nll_beta: float = 0.0
     model: CNNOptions = field(default_factory=CNNOptions)
     prior: ShapePrior = field(default_factory=ShapePrior)
     imaging: Imaging = field(default_factory=Imaging)
@@ -100,6 +110,9 @@ class TrainOptions:
     def __post_init__(self):
         if self.crop.size != self.model.input_size:
             raise ValueError(f"crop.size ({self.crop.size}) must equal model.input_size ({self.model.input_size})")
+        if self.crop.channels != self.model.input_channels:
+            raise ValueError(f"crop.context={self.crop.context} gives {self.crop.channels}-channel crops; "
+                             f"model.input_channels is {self.model.input_channels}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
 
@@ -129,7 +142,7 @@ def _shape_overlap(predicted: ShapeParams, true: ShapeParams, grid_px: int) -> j
 
 
 def loss_terms(raw: jax.Array, shapes: ShapeParams, options: CNNOptions, *, shape_weight: float = 0.0,
-               shape_grid_px: int = 32) -> dict[str, jax.Array]:
+               shape_grid_px: int = 32, nll_beta: float = 0.0) -> dict[str, jax.Array]:
     """Per-batch mean of each loss term and the training RMSEs (in log p, log L, phi).
 
     With ``shape_weight`` > 0 the loss also compares shapes in image space: the shape drawn
@@ -153,7 +166,11 @@ def loss_terms(raw: jax.Array, shapes: ShapeParams, options: CNNOptions, *, shap
     labels = optax.smooth_labels(jax.nn.one_hot(t["d_index"], len(D_VALUES)), 0.02)
     ce_d = optax.softmax_cross_entropy(decoded["d_logits"], labels)
     phi_error = jnp.abs(jnp.mod(decoded["phi"] - shapes.phi + jnp.pi / 2, jnp.pi) - jnp.pi / 2)
-    total = nll_p + nll_l + nll_phi + ce_d
+    if nll_beta > 0:
+        weight = lambda lv: jax.lax.stop_gradient(jnp.exp(nll_beta * lv))  # noqa: E731
+        total = weight(lv_p) * nll_p + weight(lv_l) * nll_l + weight(lv_phi) * nll_phi + ce_d
+    else:
+        total = nll_p + nll_l + nll_phi + ce_d
     shape_loss = jnp.zeros_like(total)
     if shape_weight > 0:
         # arctan2 has no gradient at the origin (the zero-initialised head starts there)
@@ -207,7 +224,8 @@ def _make_step(graphdef, options: TrainOptions, mesh):
 
         def loss_fn(p):
             raw = nnx.merge(graphdef, p)(crops)
-            terms = loss_terms(raw, shapes, options.model, shape_weight=options.shape_weight)
+            terms = loss_terms(raw, shapes, options.model, shape_weight=options.shape_weight,
+                               nll_beta=options.nll_beta)
             return terms["loss"], terms
 
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -237,7 +255,7 @@ def _evaluate_raw(graphdef, params, key, n: int, options: TrainOptions, batch: i
 def _validation(graphdef, params, options: TrainOptions) -> dict[str, float]:
     raw, truth = _evaluate_raw(graphdef, params, jax.random.key(options.validation_seed), options.validation_size, options)
     terms = loss_terms(jnp.asarray(raw), ShapeParams(*map(jnp.asarray, truth)), options.model,
-                       shape_weight=options.shape_weight)
+                       shape_weight=options.shape_weight, nll_beta=options.nll_beta)
     return {f"val_{k}": float(v) for k, v in terms.items()}
 
 

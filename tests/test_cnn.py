@@ -69,6 +69,37 @@ def test_the_phase_loss_reads_the_pair_of_the_true_d():
     assert float(loss_terms(jnp.asarray(wrong), shapes, options)["nll_phi"]) > exact + 0.01
 
 
+def test_beta_nll_lets_high_variance_examples_pull_on_the_mean():
+    from nanoshape.training import loss_terms
+
+    options = CNNOptions()
+    shapes = ShapeParams(jnp.asarray([2.0, 2.0]), jnp.asarray([2, 2], jnp.int32), jnp.asarray([1.5, 1.5]),
+                         jnp.asarray([0.4, 0.4]))
+    raw = np.zeros((2, options.n_outputs), np.float32)
+    raw[:, 0] = raw[:, 2] = 0.5  # both crops' log p and log L off by the same amount
+    raw[:, 1] = raw[:, 3] = [-2.0, 2.0]  # crop 0 confident, crop 1 unsure (log-variances)
+
+    def mean_gradients(beta):
+        grad = jax.grad(lambda r: loss_terms(r, shapes, options, nll_beta=beta)["loss"])(jnp.asarray(raw))
+        return np.asarray(grad[:, 0]), np.asarray(grad[:, 2])
+
+    # the plain NLL pulls the unsure crop's mean e^4 times less; beta = 0.5 e^2 times, beta = 1 not at all
+    for beta, ratio in ((0.0, np.exp(4.0)), (0.5, np.exp(2.0)), (1.0, 1.0)):
+        grad_p, grad_l = mean_gradients(beta)
+        assert grad_p[0] / grad_p[1] == pytest.approx(ratio, rel=1e-4), beta
+        assert grad_l[0] / grad_l[1] == pytest.approx(ratio, rel=1e-4), beta
+    # the reported NLL is the plain one whatever beta
+    assert float(loss_terms(jnp.asarray(raw), shapes, options, nll_beta=0.5)["nll_p"]) == pytest.approx(
+        float(loss_terms(jnp.asarray(raw), shapes, options)["nll_p"]))
+
+
+def test_crop_and_model_channels_must_agree():
+    from nanoshape.crop import CropOptions
+
+    with pytest.raises(ValueError, match="input_channels"):
+        TrainOptions(crop=CropOptions(context=3.0), model=CNNOptions(input_channels=2))
+
+
 def test_a_short_training_run_lowers_the_validation_loss(tmp_path):
     options = TrainOptions(steps=60, batch_size=32, checkpoint_every=20, validation_every=20, validation_size=256,
                            warmup_steps=5, learning_rate=3e-3, render_chunk=32)

@@ -44,7 +44,8 @@ def main() -> None:
     train_s = median_time(train_steps, repeats=5, warmup=1) / 20
     render = jax.jit(lambda k: training_batch(k, 128))
     render_s = median_time(lambda: jax.block_until_ready(render(key)), repeats=10, warmup=1)
-    print(f"model: {n_params:,} parameters, input 64 x 64 x 2")
+    size, channels = model.options.input_size, model.options.input_channels
+    print(f"model: {n_params:,} parameters, input {size} x {size} x {channels}")
     print(f"{'what':<46} {'per s':>10} {'x rendering':>12}")
     print(f"{'inference, crops (predict, batches of 256)':<46} {4096 / infer_s:>10.0f} {4096 / infer_s / (128 / render_s):>12.2f}")
     print(f"{'training, images (render + fwd + bwd + AdamW)':<46} {128 / train_s:>10.0f} {train_s and render_s / train_s:>12.2f}")

@@ -88,6 +88,7 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> Path:
     from nanoshape.examples import bundled_examples_dir
     from nanoshape.io import find_micrographs
     from nanoshape.groups import GroupOptions
+    from nanoshape.imagefit import ImageFitOptions
     from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, ShapeOptions, run_analysis
     from nanoshape.refine import RefineOptions
     from nanoshape.segment import SegmentOptions
@@ -111,6 +112,7 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> Path:
             save_crops=cfg.save_crops,
             overlays=cfg.overlays,
             shape=to_options(ShapeOptions, cfg.shape),
+            image_fit=to_options(ImageFitOptions, cfg.image_fit),
             refine=to_options(RefineOptions, cfg.refine),
             group=cfg.group,
             groups=to_options(GroupOptions, cfg.groups),

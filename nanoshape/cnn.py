@@ -159,14 +159,17 @@ def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
     # a perpendicular error of sigma in the unit vector turns 2 phi by sigma / |v|
     logvar_phi = jnp.clip(raw[:, first_logit - 1], lo, hi)
     phi_std = scale_phi * 0.5 * jnp.exp(0.5 * logvar_phi) / jnp.maximum(norm, 0.25)
+    # the phase each d class reads (for fits that try a second d)
+    every = jnp.stack([phi_vectors(raw, options, jnp.full(raw.shape[0], k)) for k in range(len(D_VALUES))], axis=1)
+    phi_by_d = jnp.mod(0.5 * jnp.arctan2(every[..., 1], every[..., 0]), jnp.pi)
     return {
         "log_p": log_p, "p_log_std": log_p_std, "log_l": log_l, "l_ratio_log_std": log_l_std,
         "phi": phi, "phi_std": jnp.minimum(phi_std, jnp.pi / math.sqrt(12.0)), "d_probs": d_probs,
-        "d_logits": raw[:, first_logit:], "logvar_phi": logvar_phi,
+        "d_logits": raw[:, first_logit:], "logvar_phi": logvar_phi, "phi_by_d": phi_by_d,
     }
 
 
-_PREDICTED = ("log_p", "p_log_std", "log_l", "l_ratio_log_std", "phi", "phi_std", "d_probs")
+_PREDICTED = ("log_p", "p_log_std", "log_l", "l_ratio_log_std", "phi", "phi_std", "d_probs", "phi_by_d")
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "options"))
@@ -189,7 +192,8 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
       dict of numpy arrays of (n,): canonical ``p``, ``d``, ``l_ratio`` (>= 1), ``phi`` in
       [0, pi); uncertainties ``p_log_std`` and ``l_ratio_log_std`` (standard deviations of
       log p and log L), ``phi_std`` (radians); ``d_probs`` (n, 6), the probability of each d
-      in 1..6; ``d_confidence`` (the probability of the chosen d).
+      in 1..6; ``phi_by_d`` (n, 6), the phase read out for each d (``phi`` is the chosen
+      d's); ``d_confidence`` (the probability of the chosen d).
     """
     crops = np.asarray(crops, np.float32)
     n = crops.shape[0]
@@ -208,7 +212,7 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
     if parts:
         out = {k: np.concatenate([part[k] for part in parts]) for k in _PREDICTED}
     else:
-        out = {k: np.zeros((0, len(D_VALUES)) if k == "d_probs" else 0, np.float32) for k in _PREDICTED}
+        out = {k: np.zeros((0, len(D_VALUES)) if k in ("d_probs", "phi_by_d") else 0, np.float32) for k in _PREDICTED}
     d_index = out["d_probs"].argmax(axis=1) if n else np.zeros(0, int)
     return {
         "p": np.exp(out["log_p"]).astype(np.float32),
@@ -219,6 +223,7 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
         "l_ratio_log_std": out["l_ratio_log_std"].astype(np.float32),
         "phi_std": out["phi_std"].astype(np.float32),
         "d_probs": out["d_probs"].astype(np.float32),
+        "phi_by_d": out["phi_by_d"].astype(np.float32),
         "d_confidence": out["d_probs"][np.arange(n), d_index].astype(np.float32) if n else np.zeros(0, np.float32),
     }
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from nanoshape.crop import CropOptions
 from nanoshape.groups import GroupOptions
 from nanoshape.pipeline import ShapeOptions
+from nanoshape.imagefit import ImageFitOptions
 from nanoshape.refine import RefineOptions
 from nanoshape.render import Imaging
 from nanoshape.segment import SegmentOptions
@@ -146,6 +147,7 @@ class AnalyzeCommand:
       segment: segmentation (lengths in units of the typical particle radius found).
       crop: how particles are cut and normalised for the CNN.
       shape: the CNN (shape.model= a trained model) and whether to refine its parameters.
+      image_fit: the fit of each CNN shape to the particle's pixels (with shape.image_fit=true).
       refine: the refinement by gradient descent through the renderer.
       group: group the particles into shape groups and train the classifier (groups/).
       groups: how groups are found (datasets, methods, K range) and the classifier trained.
@@ -162,6 +164,7 @@ class AnalyzeCommand:
     segment: schema(SegmentOptions) = field(default_factory=lambda: _default(SegmentOptions))
     crop: schema(CropOptions) = field(default_factory=lambda: _default(CropOptions))
     shape: schema(ShapeOptions) = field(default_factory=lambda: _default(ShapeOptions))
+    image_fit: schema(ImageFitOptions) = field(default_factory=lambda: _default(ImageFitOptions))
     refine: schema(RefineOptions) = field(default_factory=lambda: _default(RefineOptions))
     group: bool = True
     groups: schema(GroupOptions) = field(default_factory=lambda: _default(GroupOptions))

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["CropOptions", "crop_particle", "crop_labels", "particle_box"]
+__all__ = ["CropOptions", "crop_particle", "crop_labels", "particle_box", "window_sides"]
 
 
 @dataclass(frozen=True)
@@ -188,15 +188,7 @@ def crop_labels(
     out = np.zeros((len(particle_ids), options.size, options.size, options.channels), np.float32)
     if len(particle_ids) == 0:
         return out
-    from scipy import ndimage
-
-    if labels.dtype == np.uint32 and (labels.size == 0 or labels.max() < 2**31):
-        searchable = labels.view(np.int32)  # same ids, no copy (find_objects wants signed ints)
-    elif labels.dtype.kind == "u":
-        searchable = labels.astype(np.int64)
-    else:
-        searchable = labels
-    slices = ndimage.find_objects(searchable)
+    slices = _particle_slices(labels)
     fill = float(np.median(image[:: max(1, image.shape[0] // 1024), :: max(1, image.shape[1] // 1024)]))
     # windows are cut chunk by chunk (holding every window of a large micrograph at once
     # would take several times the micrograph's own memory)
@@ -232,6 +224,36 @@ def crop_labels(
             crops = _crop_batch(*stack, options=options)
             out[[r for r, _, _, _ in part]] = np.asarray(crops)[:n]
     return out
+
+
+def _particle_slices(labels: np.ndarray) -> list:
+    """``scipy.ndimage.find_objects`` of an integer label image of any integer dtype."""
+    from scipy import ndimage
+
+    if labels.dtype == np.uint32 and (labels.size == 0 or labels.max() < 2**31):
+        searchable = labels.view(np.int32)  # same ids, no copy (find_objects wants signed ints)
+    elif labels.dtype.kind == "u":
+        searchable = labels.astype(np.int64)
+    else:
+        searchable = labels
+    return ndimage.find_objects(searchable)
+
+
+def window_sides(labels: np.ndarray, particle_ids: np.ndarray, options: CropOptions = CropOptions()) -> np.ndarray:
+    """Side (px of the micrograph) of each particle's crop window, as :func:`crop_labels` cuts it.
+
+    A window smaller than ``options.size`` was upsampled into its crop
+    (:func:`nanoshape.imagefit.fit_image` weighs such crops' pixels accordingly).
+    """
+    labels = np.asarray(labels)
+    slices = _particle_slices(labels)
+    sides = np.zeros(len(particle_ids), np.float64)
+    for row, pid in enumerate(np.asarray(particle_ids)):
+        sl = slices[int(pid) - 1] if 0 < int(pid) <= len(slices) else None
+        if sl is None:
+            raise ValueError(f"particle id {pid} is not in the label image")
+        sides[row] = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) * (1 + 2 * options.margin)
+    return sides
 
 
 def _window(image, labels, y0, x0, side, fill):

@@ -24,10 +24,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from nanoshape.crop import CropOptions, crop_labels
+from nanoshape.crop import CropOptions, crop_labels, window_sides
 from nanoshape.features import measure
 from nanoshape.io import Micrograph, MicrographError, find_micrographs, read_micrograph, write_tiff
 from nanoshape.groups import GroupOptions
+from nanoshape.imagefit import ImageFitOptions
 from nanoshape.refine import RefineOptions
 from nanoshape.segment import SegmentOptions, segment
 
@@ -42,6 +43,8 @@ class ShapeOptions:
       cnn: predict them with the CNN from each particle's crop (off: no shape parameters).
       model: a model directory from ``nanoshape train`` (the run directory or its model/);
         empty uses the model shipped with nanoshape.
+      image_fit: before the refinement, fit the CNN's shape to the particle's pixels with
+        the imaging model it was trained on (:mod:`nanoshape.imagefit`); off by default.
       refine: refine the CNN's parameters by gradient descent through the renderer until
         the re-rendered shape matches the particle's mask (:mod:`nanoshape.refine`).
       batch_size: crops per CNN call.
@@ -49,6 +52,7 @@ class ShapeOptions:
 
     cnn: bool = True
     model: str = ""
+    image_fit: bool = False
     refine: bool = True
     batch_size: int = 256
 
@@ -65,6 +69,7 @@ class AnalyzeOptions:
       save_crops: also write every particle's crop to ``crops/<stem>.npy``.
       overlays: write ``overlays/<stem>.png``.
       shape: the CNN and the refinement of the shape parameters.
+      image_fit: options of the image fit (used with ``shape.image_fit``).
       refine: options of the refinement.
       group: group the run's particles into shape groups and train a classifier on them.
       groups: how groups are found and the classifier trained.
@@ -79,6 +84,7 @@ class AnalyzeOptions:
     save_crops: bool = False
     overlays: bool = True
     shape: ShapeOptions = field(default_factory=ShapeOptions)
+    image_fit: ImageFitOptions = field(default_factory=ImageFitOptions)
     refine: RefineOptions = field(default_factory=RefineOptions)
     group: bool = True
     groups: GroupOptions = field(default_factory=GroupOptions)
@@ -121,7 +127,9 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
     timings["crop_s"] = time.perf_counter() - start
 
     if options.shape.cnn:
-        _add_shape_parameters(table, crops, options, timings)
+        sides = (window_sides(seg.labels, table["particle_id"].to_numpy(), options.crop)
+                 if options.shape.image_fit else None)
+        _add_shape_parameters(table, crops, options, timings, window_px=sides)
 
     table.insert(0, "image", micrograph.stem)
     dropped = seg.dropped.copy()
@@ -145,17 +153,22 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
     return ImageResult(particles=table, labels=seg.labels, crops=crops, dropped=dropped, info=info)
 
 
-#: shape columns, in order (the CNN's values keep the suffix ``_cnn`` once refined)
+#: shape columns, in order (the CNN's values keep the suffix ``_cnn`` once refined, the
+#: image fit's the suffix ``_image``: NaN when the image fit is off)
 SHAPE_COLUMNS = ("p", "d", "l_ratio", "phi", "p_cnn", "d_cnn", "l_ratio_cnn", "phi_cnn", "p_log_std", "l_ratio_log_std",
-                 "phi_std", "d_confidence", "jaccard_cnn", "jaccard_refined", "fit_converged")
+                 "phi_std", "d_confidence", "p_image", "d_image", "l_ratio_image", "phi_image", "jaccard_cnn", "jaccard_image",
+                 "jaccard_refined", "fit_converged")
 
 
-def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: AnalyzeOptions, timings: dict) -> None:
-    """Append the CNN's (and the refined) shape parameters to the particle table in place.
+def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: AnalyzeOptions, timings: dict,
+                          window_px: np.ndarray | None = None) -> None:
+    """Append the CNN's (the image fit's, and the refined) shape parameters to the particle table in place.
 
     ``jaccard_cnn`` is the Jaccard index between the CNN's shape, placed at the particle's
-    area and centroid, and the particle's mask; ``jaccard_refined`` the same after the fit
-    (NaN when refinement is off).
+    area and centroid, and the particle's mask; ``jaccard_image`` and ``jaccard_refined``
+    the same after the image fit and after the refinement (NaN when they are off). The
+    refinement starts from the image fit when there is one. ``window_px``: each crop's
+    window side in the micrograph's pixels (for the image fit).
     """
     from nanoshape.cnn import load_model, predict
     from nanoshape.refine import fit_jaccard, refine
@@ -176,19 +189,38 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
     cnn = predict(model, crops[..., :wanted], batch_size=options.shape.batch_size)
     masks = crops[..., 1]
     timings["cnn_s"] = time.perf_counter() - start
+
+    def placed_jaccard(shape):
+        return fit_jaccard(masks, ShapeParams(shape["p"], shape["d"], shape["l_ratio"], shape["phi"]))
+
+    nothing = np.full(n, np.nan, np.float32)
+    image = {"p_image": nothing, "d_image": nothing, "l_ratio_image": nothing, "phi_image": nothing,
+             "jaccard_image": nothing}
+    shape = cnn
+    if options.shape.image_fit:
+        from nanoshape.imagefit import fit_image
+
+        start = time.perf_counter()
+        fitted = fit_image(crops, cnn, window_px=window_px, options=options.image_fit)
+        timings["image_fit_s"] = time.perf_counter() - start
+        shape = dict(cnn) | {k: fitted[k] for k in ("p", "d", "l_ratio", "phi")}
+        image = {f"{k}_image": fitted[k] for k in ("p", "d", "l_ratio", "phi")}
     if options.shape.refine:
         start = time.perf_counter()
-        fit = refine(masks, cnn, options=options.refine)
+        fit = refine(masks, shape, options=options.refine)
         timings["refine_s"] = time.perf_counter() - start
         final = {k: fit[k] for k in ("p", "d", "l_ratio", "phi")}
         # refine scores its start exactly as fit_jaccard would (same placement, same grid)
-        jaccard_cnn, jaccard_refined, converged = fit["jaccard_init"], fit["jaccard_refined"], fit["converged"]
+        jaccard_start, jaccard_refined, converged = fit["jaccard_init"], fit["jaccard_refined"], fit["converged"]
     else:
-        final = {k: cnn[k] for k in ("p", "d", "l_ratio", "phi")}
-        jaccard_cnn = fit_jaccard(masks, ShapeParams(cnn["p"], cnn["d"], cnn["l_ratio"], cnn["phi"]))
-        jaccard_refined, converged = np.full(n, np.nan), np.zeros(n, bool)
+        final = {k: shape[k] for k in ("p", "d", "l_ratio", "phi")}
+        jaccard_start, jaccard_refined, converged = placed_jaccard(shape), nothing, np.zeros(n, bool)
+    if options.shape.image_fit:
+        jaccard_cnn, image["jaccard_image"] = placed_jaccard(cnn), jaccard_start
+    else:
+        jaccard_cnn = jaccard_start
     values = {**final, **{f"{k}_cnn": cnn[k] for k in ("p", "d", "l_ratio", "phi")},
-              **{k: cnn[k] for k in ("p_log_std", "l_ratio_log_std", "phi_std", "d_confidence")},
+              **{k: cnn[k] for k in ("p_log_std", "l_ratio_log_std", "phi_std", "d_confidence")}, **image,
               "jaccard_cnn": jaccard_cnn, "jaccard_refined": jaccard_refined, "fit_converged": converged}
     for column in SHAPE_COLUMNS:
         table[column] = np.asarray(values[column])
@@ -482,7 +514,7 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
         "warnings": warnings,
         "timings_s": {
             "total": seconds,
-            **{k: float(sum(info["timings"].get(k, 0.0) for info in infos)) for k in ("segment_s", "features_s", "crop_s", "cnn_s", "refine_s")},
+            **{k: float(sum(info["timings"].get(k, 0.0) for info in infos)) for k in ("segment_s", "features_s", "crop_s", "cnn_s", "image_fit_s", "refine_s")},
         },
     }
     _atomic_write(output / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2, default=_json_default)))

@@ -95,6 +95,7 @@ def test_evaluate_needs_both_folders(tmp_path):
 
 @pytest.mark.parametrize("override, message", [("groups.parameter_space=fourier", "parameter_space"),
                                                ("refine.d_candidates=9", "d_candidates"),
+                                               ("image_fit.second_d_min_prob=2", "second_d_min_prob"),
                                                ("segment.polarity=sideways", "polarity")])
 def test_a_bad_option_stops_analyze_with_its_name_before_writing(tmp_path, override, message):
     with pytest.raises(SystemExit, match=message):

@@ -49,6 +49,8 @@ def test_phase_is_read_from_the_pair_of_the_most_probable_d():
     out = decode(jnp.asarray(raw), options)
     np.testing.assert_allclose(np.asarray(out["phi"]), [0.5 * 0.3 * 3, 0.0], atol=1e-6)
     np.testing.assert_array_equal(np.asarray(out["d_probs"]).argmax(axis=1), [3, 0])
+    # every d's phase, for fits that try a second d
+    np.testing.assert_allclose(np.asarray(out["phi_by_d"]), np.tile(0.15 * np.arange(6), (2, 1)), atol=1e-6)
 
 
 def test_the_phase_loss_reads_the_pair_of_the_true_d():

@@ -120,3 +120,23 @@ def test_the_cnn_reads_crops_with_the_channels_it_was_trained_on(tmp_path):
     two_channel = AnalyzeOptions(crop=CropOptions(context=0.0), shape=ShapeOptions(model=str(tmp_path / "three"), refine=False))
     with pytest.raises(ValueError, match="crop.context"):
         _add_shape_parameters(pd.DataFrame({"particle_id": [1, 2, 3]}), crops[..., :2], two_channel, {})
+
+
+def test_the_image_fit_feeds_the_refinement(scene_dir):
+    """shape.image_fit adds the fit's columns; the refinement starts from the fit, not the CNN."""
+    from nanoshape.imagefit import ImageFitOptions
+    from nanoshape.io import read_micrograph
+    from nanoshape.pipeline import ShapeOptions, analyze_micrograph
+
+    micrograph = read_micrograph(scene_dir / "sparse.tif")
+    plain = analyze_micrograph(micrograph, AnalyzeOptions()).particles
+    fitted = analyze_micrograph(micrograph, AnalyzeOptions(shape=ShapeOptions(image_fit=True),
+                                                           image_fit=ImageFitOptions(bucket_sizes=(16, 64)))).particles
+    assert plain[["p_image", "jaccard_image"]].isna().all().all()
+    assert fitted[["p_image", "d_image", "l_ratio_image", "phi_image", "jaccard_image"]].notna().all().all()
+    np.testing.assert_allclose(fitted.p_cnn, plain.p_cnn, rtol=1e-5)
+    np.testing.assert_allclose(fitted.jaccard_cnn, plain.jaccard_cnn, atol=1e-6)
+    assert (fitted.p_image != fitted.p_cnn).mean() > 0.9
+    # rendered with the model the fit assumes: its shapes sit on the masks about as well as the CNN's
+    assert fitted.jaccard_image.median() >= plain.jaccard_cnn.median() - 0.01
+    assert (fitted.jaccard_refined >= fitted.jaccard_image - 0.01).all()

@@ -1,0 +1,74 @@
+"""Image-fit throughput (particles per second) beside the mask refinement and the CNN, in the same process.
+
+    python benchmarks/bench_imagefit.py          (about 4 minutes on a 2-core CPU)
+
+asv-style: each ``time_*`` method of :class:`ImageFitSuite` is one figure; ``setup``
+renders 256 particles (``training_batch`` crops, full imaging model) and compiles. The
+baselines timed in the same run are the CNN's forward pass and the mask refinement with
+its defaults (the stages before and after the image fit in ``nanoshape analyze``), on the
+same crops. The start is the truth with CNN-like errors (``bench_refine.perturbed_start``).
+Medians after warm-up; compilation excluded. Benchmarks never fail: they report.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from _common import command, machine, median_time
+from bench_refine import perturbed_start
+from nanoshape.cnn import load_model, predict
+from nanoshape.imagefit import ImageFitOptions, fit_image
+from nanoshape.refine import refine
+from nanoshape.render import training_batch
+
+VARIANTS = {
+    "image fit (defaults: 20 iterations)": ImageFitOptions(),
+    "image fit, 10 iterations": ImageFitOptions(iterations=10),
+}
+
+
+class ImageFitSuite:
+    """The image fit of n particles, and the stages around it."""
+
+    n = 256
+
+    def setup(self):
+        crops, truth, extent = jax.jit(lambda k: training_batch(k, self.n, with_extent=True))(jax.random.key(0))
+        self.crops, self.window = np.asarray(crops), 1.3 * np.asarray(extent)
+        self.start = perturbed_start(jax.tree.map(np.asarray, truth))
+        self.model = load_model()
+        self.options = VARIANTS["image fit (defaults: 20 iterations)"]
+        for options in VARIANTS.values():
+            fit_image(self.crops, self.start, window_px=self.window, options=options)
+        refine(self.crops[..., 1], self.start)
+
+    def time_image_fit(self):
+        fit_image(self.crops, self.start, window_px=self.window, options=self.options)
+
+    def time_refine(self):
+        refine(self.crops[..., 1], self.start)
+
+    def time_cnn_predict(self):
+        jax.block_until_ready(jax.tree.map(jnp.asarray, predict(self.model, self.crops)))
+
+
+def main() -> None:
+    print(f"# bench_imagefit\ncommand: {command()}\nmachine: {machine()}\n")
+    suite = ImageFitSuite()
+    suite.setup()
+    n = suite.n
+    cnn_rate = n / median_time(suite.time_cnn_predict, repeats=5, warmup=1)
+    refine_rate = n / median_time(suite.time_refine, repeats=3, warmup=1)
+    print(f"{'n':>5} {'what':<40} {'particles/s':>12} {'x CNN':>9} {'x refine':>9}")
+    for name, options in VARIANTS.items():
+        suite.options = options
+        rate = n / median_time(suite.time_image_fit, repeats=3, warmup=0)
+        print(f"{n:>5} {name:<40} {rate:>12.1f} {rate / cnn_rate:>9.4f} {rate / refine_rate:>9.3f}", flush=True)
+    print(f"{n:>5} {'mask refinement, defaults (baseline)':<40} {refine_rate:>12.1f} {refine_rate / cnn_rate:>9.4f} {1.0:>9.3f}")
+    print(f"{n:>5} {'CNN forward pass (baseline)':<40} {cnn_rate:>12.1f} {1.0:>9.4f} {cnn_rate / refine_rate:>9.3f}")
+
+
+if __name__ == "__main__":
+    main()

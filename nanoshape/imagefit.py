@@ -1,0 +1,264 @@
+"""Refine the CNN's shape against the particle's pixels: a maximum a posteriori image fit.
+
+The CNN reads (p, d, L, phi) off a crop in one pass; on rendered test particles it is
+several times less precise than the images allow (a Cramér-Rao bound,
+``experiments/cnn_information_bound.py``), most of all for boxy particles, whose p lives in
+a pixel or so of corner. This stage takes the CNN's answer as a prior and fits the crop's
+intensity channel with the imaging model the training particles were rendered with:
+
+    y(x) = a * blur_sigma(1 - exp(-mu t(x))) + b0 + bx * x + by * y + noise,
+
+where ``mu t`` is the optical density of the shape (p, L, phi, centre, scale) with its
+thickness profile (dome) and contrast (:func:`nanoshape.render.particle_thickness`,
+:func:`nanoshape.render.optical_density`), ``blur_sigma`` a Gaussian point-spread function,
+and the amplitude ``a`` and the background plane ``b0, bx, by`` (a beam gradient) are solved
+in closed form at every step (variable projection), so nine unknowns are left: log p, log L,
+phi, the centre (x, y), the log scale, the contrast, the dome and the log blur.
+
+The cost is ``1/2 sum(residual^2) / (sigma^2 u^2) + w/2 sum(((theta - cnn) / cnn_std)^2)``
+over (log p, log L, phi): ``sigma`` is the spread of the crop's background pixels (shot noise
+and film texture), ``u`` the factor by which the crop upsampled the particle (its pixels are
+then not independent), and ``w`` (:attr:`ImageFitOptions.prior_weight`) weighs the CNN's
+prior; the film texture is correlated, so the image's evidence is weighed below its face
+value (w > 1). It is minimised by Levenberg-Marquardt in a fixed number of iterations
+(``lax.scan``, no host round trips: one compiled call per batch, vmapped over particles).
+d stays the CNN's.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.special import expit
+
+from nanoshape.refine import _mask_moments
+from nanoshape.render import _gaussian_blur, optical_density, particle_thickness
+from nanoshape.shape import ShapeParams, ShapePrior, placement
+
+__all__ = ["ImageFitOptions", "fit_image"]
+
+_N_SHAPE = 3
+_N_UNKNOWNS = 9
+
+
+@dataclass(frozen=True)
+class ImageFitOptions:
+    """Options of :func:`fit_image` (static).
+
+    Attributes:
+      iterations: Levenberg-Marquardt iterations (fixed: a compiled loop).
+      prior_weight: weight of the CNN's Gaussian prior on log p, log L and phi against the
+        image (1 = the predicted variances at face value).
+      nuisance_std: standard deviation of a weak prior holding the nuisance unknowns
+        (centre in crop px, log scale, the contrast and dome logits, log blur) near their
+        start, so that a direction the image does not constrain stays put.
+      blur_px_range: range of the fitted blur (crop pixels).
+      second_d_min_prob: also fit the second most probable d where the CNN gives it at
+        least this probability (1 = never).
+      bucket_sizes: crops per compiled call: each call takes the largest size that the
+        crops left fill, the last few are padded to the smallest, so a small micrograph does
+        not pay for a large batch and each size compiles once.
+
+    log p and log L stay inside the ranges of the prior the CNN was trained on
+    (:class:`nanoshape.shape.ShapePrior`).
+    """
+
+    iterations: int = 20
+    prior_weight: float = 3.0
+    nuisance_std: float = 3.0
+    blur_px_range: tuple[float, float] = (0.2, 6.0)
+    second_d_min_prob: float = 0.05
+    bucket_sizes: tuple[int, ...] = (16, 64, 256)
+
+    def __post_init__(self):
+        if self.iterations < 0:
+            raise ValueError(f"image_fit.iterations must be >= 0, got {self.iterations}")
+        if not (self.prior_weight > 0 and self.nuisance_std > 0):
+            raise ValueError(f"image_fit.prior_weight and image_fit.nuisance_std must be > 0, got "
+                             f"{self.prior_weight} and {self.nuisance_std}")
+        if not 0 < self.blur_px_range[0] < self.blur_px_range[1]:
+            raise ValueError(f"image_fit.blur_px_range must be (low, high) with 0 < low < high, got {self.blur_px_range}")
+        if not 0 <= self.second_d_min_prob <= 1:
+            raise ValueError(f"image_fit.second_d_min_prob must be in [0, 1], got {self.second_d_min_prob}")
+        if not self.bucket_sizes or min(self.bucket_sizes) < 1:
+            raise ValueError(f"image_fit.bucket_sizes must be positive sizes, got {self.bucket_sizes}")
+
+
+def _model_image(theta: jax.Array, d: jax.Array, size: int) -> jax.Array:
+    """Blurred absorbed fraction 1 - exp(-mu t) of the shape ``theta`` on a size x size grid."""
+    shape = ShapeParams(jnp.exp(theta[0]), d, jnp.exp(theta[1]), theta[2])
+    coverage, thickness = particle_thickness(shape, theta[3:5], jnp.exp(theta[5]), jax.nn.sigmoid(theta[7]),
+                                             height=size, width=size)
+    contrast = 0.02 + 0.96 * jax.nn.sigmoid(theta[6])
+    return _gaussian_blur(-jnp.expm1(-optical_density(coverage, thickness, contrast)), jnp.exp(theta[8]))
+
+
+def _fit_one(crop: jax.Array, start: jax.Array, std: jax.Array, d: jax.Array, upsample: jax.Array,
+             options: ImageFitOptions):
+    size = crop.shape[0]
+    y, mask = crop[..., 0], crop[..., 1]
+    area, centroid = _mask_moments((mask > 0.5).astype(jnp.float32))
+    center, scale = placement(ShapeParams(jnp.exp(start[0]), d, jnp.exp(start[1]), start[2]), area, centroid)
+    theta0 = jnp.concatenate([start, center, jnp.log(scale)[None], jnp.zeros(2), jnp.zeros(1)])
+    # noise: the spread of the background pixels (shot noise and film texture)
+    background = mask < 0.02
+    count = jnp.maximum(jnp.sum(background, dtype=jnp.float32), 1.0)
+    mean = jnp.sum(jnp.where(background, y, 0.0)) / count
+    variance = jnp.sum(jnp.where(background, (y - mean) ** 2, 0.0)) / count
+    data_scale = jax.lax.rsqrt(jnp.maximum(variance, 1e-6)) / upsample
+    coords = jnp.linspace(-1.0, 1.0, size, dtype=jnp.float32)
+    xs = jnp.broadcast_to(coords[None, :], (size, size)).ravel()
+    ys = jnp.broadcast_to(coords[:, None], (size, size)).ravel()
+    ones = jnp.ones(size * size, jnp.float32)
+    prior_scale = math.sqrt(options.prior_weight) / jnp.maximum(std, 1e-3)
+    nuisance_scale = 1.0 / options.nuisance_std
+
+    def residuals(theta):
+        g = _model_image(theta, d, size).ravel()
+        basis = jnp.stack([g, ones, xs, ys], axis=1)
+        gram = basis.T @ basis + 1e-6 * jnp.eye(4)
+        coefficients = jnp.linalg.solve(gram, basis.T @ y.ravel())
+        data = (y.ravel() - basis @ coefficients) * data_scale
+        return jnp.concatenate([data, (theta[:_N_SHAPE] - start) * prior_scale,
+                                (theta[_N_SHAPE:] - theta0[_N_SHAPE:]) * nuisance_scale])
+
+    prior = ShapePrior()
+    lo = jnp.asarray([math.log(prior.p_range[0]), math.log(prior.l_ratio_range[0])]
+                     + [-jnp.inf] * 6 + [math.log(options.blur_px_range[0])], jnp.float32)
+    hi = jnp.asarray([math.log(prior.p_range[1]), math.log(prior.l_ratio_range[1])]
+                     + [jnp.inf] * 6 + [math.log(options.blur_px_range[1])], jnp.float32)
+
+    def cost(theta):
+        r = residuals(theta)
+        return 0.5 * jnp.sum(r * r)
+
+    def step(carry, _):
+        theta, current, damping = carry
+        r = residuals(theta)
+        jac = jax.jacfwd(residuals)(theta)
+        hessian = jac.T @ jac
+        gradient = jac.T @ r
+        diagonal = jnp.diag(hessian) + 1e-6
+        delta = jnp.linalg.solve(hessian + damping * jnp.diag(diagonal), -gradient)
+        trial = jnp.clip(theta + delta, lo, hi)
+        trial_cost = cost(trial)
+        better = jnp.isfinite(trial_cost) & (trial_cost < current)
+        theta = jnp.where(better, trial, theta)
+        current = jnp.where(better, trial_cost, current)
+        damping = jnp.clip(jnp.where(better, damping * 0.3, damping * 4.0), 1e-6, 1e6)
+        return (theta, current, damping), None
+
+    start_cost = cost(theta0)
+    (theta, final_cost, _), _ = jax.lax.scan(step, (theta0, start_cost, jnp.float32(1e-2)), None,
+                                             length=options.iterations)
+    return theta, start_cost, final_cost
+
+
+@functools.partial(jax.jit, static_argnames=("options",))
+def _fit_batch(crops, starts, stds, ds, upsample, options: ImageFitOptions):
+    return jax.vmap(functools.partial(_fit_one, options=options))(crops, starts, stds, ds, upsample)
+
+
+def _fit_all(crops, starts, stds, ds, upsample, options: ImageFitOptions):
+    """:func:`_fit_batch` over every row, in batches padded to ``options.bucket_sizes``."""
+    n, sizes = crops.shape[0], sorted(options.bucket_sizes)
+    parts = []
+    first = 0
+    while first < n:
+        batch = max((b for b in sizes if b <= n - first), default=sizes[0])
+        m = min(batch, n - first)
+
+        def padded(a, fill=0.0):
+            out = np.full((batch,) + a.shape[1:], fill, a.dtype)
+            out[:m] = a[first : first + m]
+            return out
+
+        theta, cost_start, cost = _fit_batch(
+            jnp.asarray(padded(crops)), jnp.asarray(padded(starts.astype(np.float32))),
+            jnp.asarray(padded(stds.astype(np.float32), 1.0)), jnp.asarray(padded(ds.astype(np.int32), 1)),
+            jnp.asarray(padded(upsample.astype(np.float32), 1.0)), options)
+        parts.append((np.asarray(theta)[:m], np.asarray(cost_start)[:m], np.asarray(cost)[:m]))
+        first += m
+    if not parts:
+        return np.zeros((0, _N_UNKNOWNS), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32)
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))
+
+
+def fit_image(
+    crops: np.ndarray,
+    start: dict[str, np.ndarray],
+    *,
+    window_px: np.ndarray | None = None,
+    options: ImageFitOptions = ImageFitOptions(),
+) -> dict[str, np.ndarray]:
+    """Refine shape parameters against the crops' intensity channel.
+
+    Args:
+      crops: (n, S, S, C) crops of :func:`nanoshape.crop.crop_particle` (channel 0 the
+        normalised intensity, channel 1 the mask).
+      start: the CNN's prediction (:func:`nanoshape.cnn.predict`): ``p``, ``d``,
+        ``l_ratio``, ``phi`` and the uncertainties ``p_log_std``, ``l_ratio_log_std``,
+        ``phi_std``; with ``d_probs`` (n, 6) (and ``phi_by_d``, the phase read for each d)
+        the second most probable d is fitted too where its probability reaches
+        ``options.second_d_min_prob``, and the d with the lower cost (plus -log of its
+        probability) is kept.
+      window_px: (n,) side of each crop's window in the micrograph's pixels; a window
+        smaller than S was upsampled, and its pixels count as (S / window)^2 fewer samples.
+        None: every window taken as S (no upsampling).
+      options: see :class:`ImageFitOptions`.
+
+    Returns:
+      dict of (n,) arrays: ``p``, ``d``, ``l_ratio`` (>= 1), ``phi`` in [0, pi);
+      ``cost_start`` and ``cost``: the negative log posterior (given d) of the start and of
+      the fit kept (for the start's d the fit never raises it; a second d is kept when its
+      cost plus -log P(d) is the lower); ``blur_px``, ``dome``, ``contrast``
+      (the fitted imaging values).
+    """
+    crops = np.asarray(crops, np.float32)
+    if crops.ndim != 4 or crops.shape[1] != crops.shape[2] or crops.shape[3] < 2:
+        raise ValueError(f"fit_image expects crops of (n, S, S, >= 2), got {crops.shape}")
+    n, size = crops.shape[0], crops.shape[1]
+    starts = np.stack([np.log(start["p"]), np.log(np.maximum(start["l_ratio"], 1.0)), start["phi"]], axis=1)
+    stds = np.stack([start["p_log_std"], start["l_ratio_log_std"], start["phi_std"]], axis=1)
+    ds = np.asarray(start["d"], np.int32)
+    window = np.full(n, float(size)) if window_px is None else np.asarray(window_px, np.float64)
+    if window.shape != (n,):
+        raise ValueError(f"fit_image: window_px has shape {window.shape} for {n} crops")
+    upsample = np.maximum(1.0, size / np.maximum(window, 1e-6))
+    theta, cost_start, cost = _fit_all(crops, starts, stds, ds, upsample, options)
+    if "d_probs" in start and n and options.second_d_min_prob < 1:
+        probs = np.clip(np.asarray(start["d_probs"], np.float64), 1e-12, 1.0)
+        order = np.argsort(-probs, axis=1)
+        rows = np.arange(n)
+        second = order[:, 1]
+        tried = np.flatnonzero(probs[rows, second] >= options.second_d_min_prob)
+        if len(tried):
+            d_second = (second[tried] + 1).astype(np.int32)
+            starts_second = starts[tried].copy()
+            if "phi_by_d" in start:
+                starts_second[:, 2] = np.asarray(start["phi_by_d"])[tried, second[tried]]
+            theta_2, _, cost_2 = _fit_all(crops[tried], starts_second, stds[tried], d_second, upsample[tried], options)
+            # costs are negative log posteriors given d: add -log P(d) and keep the smaller
+            first_total = cost[tried] - np.log(probs[tried, ds[tried] - 1])
+            better = cost_2 - np.log(probs[tried, second[tried]]) < first_total
+            chosen = tried[better]
+            theta[chosen], ds = theta_2[better], ds.copy()
+            ds[chosen] = d_second[better]
+            cost = cost.copy()
+            cost[chosen] = cost_2[better]
+    return {
+        "p": np.exp(theta[:, 0]).astype(np.float32),
+        "d": ds,
+        "l_ratio": np.exp(theta[:, 1]).astype(np.float32),
+        "phi": np.mod(theta[:, 2], np.pi).astype(np.float32),
+        "cost_start": cost_start,
+        "cost": cost,
+        "blur_px": np.exp(theta[:, 8]).astype(np.float32),
+        "dome": expit(theta[:, 7]).astype(np.float32),
+        "contrast": (0.02 + 0.96 * expit(theta[:, 6])).astype(np.float32),
+    }

@@ -139,4 +139,9 @@ def test_the_image_fit_feeds_the_refinement(scene_dir):
     assert (fitted.p_image != fitted.p_cnn).mean() > 0.9
     # rendered with the model the fit assumes: its shapes sit on the masks about as well as the CNN's
     assert fitted.jaccard_image.median() >= plain.jaccard_cnn.median() - 0.01
-    assert (fitted.jaccard_refined >= fitted.jaccard_image - 0.01).all()
+    # the refinement starts from the fit (other results than from the CNN) and keeps it where it
+    # cannot improve on it (its guard compares losses on its own 24 px grid, hence the tolerance,
+    # as in test_refine)
+    assert (fitted.jaccard_refined != plain.jaccard_refined).mean() > 0.5
+    assert (fitted.jaccard_refined >= fitted.jaccard_image - 0.02).all()
+    assert fitted.jaccard_refined.median() >= fitted.jaccard_image.median()

@@ -22,7 +22,8 @@ then not independent), and ``w`` (:attr:`ImageFitOptions.prior_weight`) weighs t
 prior; the film texture is correlated, so the image's evidence is weighed below its face
 value (w > 1). It is minimised by Levenberg-Marquardt in a fixed number of iterations
 (``lax.scan``, no host round trips: one compiled call per batch, vmapped over particles).
-d stays the CNN's.
+Where the CNN gives a second d some probability, that d is fitted too (from the phase the
+CNN reads for it) and the d with the lower cost plus -log P(d) is kept.
 """
 
 from __future__ import annotations
@@ -233,9 +234,10 @@ def fit_image(
     theta, cost_start, cost = _fit_all(crops, starts, stds, ds, upsample, options)
     if "d_probs" in start and n and options.second_d_min_prob < 1:
         probs = np.clip(np.asarray(start["d_probs"], np.float64), 1e-12, 1.0)
-        order = np.argsort(-probs, axis=1)
         rows = np.arange(n)
-        second = order[:, 1]
+        others = probs.copy()
+        others[rows, ds - 1] = 0.0
+        second = others.argmax(axis=1)  # the most probable d other than the start's
         tried = np.flatnonzero(probs[rows, second] >= options.second_d_min_prob)
         if len(tried):
             d_second = (second[tried] + 1).astype(np.int32)

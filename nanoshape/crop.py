@@ -188,18 +188,14 @@ def crop_labels(
     out = np.zeros((len(particle_ids), options.size, options.size, options.channels), np.float32)
     if len(particle_ids) == 0:
         return out
-    slices = _particle_slices(labels)
+    centers_y, centers_x, box_sides = _boxes(labels, particle_ids)
     fill = float(np.median(image[:: max(1, image.shape[0] // 1024), :: max(1, image.shape[1] // 1024)]))
     # windows are cut chunk by chunk (holding every window of a large micrograph at once
     # would take several times the micrograph's own memory)
     by_bucket: dict[int, list[tuple[int, int, int, int]]] = {}
     for row, pid in enumerate(particle_ids):
-        sl = slices[int(pid) - 1] if 0 < int(pid) <= len(slices) else None
-        if sl is None:
-            raise ValueError(f"particle id {pid} is not in the label image")
-        cy = (sl[0].start + sl[0].stop - 1) / 2
-        cx = (sl[1].start + sl[1].stop - 1) / 2
-        side = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) * (1 + 2 * options.margin) * max(options.context, 1.0) + 2
+        cy, cx = centers_y[row], centers_x[row]
+        side = box_sides[row] * (1 + 2 * options.margin) * max(options.context, 1.0) + 2
         bucket = next((b for b in _WINDOW_BUCKETS if b >= side), None)
         if bucket is None:
             bucket = int(2 ** np.ceil(np.log2(side)))
@@ -226,8 +222,8 @@ def crop_labels(
     return out
 
 
-def _particle_slices(labels: np.ndarray) -> list:
-    """``scipy.ndimage.find_objects`` of an integer label image of any integer dtype."""
+def _boxes(labels: np.ndarray, particle_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bounding-box centre (y, x) and larger side (px) of each particle id in a label image."""
     from scipy import ndimage
 
     if labels.dtype == np.uint32 and (labels.size == 0 or labels.max() < 2**31):
@@ -236,7 +232,15 @@ def _particle_slices(labels: np.ndarray) -> list:
         searchable = labels.astype(np.int64)
     else:
         searchable = labels
-    return ndimage.find_objects(searchable)
+    slices = ndimage.find_objects(searchable)
+    out = np.zeros((3, len(particle_ids)), np.float64)
+    for row, pid in enumerate(np.asarray(particle_ids)):
+        sl = slices[int(pid) - 1] if 0 < int(pid) <= len(slices) else None
+        if sl is None:
+            raise ValueError(f"particle id {pid} is not in the label image")
+        out[:, row] = ((sl[0].start + sl[0].stop - 1) / 2, (sl[1].start + sl[1].stop - 1) / 2,
+                       max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
+    return out[0], out[1], out[2]
 
 
 def window_sides(labels: np.ndarray, particle_ids: np.ndarray, options: CropOptions = CropOptions()) -> np.ndarray:
@@ -245,15 +249,7 @@ def window_sides(labels: np.ndarray, particle_ids: np.ndarray, options: CropOpti
     A window smaller than ``options.size`` was upsampled into its crop
     (:func:`nanoshape.imagefit.fit_image` weighs such crops' pixels accordingly).
     """
-    labels = np.asarray(labels)
-    slices = _particle_slices(labels)
-    sides = np.zeros(len(particle_ids), np.float64)
-    for row, pid in enumerate(np.asarray(particle_ids)):
-        sl = slices[int(pid) - 1] if 0 < int(pid) <= len(slices) else None
-        if sl is None:
-            raise ValueError(f"particle id {pid} is not in the label image")
-        sides[row] = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) * (1 + 2 * options.margin)
-    return sides
+    return _boxes(np.asarray(labels), particle_ids)[2] * (1 + 2 * options.margin)
 
 
 def _window(image, labels, y0, x0, side, fill):

@@ -226,7 +226,7 @@ def fit_image(
     n, size = crops.shape[0], crops.shape[1]
     starts = np.stack([np.log(start["p"]), np.log(np.maximum(start["l_ratio"], 1.0)), start["phi"]], axis=1)
     stds = np.stack([start["p_log_std"], start["l_ratio_log_std"], start["phi_std"]], axis=1)
-    ds = np.asarray(start["d"], np.int32)
+    ds = np.array(start["d"], np.int32)  # a copy: a second d may replace the start's
     window = np.full(n, float(size)) if window_px is None else np.asarray(window_px, np.float64)
     if window.shape != (n,):
         raise ValueError(f"fit_image: window_px has shape {window.shape} for {n} crops")
@@ -249,10 +249,7 @@ def fit_image(
             first_total = cost[tried] - np.log(probs[tried, ds[tried] - 1])
             better = cost_2 - np.log(probs[tried, second[tried]]) < first_total
             chosen = tried[better]
-            theta[chosen], ds = theta_2[better], ds.copy()
-            ds[chosen] = d_second[better]
-            cost = cost.copy()
-            cost[chosen] = cost_2[better]
+            theta[chosen], ds[chosen], cost[chosen] = theta_2[better], d_second[better], cost_2[better]
     return {
         "p": np.exp(theta[:, 0]).astype(np.float32),
         "d": ds,

@@ -99,13 +99,14 @@ def main():
     jaccard = jax.jit(jax.vmap(shape_jaccard))
     true = ShapeParams(*(jnp.asarray(a) for a in truth))
 
-    def shapes(o):
-        return ShapeParams(*(jnp.asarray(o[k]) for k in ("p", "d", "l_ratio", "phi")))
+    def against_truth(o):
+        """Shape Jaccard of the prediction ``o`` against the truth, 1,024 at a time."""
+        shapes = ShapeParams(*(jnp.asarray(o[k]) for k in ("p", "d", "l_ratio", "phi")))
+        return np.concatenate([np.asarray(jaccard(jax.tree.map(lambda a: a[i:i + 1024], shapes),
+                                                  jax.tree.map(lambda a: a[i:i + 1024], true)))
+                               for i in range(0, args.n, 1024)])
 
-    j_cnn = np.concatenate([np.asarray(jaccard(jax.tree.map(lambda a: a[i:i + 1024], shapes(cnn)),
-                                               jax.tree.map(lambda a: a[i:i + 1024], true))) for i in range(0, args.n, 1024)])
-    j_fit = np.concatenate([np.asarray(jaccard(jax.tree.map(lambda a: a[i:i + 1024], shapes(fit)),
-                                               jax.tree.map(lambda a: a[i:i + 1024], true))) for i in range(0, args.n, 1024)])
+    j_cnn, j_fit = against_truth(cnn), against_truth(fit)
     true_log_p = np.log(truth[0])
     e_cnn, e_fit = np.abs(np.log(cnn["p"]) - true_log_p), np.abs(np.log(fit["p"]) - true_log_p)
     d_right, d_right_fit = cnn["d"] == truth[1], fit["d"] == truth[1]

@@ -449,11 +449,15 @@ def write_report(run: str | Path, *, seed: int = 0) -> Path:
             bins = np.linspace(0.5, 1.0, 41)
             if "jaccard_cnn" in particles:
                 ax.hist(particles.jaccard_cnn.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="CNN")
+            fitted = "jaccard_image" in particles and particles.jaccard_image.notna().any()
+            if fitted:
+                ax.hist(particles.jaccard_image.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="image fit")
             ax.hist(particles.jaccard_refined.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="refined")
             ax.set_xlabel("Jaccard index: re-rendered shape vs particle mask")
             ax.legend()
+            image_median = f"image fit {particles.jaccard_image.median():.3f}, " if fitted else ""
             page.figure(fig, "jaccard", f"Median Jaccard: CNN {particles.get('jaccard_cnn', pd.Series(dtype=float)).median():.3f}, "
-                                        f"refined {particles.jaccard_refined.median():.3f}.")
+                                        f"{image_median}refined {particles.jaccard_refined.median():.3f}.")
             worst = particles.nsmallest(10, "jaccard_refined")
             crops = _crops_for(run, worst)
             items = [(row, crops[(row.image, int(row.particle_id))]) for _, row in worst.iterrows()

@@ -15,7 +15,9 @@ of them, batched and compiled):
    ``coarse_edge_width_px[0]`` to ``[1]`` (wide edges give gradients far from the boundary).
 3. **Fine fit**: the best candidate on a ``grid_px`` grid, edges narrowing to 1 px.
 4. **Guard**: if the CNN's start placed at equal area and centroid scores better than the
-   fit on the fine grid, it is kept (refinement never makes a particle worse on its loss).
+   fit on the fine grid, or has the higher Jaccard with the mask on the mask's own grid (the
+   figure :func:`refine` returns), it is kept: refinement never makes a particle worse on
+   either.
 
 Parameters stay valid by construction: p and L are fitted as logarithms (L may cross 1;
 the result is canonicalised, the scale following the L <-> 1/L fold), phi is free (reduced
@@ -398,20 +400,21 @@ def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
     def fine_loss(theta, d):
         return fuzzy_jaccard_distance(_coverage(theta, d, side, fine_px, 1.0), fine, options.loss_epsilon)
 
+    def mask_jaccard(theta, d):
+        return _binary_jaccard(_coverage(theta, d, side, side, 1.0), inside)
+
     theta_init = _placed(start.log_p, start.log_l, start.phi, start.d, area_px, centroid_xy)
     loss_fit, loss_init = fine_loss(theta, d), fine_loss(theta_init, start.d)
-    keep_init = ~(loss_fit <= loss_init)
+    jaccard_fit, jaccard_init = mask_jaccard(theta, d), mask_jaccard(theta_init, start.d)
+    # worse on the fine grid's loss, or on the Jaccard the caller reports (the mask's own grid)
+    keep_init = ~(loss_fit <= loss_init) | (jaccard_fit < jaccard_init)
     theta = jnp.where(keep_init, theta_init, theta)
     d = jnp.where(keep_init, start.d, d)
 
     quarter = max(options.fine_iterations // 4, 1)
     settled = jnp.abs(fine_losses[-1] - fine_losses[-1 - quarter]) <= options.tolerance
     converged = settled & ~keep_init & (jnp.sum(inside) > 0)
-
-    def mask_jaccard(theta, d):
-        return _binary_jaccard(_coverage(theta, d, side, side, 1.0), inside)
-
-    return _Fit(theta, d, converged, mask_jaccard(theta_init, start.d), mask_jaccard(theta, d), fine_losses)
+    return _Fit(theta, d, converged, jaccard_init, jnp.where(keep_init, jaccard_init, jaccard_fit), fine_losses)
 
 
 @functools.partial(jax.jit, static_argnames=("options",))

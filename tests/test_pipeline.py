@@ -44,9 +44,10 @@ def test_run_directory_follows_the_contract(run, scene_dir):
                    "p", "d", "l_ratio", "phi", "p_cnn", "jaccard_cnn", "jaccard_refined", "fit_converged"):
         assert column in particles.columns
     assert particles.l_ratio.min() >= 1 and particles.phi.between(0, np.pi).all() and particles.d.isin(range(1, 7)).all()
-    # refinement keeps the CNN's start when it cannot improve on it (the guard compares losses on the
-    # fitting grid, hence the small tolerance on the mask-grid IoU), and fits rendered masks well
-    assert (particles.jaccard_refined >= particles.jaccard_cnn - 0.01).all()
+    # refinement keeps the CNN's start when it cannot improve on it (on the fitting grid's loss or on
+    # the reported mask-grid Jaccard: one rendered particle here lost 0.0102 before the second), and
+    # fits rendered masks well
+    assert (particles.jaccard_refined >= particles.jaccard_cnn - 1e-6).all()
     assert particles.jaccard_refined.median() >= 0.9
     pd.testing.assert_frame_equal(pd.read_parquet(output / "particles.parquet"), particles, check_dtype=False)
     for stem in ("sparse", "touching", "crowded"):

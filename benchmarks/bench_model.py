@@ -4,9 +4,10 @@
 
 Inference runs :func:`nanoshape.cnn.predict` (batches of 256, the analysis default) on the
 shipped model (or a fresh one of the default architecture if none is shipped), decoding
-included. Training runs the jitted training step of :mod:`nanoshape.training` (render a
-batch of 128 with the full imaging model, forward, backward, AdamW). The baseline for
-both is rendering alone: ``training_batch`` of the same size, which bounds training.
+included. Training runs the jitted training step of :mod:`nanoshape.training` with the
+default options (render a batch with the full imaging model, forward, backward, AdamW).
+The baseline for both is rendering alone: ``training_batch`` of the training batch's size,
+which bounds training.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def main() -> None:
     crops = np.asarray(crops)
     infer_s = median_time(lambda: predict(model, crops, batch_size=256), repeats=5, warmup=1)
 
-    options = TrainOptions(batch_size=128)
+    options = TrainOptions()
+    batch = options.batch_size
     graphdef, params = nnx.split(ShapeCNN(options.model, rngs=nnx.Rngs(0)), nnx.Param)
     step_fn, tx = _make_step(graphdef, options, _mesh(1))
     state = {"params": params, "opt": tx.init(params), "step": 0}
@@ -42,14 +44,15 @@ def main() -> None:
         jax.block_until_ready(terms["loss"])
 
     train_s = median_time(train_steps, repeats=5, warmup=1) / 20
-    render = jax.jit(lambda k: training_batch(k, 128))
+    render = jax.jit(lambda k: training_batch(k, batch))
     render_s = median_time(lambda: jax.block_until_ready(render(key)), repeats=10, warmup=1)
     size, channels = model.options.input_size, model.options.input_channels
-    print(f"model: {n_params:,} parameters, input {size} x {size} x {channels}")
+    print(f"model: {n_params:,} parameters, {model.options.geometry} geometry, input {size} x {size} x {channels}; "
+          f"training batch {batch}")
     print(f"{'what':<46} {'per s':>10} {'x rendering':>12}")
-    print(f"{'inference, crops (predict, batches of 256)':<46} {4096 / infer_s:>10.0f} {4096 / infer_s / (128 / render_s):>12.2f}")
-    print(f"{'training, images (render + fwd + bwd + AdamW)':<46} {128 / train_s:>10.0f} {train_s and render_s / train_s:>12.2f}")
-    print(f"{'rendering alone, images (baseline)':<46} {128 / render_s:>10.0f} {1.0:>12.2f}")
+    print(f"{'inference, crops (predict, batches of 256)':<46} {4096 / infer_s:>10.0f} {4096 / infer_s / (batch / render_s):>12.2f}")
+    print(f"{'training, images (render + fwd + bwd + AdamW)':<46} {batch / train_s:>10.0f} {train_s and render_s / train_s:>12.2f}")
+    print(f"{'rendering alone, images (baseline)':<46} {batch / render_s:>10.0f} {1.0:>12.2f}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,19 @@ trained with ``crop.context``, whose third channel shows a wider window). Output
   see :class:`nanoshape.training.TrainOptions`);
 - ``log L`` (canonical L >= 1): mean and log-variance;
 - ``phi`` through ``(cos 2 phi, sin 2 phi)``, which respects phi's period pi (the canonical
-  range is [0, pi)), with one log-variance for both components;
+  range is [0, pi)), one pair per d class, with one log-variance;
 - ``d``: logits over 1..6 (cross-entropy).
+
+The default architecture works in polar coordinates (``CNNOptions.geometry = "polar"``),
+because the shape family is a radius as a function of angle: the crop is resampled on a
+(angle x radius) grid around its mask's centroid (:func:`polar_resample`), convolutions run
+on that grid with circular padding along the angle, so a turn of the particle is a shift of
+the grid, and the heads use that. p, L and d come from turn-invariant summaries of the
+per-angle features (their mean, maximum and the magnitudes of their angular harmonics); the
+phase of d axes comes from harmonic d, whose complex phase turns by -d a when the particle
+turns by a, exactly as 2 phi does, so a complex-linear read-out of it is equivariant by
+construction (a turned crop gives the same p, L, d and the turned phi, tested). The earlier
+cartesian CNN (stride-2 convolutions on the crop) remains for models saved with it.
 
 The uncertainties make the degeneracies of the shape family visible instead of hiding
 them: for a circle (p = 2, L = 1) every d and phi draw the same shape, and the model
@@ -56,14 +67,15 @@ class CNNOptions:
       input_size: side of the input crops (px).
       input_channels: channels of the input crops (2, or 3 with the context window of
         :class:`nanoshape.crop.CropOptions`).
-      channels: output channels of the stride-2 convolution stages (each halves the side).
+      channels: output channels of the stride-2 convolution stages (each halves the side;
+        in polar geometry, the radii and the angles by ``polar_angle_strides``).
       refine_from_stage: stages from this index on add a second 3x3 convolution at the same
         size (cheap where the maps are small; the first stages stay single for speed).
       hidden: width of the dense layer before the output heads.
       log_p_center, log_p_scale: the network predicts (log p - center) / scale; set from
         the training prior (log-uniform p on [0.25, 64]).
       log_l_center, log_l_scale: the same for log L (log-uniform L on [1, 4]).
-      stem_channels: if > 0, a 3x3 convolution at the full input resolution comes first
+      stem_channels: (cartesian only) if > 0, a 3x3 convolution at the full input resolution comes first
         (cheap on two input channels; the first stride-2 stage then sees features instead
         of raw pixels, which keeps sub-pixel edge positions).
       phi_per_d: one (cos 2 phi, sin 2 phi) pair per d class instead of one shared pair: a
@@ -71,12 +83,26 @@ class CNNOptions:
       std_scales: factors on the predicted standard deviations of (log p, log L, phi), set
         after training so that the central 90 % intervals hold 90 % of a held-out
         validation set (:func:`nanoshape.training.calibrate_uncertainties`); 1 = as trained.
+      geometry: ``"polar"``: the convolutions run on the crop resampled on a polar grid
+        around the mask's centroid (:func:`polar_resample`), circular along the angle, so a
+        turn of the particle is a shift along one axis; p, L and d are read from
+        turn-invariant summaries and phi from the angular harmonics (equivariant by
+        construction). ``"cartesian"``: plain stride-2 convolutions on the crop (the models
+        shipped before the polar one).
+      polar_angles, polar_radii: the polar grid (angles over 2 pi, radii over the crop's half
+        diagonal).
+      polar_angle_strides: the angular stride of each stage in ``channels`` (the radial
+        stride is 2 everywhere); the angles left at the end must resolve harmonic 6.
+      polar_angular_channels: after the stages, the radii are folded into the channels and
+        these circular 1-D convolutions (kernel 3) run along the angle.
+      polar_features: features per angle before the summaries.
+      polar_harmonics: how many angular harmonics' magnitudes enter the summaries.
     """
 
     input_size: int = 64
     input_channels: int = 2
-    channels: tuple[int, ...] = (16, 32, 64, 128)
-    refine_from_stage: int = 2
+    channels: tuple[int, ...] = (16, 32, 64)
+    refine_from_stage: int = 3
     hidden: int = 192
     log_p_center: float = math.log(4.0)
     log_p_scale: float = math.log(256.0) / math.sqrt(12.0)
@@ -85,11 +111,52 @@ class CNNOptions:
     stem_channels: int = 0
     phi_per_d: bool = True
     std_scales: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    geometry: str = "polar"
+    polar_angles: int = 128
+    polar_radii: int = 32
+    polar_angle_strides: tuple[int, ...] = (2, 2, 2)
+    polar_features: int = 128
+    polar_harmonics: int = 8
+    polar_angular_channels: tuple[int, ...] = (128, 128)
+
+    def __post_init__(self):
+        if self.geometry not in ("cartesian", "polar"):
+            raise ValueError(f"model.geometry must be 'cartesian' or 'polar', got {self.geometry!r}")
+        if self.geometry == "polar":
+            if not self.phi_per_d:
+                raise ValueError("model.geometry=polar reads one phase per d from the angular harmonics: "
+                                 "it needs model.phi_per_d=true")
+            if len(self.polar_angle_strides) != len(self.channels):
+                raise ValueError(f"model.polar_angle_strides {self.polar_angle_strides} needs one stride per stage "
+                                 f"of model.channels {self.channels}")
+            if self.polar_radii % 2 ** len(self.channels):
+                raise ValueError(f"model.polar_radii ({self.polar_radii}) must be divisible by 2^{len(self.channels)}")
+            stride = math.prod(self.polar_angle_strides)
+            if self.polar_angles % stride or self.polar_angles // stride < 2 * max(D_VALUES) + 1:
+                raise ValueError(f"model.polar_angles ({self.polar_angles}) must be divisible by the angular strides' "
+                                 f"product ({stride}) and leave at least {2 * max(D_VALUES) + 1} angles, to resolve "
+                                 f"the phase of d = {max(D_VALUES)}")
+            if not 1 <= self.polar_harmonics <= self.polar_angles // stride // 2:
+                raise ValueError(f"model.polar_harmonics must be in 1..{self.polar_angles // stride // 2}")
+
+    @property
+    def n_phase_pairs(self) -> int:
+        """(cos 2 phi, sin 2 phi) read-outs: one per d class, or one shared."""
+        return len(D_VALUES) if self.phi_per_d else 1
+
+    @property
+    def layout(self) -> dict[str, slice]:
+        """Where each output lies in the network's raw output vector: log p and log L (each
+        [mean, log-variance]), the phase pair(s), the phase's log-variance and the d logits."""
+        sizes = {"log_p": 2, "log_l": 2, "phase": 2 * self.n_phase_pairs, "logvar_phi": 1,
+                 "d": len(D_VALUES)}
+        starts = np.cumsum([0, *sizes.values()])
+        return {name: slice(int(a), int(a + n)) for (name, n), a in zip(sizes.items(), starts)}
 
     @property
     def n_outputs(self) -> int:
-        """[mu, logvar] of log p and log L, the phi pair(s), logvar phi, the d logits."""
-        return 4 + 2 * (len(D_VALUES) if self.phi_per_d else 1) + 1 + len(D_VALUES)
+        """Length of the raw output vector (see :attr:`layout`)."""
+        return self.layout["d"].stop
 
     @staticmethod
     def for_prior(prior: ShapePrior, **kwargs) -> "CNNOptions":
@@ -101,10 +168,22 @@ class CNNOptions:
 
 
 class ShapeCNN(nnx.Module):
-    """Stride-2 3x3 convolutions (the later ones followed by a 3x3 one at the same size) and a dense head."""
+    """The shape regressor: raw outputs ``(B, options.n_outputs)`` (see :attr:`CNNOptions.layout`).
+
+    Polar geometry (the default): :func:`polar_resample`, 3x3 convolution stages on the
+    (angle, radius) grid (circular along the angle, stride 2 along the radius and
+    ``polar_angle_strides`` along the angle), the radii folded into the channels, circular 1-D
+    convolutions along the angle, per-angle features, then a dense head on their turn-invariant
+    summaries and a complex-linear phase read-out of their angular harmonics. Cartesian
+    geometry: stride-2 3x3 convolutions on the crop (the later ones followed by a 3x3 one at
+    the same size) and a dense head.
+    """
 
     def __init__(self, options: CNNOptions = CNNOptions(), *, rngs: nnx.Rngs):
         self.options = options
+        if options.geometry == "polar":
+            self._init_polar(options, rngs)
+            return
         convs = []
         c_in = options.input_channels
         if options.stem_channels > 0:
@@ -120,24 +199,121 @@ class ShapeCNN(nnx.Module):
         self.dense = nnx.Linear(side * side * c_in, options.hidden, rngs=rngs)
         self.out = nnx.Linear(options.hidden, options.n_outputs, rngs=rngs, kernel_init=nnx.initializers.zeros_init())
 
+    def _init_polar(self, options: CNNOptions, rngs: nnx.Rngs):
+        convs = []
+        c_in = options.input_channels
+        for stage, (c_out, angle_stride) in enumerate(zip(options.channels, options.polar_angle_strides)):
+            convs.append(nnx.Conv(c_in, c_out, (3, 3), strides=(angle_stride, 2), padding="VALID", rngs=rngs))
+            if stage >= options.refine_from_stage:
+                convs.append(nnx.Conv(c_out, c_out, (3, 3), strides=1, padding="VALID", rngs=rngs))
+            c_in = c_out
+        self.convs = nnx.List(convs)
+        c_in *= options.polar_radii // 2 ** len(options.channels)
+        angular = []
+        for c_out in options.polar_angular_channels:
+            angular.append(nnx.Conv(c_in, c_out, (3,), padding="VALID", rngs=rngs))
+            c_in = c_out
+        self.angular = nnx.List(angular)
+        features = options.polar_features
+        self.per_angle = nnx.Linear(c_in, features, rngs=rngs)
+        self.dense = nnx.Linear(features * (2 + options.polar_harmonics), options.hidden, rngs=rngs)
+        # every output but the phase pairs, which come from the angular harmonics
+        self.out = nnx.Linear(options.hidden, options.n_outputs - 2 * options.n_phase_pairs, rngs=rngs,
+                              kernel_init=nnx.initializers.zeros_init())
+        # complex weights (real, imaginary) of the phase read-out, one set per phase pair
+        self.phase = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (2, options.n_phase_pairs, features)))
+
     def __call__(self, crops: jax.Array) -> jax.Array:
+        if self.options.geometry == "polar":
+            return self._polar_call(crops)
         x = crops
         for conv in self.convs:
             x = jax.nn.relu(conv(x))
         x = x.reshape(x.shape[0], -1)
         return self.out(jax.nn.relu(self.dense(x)))
 
+    def _polar_call(self, crops: jax.Array) -> jax.Array:
+        o = self.options
+        x = jax.vmap(functools.partial(polar_resample, angles=o.polar_angles, radii=o.polar_radii))(crops)
+        for conv in self.convs:
+            # circular along the angle (axis 1), zeros beyond the radii (axis 2)
+            x = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0)), mode="wrap")
+            x = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)))
+            x = jax.nn.relu(conv(x))
+        batch, n_angles = x.shape[:2]
+        x = x.reshape(batch, n_angles, -1)
+        for conv in self.angular:
+            x = jax.nn.relu(conv(jnp.pad(x, ((0, 0), (1, 1), (0, 0)), mode="wrap")))
+        features = jax.nn.relu(self.per_angle(x))  # (B, T, F)
+        spectrum = jnp.fft.rfft(features, axis=1) / n_angles  # (B, T/2 + 1, F)
+        magnitudes = jnp.abs(spectrum[:, 1 : 1 + o.polar_harmonics])  # rotation invariant
+        invariant = jnp.concatenate([features.mean(axis=1), features.max(axis=1),
+                                     magnitudes.reshape(batch, -1)], axis=1)
+        raw = self.out(jax.nn.relu(self.dense(invariant)))
+        # a turn of the particle by a multiplies angular harmonic k by exp(-i k a) and turns
+        # 2 phi by -d a: a complex-linear read-out of harmonic d is equivariant by construction
+        n_pairs = o.n_phase_pairs
+        harmonic = spectrum[:, 1 : 1 + n_pairs]  # (B, pairs, F): harmonic d for phase pair d
+        w_re, w_im = self.phase[0][None], self.phase[1][None]
+        z_re = jnp.sum(w_re * harmonic.real - w_im * harmonic.imag, axis=2)
+        z_im = jnp.sum(w_re * harmonic.imag + w_im * harmonic.real, axis=2)
+        pairs = jnp.stack([z_re, z_im], axis=2).reshape(batch, 2 * n_pairs)
+        phase = o.layout["phase"]
+        return jnp.concatenate([raw[:, : phase.start], pairs, raw[:, phase.start :]], axis=1)
+
+
+def polar_resample(crop: jax.Array, *, angles: int, radii: int) -> jax.Array:
+    """One crop (S, S, C) resampled (bilinear) on a polar grid around its mask's centroid.
+
+    Row i is the angle ``2 pi i / angles`` (theta as in eq. 1: x along columns, y along rows),
+    column j the radius ``(j + 0.5) / radii`` of the crop's half diagonal; beyond the crop, 0
+    (the normalised background). Channels 0 and 1 (intensity, mask) are sampled around the
+    mask's centroid; a context channel (2, a window ``crop.context`` times wider around the
+    crop's middle) around the crop's middle, so it reaches that many times further out. A
+    turn of the particle is a circular shift of the rows.
+
+    Returns:
+      (angles, radii, C) float32.
+    """
+    size = crop.shape[0]
+    mask = crop[..., 1]
+    grid = jnp.arange(size, dtype=jnp.float32)
+    total = jnp.sum(mask)
+    middle = 0.5 * (size - 1)
+    cy = jnp.where(total > 0, jnp.sum(mask * grid[:, None]) / jnp.maximum(total, 1e-6), middle)
+    cx = jnp.where(total > 0, jnp.sum(mask * grid[None, :]) / jnp.maximum(total, 1e-6), middle)
+    theta = 2 * jnp.pi * jnp.arange(angles, dtype=jnp.float32) / angles
+    r = (jnp.arange(radii, dtype=jnp.float32) + 0.5) * (0.5 * size * math.sqrt(2.0) / radii)
+    dy, dx = jnp.sin(theta)[:, None] * r[None, :], jnp.cos(theta)[:, None] * r[None, :]
+    own = _bilinear(crop[..., :2], cy + dy, cx + dx)
+    if crop.shape[-1] == 2:
+        return own
+    return jnp.concatenate([own, _bilinear(crop[..., 2:], middle + dy, middle + dx)], axis=-1)
+
+
+def _bilinear(image: jax.Array, ys: jax.Array, xs: jax.Array) -> jax.Array:
+    """``image`` (S, S, C) at the points (ys, xs) (pixel-index coordinates), 0 beyond its edge."""
+    size = image.shape[0]
+    y0, x0 = jnp.floor(ys), jnp.floor(xs)
+    wy, wx = ys - y0, xs - x0
+    flat = image.reshape(size * size, image.shape[-1])
+    out = 0.0
+    # the four neighbours of every point, all channels in one gather each
+    for dy, dx, weight in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx), (1, 0, wy * (1 - wx)), (1, 1, wy * wx)):
+        yi, xi = y0.astype(jnp.int32) + dy, x0.astype(jnp.int32) + dx
+        inside = (yi >= 0) & (yi < size) & (xi >= 0) & (xi < size)
+        values = jnp.take(flat, jnp.clip(yi, 0, size - 1) * size + jnp.clip(xi, 0, size - 1), axis=0)
+        out = out + jnp.where(inside, weight, 0.0)[..., None] * values
+    return out
+
 
 def phi_vectors(raw: jax.Array, options: CNNOptions, d_index: jax.Array) -> jax.Array:
     """The (B, 2) raw (cos 2 phi, sin 2 phi) read-out for the d class ``d_index`` (B,) of each crop."""
+    pairs = raw[:, options.layout["phase"]]
     if not options.phi_per_d:
-        return raw[:, 4:6]
-    pairs = raw[:, 4 : 4 + 2 * len(D_VALUES)].reshape(raw.shape[0], len(D_VALUES), 2)
+        return pairs
+    pairs = pairs.reshape(raw.shape[0], len(D_VALUES), 2)
     return jnp.take_along_axis(pairs, d_index[:, None, None], axis=1)[:, 0]
-
-
-def _logvar_phi_index(options: CNNOptions) -> int:
-    return 4 + 2 * (len(D_VALUES) if options.phi_per_d else 1)
 
 
 def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
@@ -146,18 +322,21 @@ def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
     With ``phi_per_d`` the phase is read from the pair of the most probable d.
     """
     lo, hi = _LOGVAR_RANGE
-    log_p = options.log_p_center + options.log_p_scale * raw[:, 0]
+    layout = options.layout
     scale_p, scale_l, scale_phi = options.std_scales
-    log_p_std = scale_p * options.log_p_scale * jnp.exp(0.5 * jnp.clip(raw[:, 1], lo, hi))
-    log_l = options.log_l_center + options.log_l_scale * raw[:, 2]
-    log_l_std = scale_l * options.log_l_scale * jnp.exp(0.5 * jnp.clip(raw[:, 3], lo, hi))
-    first_logit = _logvar_phi_index(options) + 1
-    d_probs = jax.nn.softmax(raw[:, first_logit:], axis=1)
+    mean, logvar = (raw[:, layout["log_p"].start + i] for i in (0, 1))
+    log_p = options.log_p_center + options.log_p_scale * mean
+    log_p_std = scale_p * options.log_p_scale * jnp.exp(0.5 * jnp.clip(logvar, lo, hi))
+    mean, logvar = (raw[:, layout["log_l"].start + i] for i in (0, 1))
+    log_l = options.log_l_center + options.log_l_scale * mean
+    log_l_std = scale_l * options.log_l_scale * jnp.exp(0.5 * jnp.clip(logvar, lo, hi))
+    d_logits = raw[:, layout["d"]]
+    d_probs = jax.nn.softmax(d_logits, axis=1)
     vec = phi_vectors(raw, options, jnp.argmax(d_probs, axis=1))
     norm = jnp.linalg.norm(vec, axis=1)
     phi = jnp.mod(0.5 * jnp.arctan2(vec[:, 1], vec[:, 0]), jnp.pi)
     # a perpendicular error of sigma in the unit vector turns 2 phi by sigma / |v|
-    logvar_phi = jnp.clip(raw[:, first_logit - 1], lo, hi)
+    logvar_phi = jnp.clip(raw[:, layout["logvar_phi"].start], lo, hi)
     phi_std = scale_phi * 0.5 * jnp.exp(0.5 * logvar_phi) / jnp.maximum(norm, 0.25)
     # the phase each d class reads (for fits that try a second d)
     every = jnp.stack([phi_vectors(raw, options, jnp.full(raw.shape[0], k)) for k in range(len(D_VALUES))], axis=1)
@@ -165,7 +344,7 @@ def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
     return {
         "log_p": log_p, "p_log_std": log_p_std, "log_l": log_l, "l_ratio_log_std": log_l_std,
         "phi": phi, "phi_std": jnp.minimum(phi_std, jnp.pi / math.sqrt(12.0)), "d_probs": d_probs,
-        "d_logits": raw[:, first_logit:], "logvar_phi": logvar_phi, "phi_by_d": phi_by_d,
+        "d_logits": d_logits, "logvar_phi": logvar_phi, "phi_by_d": phi_by_d,
     }
 
 
@@ -249,7 +428,7 @@ def save_model(model: ShapeCNN, directory: str | Path, *, extra: dict[str, Any] 
 
 
 #: what a model saved before an architecture option existed was built with
-_BEFORE_OPTION_EXISTED = {"stem_channels": 0, "phi_per_d": False, "input_channels": 2}
+_BEFORE_OPTION_EXISTED = {"stem_channels": 0, "phi_per_d": False, "input_channels": 2, "geometry": "cartesian"}
 
 
 @functools.lru_cache(maxsize=4)

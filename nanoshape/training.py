@@ -153,15 +153,17 @@ def loss_terms(raw: jax.Array, shapes: ShapeParams, options: CNNOptions, *, shap
     """
     lo, hi = -10.0, 4.0
     t = _targets(shapes)
+    layout = options.layout
     z_p = (t["log_p"] - options.log_p_center) / options.log_p_scale
     z_l = (t["log_l"] - options.log_l_center) / options.log_l_scale
     decoded = decode(raw, options)
-    lv_p, lv_l = (jnp.clip(raw[:, i], lo, hi) for i in (1, 3))
+    mean_p, lv_p = raw[:, layout["log_p"].start], jnp.clip(raw[:, layout["log_p"].start + 1], lo, hi)
+    mean_l, lv_l = raw[:, layout["log_l"].start], jnp.clip(raw[:, layout["log_l"].start + 1], lo, hi)
     lv_phi = decoded["logvar_phi"]
     # the phase read-out of the true d (with one shared pair, that pair)
     vec = phi_vectors(raw, options, t["d_index"])
-    nll_p = 0.5 * (lv_p + (z_p - raw[:, 0]) ** 2 * jnp.exp(-lv_p))
-    nll_l = 0.5 * (lv_l + (z_l - raw[:, 2]) ** 2 * jnp.exp(-lv_l))
+    nll_p = 0.5 * (lv_p + (z_p - mean_p) ** 2 * jnp.exp(-lv_p))
+    nll_l = 0.5 * (lv_l + (z_l - mean_l) ** 2 * jnp.exp(-lv_l))
     nll_phi = 0.5 * (2 * lv_phi + jnp.sum((t["phi_vec"] - vec) ** 2, axis=1) * jnp.exp(-lv_phi))
     labels = optax.smooth_labels(jax.nn.one_hot(t["d_index"], len(D_VALUES)), 0.02)
     ce_d = optax.softmax_cross_entropy(decoded["d_logits"], labels)

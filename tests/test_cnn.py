@@ -1,5 +1,6 @@
 """The shape CNN and its training: shapes, learning, checkpoints, resumption, devices, the shipped model."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nanoshape.cnn import CNNOptions, ShapeCNN, decode, default_model_dir, load_model, predict, save_model
+from nanoshape.cnn import D_VALUES, CNNOptions, ShapeCNN, decode, default_model_dir, load_model, predict, save_model
 from nanoshape.render import training_example
 from nanoshape.shape import ShapeParams, ShapePrior
 from nanoshape.training import TrainOptions, run_training
@@ -21,8 +22,15 @@ TINY = TrainOptions(steps=20, batch_size=16, checkpoint_every=10, validation_eve
                     test_size=64, warmup_steps=2, render_chunk=16)
 
 
-@pytest.mark.parametrize("options", [CNNOptions(input_channels=2), CNNOptions(input_channels=3), CNNOptions(phi_per_d=False),
-                                     CNNOptions(stem_channels=8)], ids=["two-channels", "context", "shared-phi", "stem"])
+POLAR = CNNOptions(geometry="polar", channels=(16, 32, 64), polar_angle_strides=(2, 2, 2), refine_from_stage=3,
+                   polar_angular_channels=(128, 128))
+CARTESIAN = CNNOptions(geometry="cartesian", channels=(16, 32, 64, 128), refine_from_stage=2)
+
+
+@pytest.mark.parametrize("options", [CNNOptions(input_channels=2), CNNOptions(input_channels=3),
+                                     dataclasses.replace(CARTESIAN, phi_per_d=False),
+                                     dataclasses.replace(CARTESIAN, stem_channels=8), POLAR, CARTESIAN],
+                         ids=["two-channels", "context", "shared-phi", "stem", "polar", "cartesian"])
 def test_output_shapes_and_parameter_count(options):
     model = ShapeCNN(options, rngs=nnx.Rngs(0))
     channels = options.input_channels
@@ -36,6 +44,67 @@ def test_output_shapes_and_parameter_count(options):
     assert np.all(out["l_ratio"] >= 1) and np.all((out["phi"] >= 0) & (out["phi"] < np.pi))
     assert set(out["d"]) <= set(range(1, 7))
     np.testing.assert_allclose(out["d_probs"].sum(axis=1), 1, rtol=1e-5)
+
+
+def _with_random_head(model: ShapeCNN, seed: int) -> ShapeCNN:
+    """The model with its zero-initialised output layer drawn at random (so every output varies)."""
+    state = nnx.state(model, nnx.Param)
+    kernel = state["out"]["kernel"]
+    kernel.set_value(0.1 * jax.random.normal(jax.random.key(seed), kernel.get_value().shape))
+    nnx.update(model, state)
+    return model
+
+
+def test_the_polar_model_is_equivariant_to_quarter_turns():
+    """A quarter turn of the crop leaves log p, log L, their variances and the d logits as they
+    are and turns each d's phase vector by d pi / 2 (a turn by a moves 2 phi by -d a; np.rot90
+    turns the image by a = -pi / 2 in eq. 1's theta). The cartesian model has no such property."""
+    crops = jnp.stack([training_example(jax.random.key(i))[0] for i in range(6)])
+    turned = jnp.rot90(crops, k=1, axes=(1, 2))
+    invariant = [0, 1, 2, 3] + list(range(4 + 2 * len(D_VALUES), POLAR.n_outputs))
+    for options, equivariant in ((POLAR, True), (CARTESIAN, False)):
+        model = _with_random_head(ShapeCNN(options, rngs=nnx.Rngs(0)), seed=1)
+        raw, raw_turned = np.asarray(model(crops)), np.asarray(model(turned))
+        same = np.allclose(raw[:, invariant], raw_turned[:, invariant], rtol=1e-4, atol=1e-5)
+        turns = []
+        for k, d in enumerate(D_VALUES):
+            before = np.arctan2(raw[:, 5 + 2 * k], raw[:, 4 + 2 * k])
+            after = np.arctan2(raw_turned[:, 5 + 2 * k], raw_turned[:, 4 + 2 * k])
+            turns.append(np.abs(np.mod(after - before - d * np.pi / 2 + np.pi, 2 * np.pi) - np.pi))
+        assert same == equivariant, options.geometry
+        assert (np.max(turns) < 1e-3) == equivariant, (options.geometry, np.max(turns))
+
+
+def test_polar_resample_of_a_centred_disk():
+    from nanoshape.cnn import polar_resample
+
+    size, radius = 64, 20.0
+    yy, xx = np.mgrid[:size, :size]
+    centre = np.array([33.3, 30.6])  # (y, x), off the crop's middle: the grid follows the mask's centroid
+    disk = (np.hypot(yy - centre[0], xx - centre[1]) <= radius).astype(np.float32)
+    crop = jnp.asarray(np.stack([disk * 0.8, disk], axis=-1))
+    polar = np.asarray(polar_resample(crop, angles=64, radii=32))
+    assert polar.shape == (64, 32, 2)
+    r = (np.arange(32) + 0.5) * (0.5 * size * np.sqrt(2) / 32)
+    # the mask's centroid is the disk's centre to within its pixelation
+    np.testing.assert_allclose(polar[:, r < radius - 1.5, 1], 1.0, atol=1e-6)
+    np.testing.assert_allclose(polar[:, r > radius + 1.5, 1], 0.0, atol=1e-6)
+    np.testing.assert_allclose(polar[:, r < radius - 1.5, 0], 0.8, atol=1e-6)
+    # a quarter turn of the crop is a shift of the angles by a quarter
+    turned = np.asarray(polar_resample(jnp.rot90(crop, k=1, axes=(0, 1)), angles=64, radii=32))
+    np.testing.assert_allclose(turned, np.roll(polar, -16, axis=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"geometry": "spherical"}, "geometry"),
+    ({"geometry": "polar", "polar_angle_strides": (2, 2)}, "one stride per stage"),
+    ({"geometry": "polar", "polar_angles": 96, "polar_angle_strides": (2, 2, 4)}, "resolve"),
+    ({"geometry": "polar", "polar_radii": 20}, "polar_radii"),
+    ({"geometry": "polar", "phi_per_d": False}, "phi_per_d"),
+])
+def test_bad_architecture_options_are_refused_by_name(override, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(POLAR, **override)
 
 
 def test_phase_is_read_from_the_pair_of_the_most_probable_d():
@@ -136,16 +205,17 @@ def test_save_and_load_round_trip(tmp_path):
         load_model(tmp_path)
 
 
-def test_a_model_saved_before_phi_per_d_and_the_context_window_existed_loads_as_it_was_built(tmp_path):
-    model = ShapeCNN(CNNOptions(hidden=32, phi_per_d=False, input_channels=2), rngs=nnx.Rngs(4))
+def test_a_model_saved_before_phi_per_d_the_context_window_and_polar_geometry_existed_loads_as_it_was_built(tmp_path):
+    model = ShapeCNN(dataclasses.replace(CARTESIAN, hidden=32, phi_per_d=False), rngs=nnx.Rngs(4))
     save_model(model, tmp_path / "old")
     meta_path = tmp_path / "old" / "model.json"
     meta = json.loads(meta_path.read_text())
-    for option in ("phi_per_d", "stem_channels", "input_channels"):
+    for option in ("phi_per_d", "stem_channels", "input_channels", "geometry"):
         del meta["options"][option]
     meta_path.write_text(json.dumps(meta))
     loaded = load_model(tmp_path / "old")
     assert not loaded.options.phi_per_d and loaded.options.stem_channels == 0 and loaded.options.input_channels == 2
+    assert loaded.options.geometry == "cartesian"
     crops = np.random.default_rng(5).random((4, 64, 64, 2), np.float32)
     np.testing.assert_array_equal(predict(model, crops)["phi"], predict(loaded, crops)["phi"])
 

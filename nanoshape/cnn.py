@@ -316,27 +316,32 @@ def phi_vectors(raw: jax.Array, options: CNNOptions, d_index: jax.Array) -> jax.
     return jnp.take_along_axis(pairs, d_index[:, None, None], axis=1)[:, 0]
 
 
+def gaussian_output(raw: jax.Array, options: CNNOptions, name: str) -> tuple[jax.Array, jax.Array]:
+    """The standardised mean and the log-variance (clipped) the network gives for ``"log_p"`` or ``"log_l"``."""
+    start = options.layout[name].start
+    return raw[:, start], jnp.clip(raw[:, start + 1], *_LOGVAR_RANGE)
+
+
 def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
     """Network outputs ``(B, options.n_outputs)`` -> parameters and uncertainties (jax arrays).
 
     With ``phi_per_d`` the phase is read from the pair of the most probable d.
     """
-    lo, hi = _LOGVAR_RANGE
     layout = options.layout
     scale_p, scale_l, scale_phi = options.std_scales
-    mean, logvar = (raw[:, layout["log_p"].start + i] for i in (0, 1))
+    mean, logvar = gaussian_output(raw, options, "log_p")
     log_p = options.log_p_center + options.log_p_scale * mean
-    log_p_std = scale_p * options.log_p_scale * jnp.exp(0.5 * jnp.clip(logvar, lo, hi))
-    mean, logvar = (raw[:, layout["log_l"].start + i] for i in (0, 1))
+    log_p_std = scale_p * options.log_p_scale * jnp.exp(0.5 * logvar)
+    mean, logvar = gaussian_output(raw, options, "log_l")
     log_l = options.log_l_center + options.log_l_scale * mean
-    log_l_std = scale_l * options.log_l_scale * jnp.exp(0.5 * jnp.clip(logvar, lo, hi))
+    log_l_std = scale_l * options.log_l_scale * jnp.exp(0.5 * logvar)
     d_logits = raw[:, layout["d"]]
     d_probs = jax.nn.softmax(d_logits, axis=1)
     vec = phi_vectors(raw, options, jnp.argmax(d_probs, axis=1))
     norm = jnp.linalg.norm(vec, axis=1)
     phi = jnp.mod(0.5 * jnp.arctan2(vec[:, 1], vec[:, 0]), jnp.pi)
     # a perpendicular error of sigma in the unit vector turns 2 phi by sigma / |v|
-    logvar_phi = jnp.clip(raw[:, layout["logvar_phi"].start], lo, hi)
+    logvar_phi = jnp.clip(raw[:, layout["logvar_phi"].start], *_LOGVAR_RANGE)
     phi_std = scale_phi * 0.5 * jnp.exp(0.5 * logvar_phi) / jnp.maximum(norm, 0.25)
     # the phase each d class reads (for fits that try a second d)
     every = jnp.stack([phi_vectors(raw, options, jnp.full(raw.shape[0], k)) for k in range(len(D_VALUES))], axis=1)

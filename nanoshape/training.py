@@ -40,7 +40,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nanoshape.cnn import D_VALUES, CNNOptions, ShapeCNN, decode, phi_vectors, predict, save_model
+from nanoshape.cnn import D_VALUES, CNNOptions, ShapeCNN, decode, gaussian_output, phi_vectors, predict, save_model
 from nanoshape.crop import CropOptions
 from nanoshape.render import Imaging, training_batch
 from nanoshape.shape import ShapeParams, ShapePrior
@@ -151,14 +151,12 @@ def loss_terms(raw: jax.Array, shapes: ShapeParams, options: CNNOptions, *, shap
     as p -> inf or as the diamond p = 1 turned by pi/4) cost nothing there, and a small turn
     of a thin-armed star costs what it costs in overlap.
     """
-    lo, hi = -10.0, 4.0
     t = _targets(shapes)
-    layout = options.layout
     z_p = (t["log_p"] - options.log_p_center) / options.log_p_scale
     z_l = (t["log_l"] - options.log_l_center) / options.log_l_scale
     decoded = decode(raw, options)
-    mean_p, lv_p = raw[:, layout["log_p"].start], jnp.clip(raw[:, layout["log_p"].start + 1], lo, hi)
-    mean_l, lv_l = raw[:, layout["log_l"].start], jnp.clip(raw[:, layout["log_l"].start + 1], lo, hi)
+    mean_p, lv_p = gaussian_output(raw, options, "log_p")
+    mean_l, lv_l = gaussian_output(raw, options, "log_l")
     lv_phi = decoded["logvar_phi"]
     # the phase read-out of the true d (with one shared pair, that pair)
     vec = phi_vectors(raw, options, t["d_index"])

@@ -22,15 +22,14 @@ TINY = TrainOptions(steps=20, batch_size=16, checkpoint_every=10, validation_eve
                     test_size=64, warmup_steps=2, render_chunk=16)
 
 
-POLAR = CNNOptions(geometry="polar", channels=(16, 32, 64), polar_angle_strides=(2, 2, 2), refine_from_stage=3,
-                   polar_angular_channels=(128, 128))
+POLAR = CNNOptions(geometry="polar")
 CARTESIAN = CNNOptions(geometry="cartesian", channels=(16, 32, 64, 128), refine_from_stage=2)
 
 
 @pytest.mark.parametrize("options", [CNNOptions(input_channels=2), CNNOptions(input_channels=3),
                                      dataclasses.replace(CARTESIAN, phi_per_d=False),
-                                     dataclasses.replace(CARTESIAN, stem_channels=8), POLAR, CARTESIAN],
-                         ids=["two-channels", "context", "shared-phi", "stem", "polar", "cartesian"])
+                                     dataclasses.replace(CARTESIAN, stem_channels=8), CARTESIAN],
+                         ids=["polar-two-channels", "polar-context", "shared-phi", "stem", "cartesian"])
 def test_output_shapes_and_parameter_count(options):
     model = ShapeCNN(options, rngs=nnx.Rngs(0))
     channels = options.input_channels
@@ -61,15 +60,17 @@ def test_the_polar_model_is_equivariant_to_quarter_turns():
     turns the image by a = -pi / 2 in eq. 1's theta). The cartesian model has no such property."""
     crops = jnp.stack([training_example(jax.random.key(i))[0] for i in range(6)])
     turned = jnp.rot90(crops, k=1, axes=(1, 2))
-    invariant = [0, 1, 2, 3] + list(range(4 + 2 * len(D_VALUES), POLAR.n_outputs))
+    layout = POLAR.layout
+    invariant = np.r_[layout["log_p"], layout["log_l"], layout["logvar_phi"], layout["d"]]
     for options, equivariant in ((POLAR, True), (CARTESIAN, False)):
         model = _with_random_head(ShapeCNN(options, rngs=nnx.Rngs(0)), seed=1)
         raw, raw_turned = np.asarray(model(crops)), np.asarray(model(turned))
         same = np.allclose(raw[:, invariant], raw_turned[:, invariant], rtol=1e-4, atol=1e-5)
         turns = []
+        pairs, pairs_turned = (r[:, layout["phase"]].reshape(len(r), len(D_VALUES), 2) for r in (raw, raw_turned))
         for k, d in enumerate(D_VALUES):
-            before = np.arctan2(raw[:, 5 + 2 * k], raw[:, 4 + 2 * k])
-            after = np.arctan2(raw_turned[:, 5 + 2 * k], raw_turned[:, 4 + 2 * k])
+            before = np.arctan2(pairs[:, k, 1], pairs[:, k, 0])
+            after = np.arctan2(pairs_turned[:, k, 1], pairs_turned[:, k, 0])
             turns.append(np.abs(np.mod(after - before - d * np.pi / 2 + np.pi, 2 * np.pi) - np.pi))
         assert same == equivariant, options.geometry
         assert (np.max(turns) < 1e-3) == equivariant, (options.geometry, np.max(turns))

@@ -6,11 +6,14 @@ asv-style: each ``time_*`` method of :class:`ImageFitSuite` is one figure; ``set
 renders 256 particles (``training_batch`` crops, full imaging model) and compiles. The
 baselines timed in the same run are the CNN's forward pass and the mask refinement with
 its defaults (the stages before and after the image fit in ``nanoshape analyze``), on the
-same crops. The start is the truth with CNN-like errors (``bench_refine.perturbed_start``).
+same crops, and the fit with its earlier Jacobian (forward mode through the whole model
+image, the blur included as shifted copies), patched in for one figure. The start is the truth with CNN-like errors (``bench_refine.perturbed_start``).
 Medians after warm-up; compilation excluded. Benchmarks never fail: they report.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -19,14 +22,36 @@ import numpy as np
 from _common import command, machine, median_time
 from bench_refine import perturbed_start
 from nanoshape.cnn import load_model, predict
+from nanoshape import imagefit
 from nanoshape.imagefit import ImageFitOptions, fit_image
 from nanoshape.refine import refine
-from nanoshape.render import training_batch
+from nanoshape.render import _gaussian_blur, training_batch
 
 VARIANTS = {
     "image fit (defaults: 20 iterations)": ImageFitOptions(),
     "image fit, 10 iterations": ImageFitOptions(iterations=10),
 }
+
+
+def _forward_mode_jacobian(theta, d, size):
+    """The Jacobian as the fit took it before session 11: jacfwd through the blurred image."""
+    def model(t):
+        return _gaussian_blur(imagefit._absorbed(t, d, size), jnp.exp(t[8]))
+
+    return model(theta), jax.jacfwd(model)(theta)
+
+
+@contextlib.contextmanager
+def forward_mode_jacobian():
+    """Run the image fit with :func:`_forward_mode_jacobian` (recompiled), then restore it."""
+    assembled = imagefit._model_image_and_jacobian
+    imagefit._model_image_and_jacobian = _forward_mode_jacobian
+    imagefit._fit_batch.clear_cache()
+    try:
+        yield
+    finally:
+        imagefit._model_image_and_jacobian = assembled
+        imagefit._fit_batch.clear_cache()
 
 
 class ImageFitSuite:
@@ -66,6 +91,12 @@ def main() -> None:
         suite.options = options
         rate = n / median_time(suite.time_image_fit, repeats=3, warmup=0)
         print(f"{n:>5} {name:<40} {rate:>12.1f} {rate / cnn_rate:>9.4f} {rate / refine_rate:>9.3f}", flush=True)
+    suite.options = VARIANTS["image fit (defaults: 20 iterations)"]
+    with forward_mode_jacobian():
+        suite.time_image_fit()  # compile
+        rate = n / median_time(suite.time_image_fit, repeats=3, warmup=0)
+    name = "image fit, earlier forward-mode Jacobian"
+    print(f"{n:>5} {name:<40} {rate:>12.1f} {rate / cnn_rate:>9.4f} {rate / refine_rate:>9.3f}", flush=True)
     print(f"{n:>5} {'mask refinement, defaults (baseline)':<40} {refine_rate:>12.1f} {refine_rate / cnn_rate:>9.4f} {1.0:>9.3f}")
     print(f"{n:>5} {'CNN forward pass (baseline)':<40} {cnn_rate:>12.1f} {1.0:>9.4f} {cnn_rate / refine_rate:>9.3f}")
 

@@ -147,7 +147,7 @@ class AnalyzeCommand:
       segment: segmentation (lengths in units of the typical particle radius found).
       crop: how particles are cut and normalised for the CNN.
       shape: the CNN (shape.model= a trained model) and whether to refine its parameters.
-      image_fit: the fit of each CNN shape to the particle's pixels (with shape.image_fit=true).
+      image_fit: the fit of each CNN shape to the particle's pixels (shape.image_fit=false skips it).
       refine: the refinement by gradient descent through the renderer.
       group: group the particles into shape groups and train the classifier (groups/).
       groups: how groups are found (datasets, methods, K range) and the classifier trained.

@@ -44,7 +44,10 @@ class ShapeOptions:
       model: a model directory from ``nanoshape train`` (the run directory or its model/);
         empty uses the model shipped with nanoshape.
       image_fit: before the refinement, fit the CNN's shape to the particle's pixels with
-        the imaging model it was trained on (:mod:`nanoshape.imagefit`); off by default.
+        the imaging model it was trained on (:mod:`nanoshape.imagefit`): on rendered test
+        particles it lowers the median |log p error| from 0.157 to 0.125 and lifts the 10th
+        percentile of the shape Jaccard from 0.834 to 0.865, for about 0.1 s per particle on
+        two CPU cores; ``false`` skips it (the CNN's shape goes straight to the refinement).
       refine: refine the CNN's parameters by gradient descent through the renderer until
         the re-rendered shape matches the particle's mask (:mod:`nanoshape.refine`).
       batch_size: crops per CNN call.
@@ -52,7 +55,7 @@ class ShapeOptions:
 
     cnn: bool = True
     model: str = ""
-    image_fit: bool = False
+    image_fit: bool = True
     refine: bool = True
     batch_size: int = 256
 

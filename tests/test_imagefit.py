@@ -79,3 +79,28 @@ def test_window_sides_are_the_crop_windows():
     np.testing.assert_allclose(sides, [30 * 1.5, 20 * 1.5])
     with pytest.raises(ValueError, match="particle id 2"):
         window_sides(labels, np.array([2]))
+
+
+def test_the_blur_matrix_is_the_renderers_blur():
+    from nanoshape.render import _gaussian_blur, gaussian_blur_matrix
+
+    image = jax.random.uniform(jax.random.key(3), (40, 40))
+    for sigma in (0.3, 1.7, 5.0):
+        blur = gaussian_blur_matrix(40, sigma)
+        np.testing.assert_allclose(blur @ image @ blur.T, _gaussian_blur(image, sigma), atol=1e-5)
+
+
+@pytest.mark.parametrize("d", [1, 4])
+def test_the_assembled_jacobian_is_forward_mode_through_the_model(d):
+    """The fit blurs the unblurred image's Jacobian and adds the blur's own derivative by
+    hand; both must equal forward mode through the whole model image."""
+    import jax.numpy as jnp
+
+    from nanoshape.imagefit import _model_image, _model_image_and_jacobian
+
+    theta = jnp.asarray([0.5, 0.3, 0.4, 31.3, 32.6, np.log(20.0), 0.2, -0.3, 0.3], jnp.float32)
+    image, jac = _model_image_and_jacobian(theta, jnp.int32(d), 48)
+    np.testing.assert_allclose(image, _model_image(theta, jnp.int32(d), 48), atol=1e-6)
+    reference = jax.jacfwd(_model_image)(theta, jnp.int32(d), 48)
+    assert jac.shape == (48, 48, 9) and np.abs(reference[..., 8]).max() > 1e-3  # the blur's column is not empty
+    np.testing.assert_allclose(jac, reference, atol=1e-5 * np.abs(reference).max())

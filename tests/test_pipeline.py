@@ -44,10 +44,11 @@ def test_run_directory_follows_the_contract(run, scene_dir):
                    "p", "d", "l_ratio", "phi", "p_cnn", "jaccard_cnn", "jaccard_refined", "fit_converged"):
         assert column in particles.columns
     assert particles.l_ratio.min() >= 1 and particles.phi.between(0, np.pi).all() and particles.d.isin(range(1, 7)).all()
-    # refinement keeps the CNN's start when it cannot improve on it (on the fitting grid's loss or on
-    # the reported mask-grid Jaccard: one rendered particle here lost 0.0102 before the second), and
-    # fits rendered masks well
-    assert (particles.jaccard_refined >= particles.jaccard_cnn - 1e-6).all()
+    # refinement keeps its start (the image fit's shape, on by default) when it cannot improve on it
+    # (on the fitting grid's loss or on the reported mask-grid Jaccard: one rendered particle here
+    # lost 0.0102 before the second), and fits rendered masks well
+    assert particles.jaccard_image.notna().all()
+    assert (particles.jaccard_refined >= particles.jaccard_image - 1e-6).all()
     assert particles.jaccard_refined.median() >= 0.9
     pd.testing.assert_frame_equal(pd.read_parquet(output / "particles.parquet"), particles, check_dtype=False)
     for stem in ("sparse", "touching", "crowded"):
@@ -114,7 +115,7 @@ def test_the_cnn_reads_crops_with_the_channels_it_was_trained_on(tmp_path):
     _add_shape_parameters(table, crops, options, {})
     from nanoshape.cnn import load_model, predict
 
-    np.testing.assert_array_equal(table["p"], predict(load_model(tmp_path / "two"), crops[..., :2])["p"])
+    np.testing.assert_array_equal(table["p_cnn"], predict(load_model(tmp_path / "two"), crops[..., :2])["p"])
     assert np.all(table["jaccard_cnn"] > 0)
     # a model trained with the context window refuses crops cut without it, by name
     save_model(ShapeCNN(CNNOptions(input_channels=3), rngs=nnx.Rngs(0)), tmp_path / "three")
@@ -124,15 +125,14 @@ def test_the_cnn_reads_crops_with_the_channels_it_was_trained_on(tmp_path):
 
 
 def test_the_image_fit_feeds_the_refinement(scene_dir):
-    """shape.image_fit adds the fit's columns; the refinement starts from the fit, not the CNN."""
-    from nanoshape.imagefit import ImageFitOptions
+    """The image fit (on by default) adds its columns; the refinement starts from the fit, not
+    the CNN; shape.image_fit=false sends the CNN's shape to the refinement."""
     from nanoshape.io import read_micrograph
     from nanoshape.pipeline import ShapeOptions, analyze_micrograph
 
     micrograph = read_micrograph(scene_dir / "sparse.tif")
-    plain = analyze_micrograph(micrograph, AnalyzeOptions()).particles
-    fitted = analyze_micrograph(micrograph, AnalyzeOptions(shape=ShapeOptions(image_fit=True),
-                                                           image_fit=ImageFitOptions(bucket_sizes=(16, 64)))).particles
+    plain = analyze_micrograph(micrograph, AnalyzeOptions(shape=ShapeOptions(image_fit=False))).particles
+    fitted = analyze_micrograph(micrograph, AnalyzeOptions()).particles
     assert plain[["p_image", "jaccard_image"]].isna().all().all()
     assert fitted[["p_image", "d_image", "l_ratio_image", "phi_image", "jaccard_image"]].notna().all().all()
     np.testing.assert_allclose(fitted.p_cnn, plain.p_cnn, rtol=1e-5)

@@ -108,6 +108,16 @@ def main():
 
     j_cnn, j_fit = against_truth(cnn), against_truth(fit)
     true_log_p = np.log(truth[0])
+
+    def coverage90(o):
+        """Share of truths inside the CNN's central 90 % intervals (+-1.645 sigma) around the values
+        ``o``: the fit has no uncertainties of its own, and the analysis reports the CNN's."""
+        errors = {"log_p": np.abs(np.log(o["p"]) - true_log_p),
+                  "log_l": np.abs(np.log(o["l_ratio"]) - np.log(np.maximum(truth[2], 1.0))),
+                  "phi": np.abs(np.mod(o["phi"] - truth[3] + np.pi / 2, np.pi) - np.pi / 2)}
+        stds = {"log_p": cnn["p_log_std"], "log_l": cnn["l_ratio_log_std"], "phi": cnn["phi_std"]}
+        return {k: float(np.mean(errors[k] <= 1.6448536 * stds[k])) for k in errors}
+
     e_cnn, e_fit = np.abs(np.log(cnn["p"]) - true_log_p), np.abs(np.log(fit["p"]) - true_log_p)
     d_right, d_right_fit = cnn["d"] == truth[1], fit["d"] == truth[1]
     by_p = []
@@ -121,7 +131,8 @@ def main():
             + [f"--option {o}" for o in args.option]),
         "options": repr(options),
         "rendered": {"particles": "the first n of the default test set (full imaging model)",
-                     "cnn": figures(j_cnn, e_cnn, d_right), "image_fit": figures(j_fit, e_fit, d_right_fit),
+                     "cnn": figures(j_cnn, e_cnn, d_right) | {"coverage90": coverage90(cnn)},
+                     "image_fit": figures(j_fit, e_fit, d_right_fit) | {"coverage90": coverage90(fit)},
                      "cost_never_rose": bool(np.all(fit["cost"] <= fit["cost_start"] * (1 + 1e-5))),
                      "seconds": fit_seconds, "particles_per_s": args.n / fit_seconds, "by_p": by_p},
     }

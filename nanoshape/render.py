@@ -260,11 +260,10 @@ def gaussian_blur_matrix(size: int, sigma_px: jax.Array, radius: int = 4) -> jax
     """The (size, size) matrix ``K`` with ``K @ image @ K.T == _gaussian_blur(image, sigma_px)``
     for a square ``image`` (the same weights and edge padding).
 
-    For small images whose derivatives are taken in forward mode (the image fit's Jacobian):
-    the blur of every tangent is then two dense matrix products instead of 2 (2 radius + 1)
-    shifted copies, which XLA does not fuse across the tangents (on 256 crops of 64 x 64 the
-    Jacobian of the image fit's model image took 1.05 s instead of 1.49 s on 2 CPU cores).
-    The cost grows as size^3: keep :func:`_gaussian_blur` for micrographs.
+    For small images with many derivatives: the image fit blurs the Jacobian of its unblurred
+    model image, all tangents at once, as two dense matrix products, where 2 (2 radius + 1)
+    shifted copies per tangent are not fused by XLA on the CPU. The cost grows as size^3:
+    keep :func:`_gaussian_blur` for micrographs.
     """
     offsets = np.arange(-radius, radius + 1)
     source = np.clip(np.arange(size)[None, :] + offsets[:, None], 0, size - 1)  # (offset, row) -> column read

@@ -7,7 +7,8 @@ renders 256 particles (``training_batch`` crops, full imaging model) and compile
 baselines timed in the same run are the CNN's forward pass and the mask refinement with
 its defaults (the stages before and after the image fit in ``nanoshape analyze``), on the
 same crops, and the fit with its earlier Jacobian (forward mode through the whole model
-image, the blur included as shifted copies), patched in for one figure. The start is the truth with CNN-like errors (``bench_refine.perturbed_start``).
+image, the blur included as shifted copies), patched in for one figure. The start is the
+truth with CNN-like errors (``bench_refine.perturbed_start``).
 Medians after warm-up; compilation excluded. Benchmarks never fail: they report.
 """
 
@@ -21,8 +22,8 @@ import numpy as np
 
 from _common import command, machine, median_time
 from bench_refine import perturbed_start
-from nanoshape.cnn import load_model, predict
 from nanoshape import imagefit
+from nanoshape.cnn import load_model, predict
 from nanoshape.imagefit import ImageFitOptions, fit_image
 from nanoshape.refine import refine
 from nanoshape.render import _gaussian_blur, training_batch

@@ -116,8 +116,8 @@ def _model_image_and_jacobian(theta: jax.Array, d: jax.Array, size: int) -> tupl
     through the whole model instead (the blur as shifted copies, which XLA on the CPU does not
     fuse across the tangents) the fit ran 3.7 times slower (``benchmarks/bench_imagefit.py``).
     """
-    absorbed = _absorbed(theta, d, size)
-    jac = jax.jacfwd(lambda t: _absorbed(jnp.concatenate([t, theta[8:]]), d, size))(theta[:8])  # (S, S, 8)
+    absorbed, tangent = jax.linearize(lambda t: _absorbed(jnp.concatenate([t, theta[8:]]), d, size), theta[:8])
+    jac = jax.vmap(tangent, out_axes=2)(jnp.eye(8, dtype=theta.dtype))  # (S, S, 8)
     blur, blur_tangent = jax.jvp(lambda log_sigma: gaussian_blur_matrix(size, jnp.exp(log_sigma)), (theta[8],),
                                  (jnp.ones_like(theta[8]),))
     image = blur @ absorbed @ blur.T

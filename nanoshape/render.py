@@ -245,11 +245,16 @@ def fast_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return (total.astype(jnp.float32) - 510.0) * (1.0 / math.sqrt(4 * (256**2 - 1) / 12))
 
 
-def _gaussian_blur(image: jax.Array, sigma_px: jax.Array, radius: int = 4) -> jax.Array:
-    """Separable Gaussian blur with a traced sigma and a static kernel radius (edge padding)."""
+def _gaussian_weights(sigma_px: jax.Array, radius: int) -> jax.Array:
+    """Normalised Gaussian weights at the offsets -radius..radius."""
     offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
     weights = jnp.exp(-0.5 * (offsets / jnp.maximum(sigma_px, 1e-3)) ** 2)
-    weights = weights / jnp.sum(weights)
+    return weights / jnp.sum(weights)
+
+
+def _gaussian_blur(image: jax.Array, sigma_px: jax.Array, radius: int = 4) -> jax.Array:
+    """Separable Gaussian blur with a traced sigma and a static kernel radius (edge padding)."""
+    weights = _gaussian_weights(sigma_px, radius)
     height, width = image.shape
     padded = jnp.pad(image, radius, mode="edge")
     rows = sum(weights[i] * padded[i : i + height, :] for i in range(2 * radius + 1))
@@ -265,13 +270,10 @@ def gaussian_blur_matrix(size: int, sigma_px: jax.Array, radius: int = 4) -> jax
     shifted copies per tangent are not fused by XLA on the CPU. The cost grows as size^3:
     keep :func:`_gaussian_blur` for micrographs.
     """
-    offsets = np.arange(-radius, radius + 1)
-    source = np.clip(np.arange(size)[None, :] + offsets[:, None], 0, size - 1)  # (offset, row) -> column read
-    picks = np.zeros((2 * radius + 1, size, size), np.float32)
-    for k in range(2 * radius + 1):
-        np.add.at(picks[k], (np.arange(size), source[k]), 1.0)
-    weights = jnp.exp(-0.5 * (jnp.asarray(offsets, jnp.float32) / jnp.maximum(sigma_px, 1e-3)) ** 2)
-    return jnp.einsum("k,kij->ij", weights / jnp.sum(weights), jnp.asarray(picks))
+    # picks[k, i, j] = 1 where output row i reads input row j at offset k - radius (edge padding)
+    source = np.clip(np.arange(size)[None, :] + np.arange(-radius, radius + 1)[:, None], 0, size - 1)
+    picks = (source[:, :, None] == np.arange(size)).astype(np.float32)
+    return jnp.einsum("k,kij->ij", _gaussian_weights(sigma_px, radius), jnp.asarray(picks))
 
 
 def _film_texture(key: jax.Array, height: int, width: int, cell_px: int) -> jax.Array:

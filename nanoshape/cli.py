@@ -176,6 +176,11 @@ def _run_evaluate(cfg) -> Path:
           f"{pooled['n_pred']} found")
     print(f"  at IoU >= {pooled['iou_threshold']}: precision {pooled['precision']:.3f}, recall {pooled['recall']:.3f}, "
           f"F1 {pooled['f1']:.3f}; mean IoU of matches {pooled['mean_iou']:.3f}; count error {pooled['count_error']:+d}")
+    print(f"  per image: median F1 {pooled['median_image_f1']:.3f}, largest found/annotated ratio "
+          f"{pooled['max_count_ratio']:.2f}")
+    by_name = {row["image"]: row for row in scores["images"]}
+    print("  worst images (F1, annotated, found): " + ", ".join(
+        f"{name} ({by_name[name]['f1']:.2f}, {by_name[name]['n_true']}, {by_name[name]['n_pred']})" for name in scores["worst"]))
     for skip in scores["skipped"]:
         print(f"  skipped {skip['image']}: {skip['reason']}")
     print(f"  scores: {output}")
@@ -214,19 +219,61 @@ def _run_train(cfg) -> Path:
     return model_dir
 
 
+def _run_train_segmentation(cfg) -> Path:
+    import json
+
+    from tqdm import tqdm
+
+    from nanoshape.config import to_options
+    from nanoshape.segtrain import SegTrainOptions, run_segmentation_training
+
+    try:
+        options = to_options(SegTrainOptions, cfg.train)
+    except (ValueError, TypeError) as error:
+        raise SystemExit(f"nanoshape train-segmentation: {error}") from None
+    folders = [Path(folder) for folder in cfg.data]
+    for folder in folders:
+        if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
+            raise SystemExit(f"nanoshape train-segmentation: {folder} needs images/ and masks/ folders (same stems)")
+    output = Path(cfg.output)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int, postfix: str = "") -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="step" if stage == "training" else "image")
+        bar.update(done - bar.n)
+        if postfix:
+            bar.set_postfix_str(postfix)
+        if done >= total:
+            bar.close()
+
+    model_dir = run_segmentation_training(folders, output, options, split=cfg.split, rendered=cfg.rendered,
+                                          progress=progress)
+    figures = json.loads((output / "test.json").read_text())
+    print(f"nanoshape train-segmentation: model saved to {model_dir}")
+    for name, pooled in figures.items():
+        print(f"  {name} ({pooled['n_images']} images, {pooled['n_true']} particles): F1 {pooled['f1']:.3f}, "
+              f"precision {pooled['precision']:.3f}, recall {pooled['recall']:.3f}, "
+              f"median per-image F1 {pooled['median_image_f1']:.3f}")
+    print(f"  use it with: nanoshape analyze segment.model={model_dir} ...")
+    return model_dir
+
+
 #: name -> (one-line description, runner). Runners import their heavy modules themselves.
 COMMANDS: dict[str, tuple[str, Callable]] = {
     "analyze": ("find, separate and measure every particle of some micrographs", _run_analyze),
     "classify": ("sort the particles of new micrographs into the groups of an earlier run's classifier", _run_classify),
     "evaluate": ("score label images against hand-drawn instance masks (precision, recall, F1)", _run_evaluate),
     "train": ("train the shape CNN on rendered particles (checkpoints, metrics, test-set figures)", _run_train),
+    "train-segmentation": ("train the particle detector on annotated and rendered micrographs", _run_train_segmentation),
     "render": ("render a sheet of shapes from the prior (PNG + CSV), or example micrographs", _run_render),
 }
 
 
 def _usage() -> str:
     lines = ["usage: nanoshape <command> [key=value ...] [--help]", "", "commands:"]
-    lines += [f"  {name:<10} {doc}" for name, (doc, _) in COMMANDS.items()]
+    lines += [f"  {name:<19} {doc}" for name, (doc, _) in COMMANDS.items()]
     lines += ["", "Options are Hydra overrides; `nanoshape <command> --help` lists them with their defaults."]
     return "\n".join(lines)
 

@@ -25,10 +25,11 @@ from nanoshape.imagefit import ImageFitOptions
 from nanoshape.refine import RefineOptions
 from nanoshape.render import Imaging
 from nanoshape.segment import SegmentOptions
+from nanoshape.segtrain import SegTrainOptions
 from nanoshape.shape import ShapePrior
 from nanoshape.training import TrainOptions
 
-__all__ = ["schema", "to_options", "RenderCommand", "AnalyzeCommand", "ClassifyCommand", "EvaluateCommand", "TrainCommand", "COMMAND_SCHEMAS", "register", "compose"]
+__all__ = ["schema", "to_options", "RenderCommand", "AnalyzeCommand", "ClassifyCommand", "EvaluateCommand", "TrainCommand", "TrainSegmentationCommand", "COMMAND_SCHEMAS", "register", "compose"]
 
 
 def _hydra_type(annotation: Any) -> Any:
@@ -220,9 +221,33 @@ class TrainCommand:
     train: schema(TrainOptions) = field(default_factory=lambda: _default(TrainOptions))
 
 
+@dataclass
+class TrainSegmentationCommand:
+    """``nanoshape train-segmentation``: train the particle detector (a U-Net over an image pyramid).
+
+    Attributes:
+      output: the run directory (options.json, metrics.jsonl, checkpoints/, model/,
+        test.json). Rerunning into the same directory resumes from its newest checkpoint.
+      data: folders of annotated micrographs, each with images/ and masks/ (instance masks
+        of the same stems: 0 = background, one integer per particle).
+      split: which of their micrographs to train on: ``train`` (all but the validation
+        part, see nanoshape.evaluate.is_validation), ``fit`` (also without the development
+        part) or ``all``. test.json scores the validation part (and the development part
+        when it was left out) beside rendered evaluation scenes.
+      rendered: micrographs rendered by nanoshape to train on beside the annotated ones.
+      train: the training options (steps, batch, patch size, zoom ranges, architecture).
+    """
+
+    output: str = "nanoshape-segmentation"
+    data: list[str] = field(default_factory=list)
+    split: str = "train"
+    rendered: int = 200
+    train: schema(SegTrainOptions) = field(default_factory=lambda: _default(SegTrainOptions))
+
+
 #: Command name -> schema; ``register`` stores each as ``<name>_schema`` in the ConfigStore.
 COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand, "analyze": AnalyzeCommand, "evaluate": EvaluateCommand, "train": TrainCommand,
-                                   "classify": ClassifyCommand}
+                                   "classify": ClassifyCommand, "train-segmentation": TrainSegmentationCommand}
 
 
 def register() -> None:

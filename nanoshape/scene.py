@@ -11,6 +11,7 @@ end against known answers.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from nanoshape.render import (
 )
 from nanoshape.shape import ShapeParams, area, canonicalize, radius
 
-__all__ = ["Population", "SceneOptions", "Scene", "render_scene", "POPULATIONS"]
+__all__ = ["Population", "SceneOptions", "Scene", "render_scene", "POPULATIONS", "draw_graphics", "evaluation_scene_options"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,19 @@ class SceneOptions:
         touch without overlapping elsewhere.
       allow_border: let particles be cut by the image border (as in real micrographs).
       imaging: the imaging model (random values drawn once per scene).
+      porosity_range: share of each particle's density taken out by pores (uniform per
+        particle); pores are the upper half of a smooth random field...
+      pore_size: ...whose correlation length is this fraction of the particle's diameter
+        (mesoporous silica, porous metals: bright specks inside a dark particle).
+      grain_range: rms of a granular variation of each particle's density (polycrystalline
+        or textured particles), with the correlation length of the pores.
+      saturate_fraction: share of the darkest pixels clipped to one value, as an
+        over-exposed camera or an 8-bit export with crushed blacks gives.
+      graphics: draw a scale bar with its label and a panel letter onto the micrograph
+        (saturated, as figures in papers have them; the labels do not change: graphics
+        are not particles).
+      data_band: draw an instrument data band with text along the bottom edge (SEM and
+        some TEM software print one).
     """
 
     height_px: int = 512
@@ -95,6 +109,12 @@ class SceneOptions:
     imaging: Imaging = field(
         default_factory=lambda: Imaging(dose_range=(300.0, 1000.0), texture_range=(0.01, 0.03), contrast_range=(0.4, 0.6))
     )
+    porosity_range: tuple[float, float] = (0.0, 0.0)
+    pore_size: float = 0.12
+    grain_range: tuple[float, float] = (0.0, 0.0)
+    saturate_fraction: float = 0.0
+    graphics: bool = False
+    data_band: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -323,6 +343,8 @@ def render_scene(key: jax.Array, options: SceneOptions = SceneOptions()) -> Scen
         ys, xs = slice(max(y0, 0), min(y0 + side, height)), slice(max(x0, 0), min(x0 + side, width))
         cy, cx = slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0)
         cov = coverage[cy, cx]
+        if options.porosity_range[1] > 0 or options.grain_range[1] > 0:
+            dens = dens * _internal_structure(rng, dens.shape, part["scale_px"], options)
         density[ys, xs] += dens[cy, cx]
         win = (cov >= 0.5) & (cov > best[ys, xs])
         labels[ys, xs][win] = pid
@@ -330,11 +352,130 @@ def render_scene(key: jax.Array, options: SceneOptions = SceneOptions()) -> Scen
         shape = ShapeParams(*(float(a[index]) for a in canonical))
         rows.append(_truth_row(pid, part, shape, coverage, x0, y0, options))
     image = np.asarray(_image(key_noise, jnp.asarray(density), params, imaging=options.imaging))
+    if options.saturate_fraction > 0:
+        image = np.maximum(image, np.quantile(image, options.saturate_fraction)).astype(np.float32)
+    if options.graphics or options.data_band:
+        image, covered = draw_graphics(rng, image, scale_bar=options.graphics, panel_letter=options.graphics,
+                                       data_band=options.data_band)
+        labels[covered] = 0  # what graphics cover shows no particle
     truth = pd.DataFrame(rows, columns=_TRUTH_COLUMNS)
     labels_present = np.bincount(labels.ravel(), minlength=len(rows) + 1)[1:]
     truth["visible_area_px"] = labels_present
     truth["touches_border"] = _touches_border(labels, len(rows))
     return Scene(image=image, labels=labels, truth=truth, pixel_size_nm=options.pixel_size_nm, imaging=params)
+
+
+def _internal_structure(rng: np.random.Generator, shape: tuple[int, int], scale_px: float, options: SceneOptions) -> np.ndarray:
+    """Multiplicative density factor of one particle's window: pores and grain."""
+    from scipy import ndimage as ndi
+
+    cell = max(options.pore_size * 2 * scale_px, 0.7)
+    field_ = ndi.gaussian_filter(rng.standard_normal(shape), cell / 2)
+    field_ /= max(float(field_.std()), 1e-9)
+    porosity = rng.uniform(*options.porosity_range)
+    grain = rng.uniform(*options.grain_range)
+    pores = 1.0 / (1.0 + np.exp(-4.0 * field_))  # soft upper half of the field
+    second = ndi.gaussian_filter(rng.standard_normal(shape), cell / 2)
+    second /= max(float(second.std()), 1e-9)
+    return np.clip((1.0 - porosity * pores) * (1.0 + grain * second), 0.0, None).astype(np.float32)
+
+
+_BAND_TEXT = ("EHT = 5.00 kV", "WD = 4.2 mm", "Mag = 50.00 K X", "Signal A = InLens", "Width = 2.286 um",
+              "HV 200 kV", "Spot 3", "Det TLD")
+
+
+def draw_graphics(rng: np.random.Generator, image: np.ndarray, *, scale_bar: bool = True, panel_letter: bool = True,
+                  data_band: bool = False) -> np.ndarray:
+    """Draw figure graphics onto a micrograph: a scale bar with its label, a panel letter, a data band.
+
+    Graphics are drawn saturated (the image's extreme values), in a font matplotlib ships,
+    at random sizes and corners, black on light or white on dark, sometimes on a box.
+
+    Returns:
+      the image with the graphics (float32, same shape) and the (H, W) bool mask of the
+      pixels they cover.
+    """
+    from matplotlib import font_manager
+    from PIL import Image, ImageDraw, ImageFont
+
+    height, width = image.shape
+    lo, hi = float(image.min()), float(image.max())
+    fonts = [font_manager.findfont(font_manager.FontProperties(family=family, weight=weight))
+             for family in ("DejaVu Sans", "DejaVu Serif") for weight in ("normal", "bold")]
+    ink = Image.new("L", (width, height), 0)  # 255 where the foreground colour goes
+    box = Image.new("L", (width, height), 0)  # 255 where the box colour goes
+    draw_ink, draw_box = ImageDraw.Draw(ink), ImageDraw.Draw(box)
+    dark_ink = rng.random() < 0.5
+    if data_band:
+        band = int(rng.uniform(0.06, 0.12) * height)
+        draw_box.rectangle([0, height - band, width, height], fill=255)
+        font = ImageFont.truetype(fonts[int(rng.integers(len(fonts)))], max(8, int(band * 0.35)))
+        x = 4
+        for text in rng.choice(_BAND_TEXT, size=4, replace=False):
+            draw_ink.text((x, height - band + band * 0.15), str(text), fill=255, font=font)
+            x += int(draw_ink.textlength(str(text), font=font)) + 12
+        height_free = height - band
+    else:
+        height_free = height
+    if scale_bar:
+        length = int(rng.uniform(0.12, 0.3) * width)
+        thick = max(2, int(rng.uniform(0.008, 0.02) * height))
+        size = max(9, int(rng.uniform(0.035, 0.07) * height))
+        font = ImageFont.truetype(fonts[int(rng.integers(len(fonts)))], size)
+        label = f"{int(rng.choice([2, 5, 10, 20, 50, 100, 200, 500]))} {rng.choice(['nm', 'µm'])}"
+        right = rng.random() < 0.7
+        x0 = width - length - int(0.05 * width) if right else int(0.05 * width)
+        y0 = height_free - int(rng.uniform(0.05, 0.1) * height) - thick
+        if rng.random() < 0.4:
+            draw_box.rectangle([x0 - 6, y0 - size - 12, x0 + length + 6, y0 + thick + 6], fill=255)
+        draw_ink.rectangle([x0, y0, x0 + length, y0 + thick], fill=255)
+        text_width = draw_ink.textlength(label, font=font)
+        draw_ink.text((x0 + (length - text_width) / 2, y0 - size - 4), label, fill=255, font=font)
+    if panel_letter:
+        size = max(10, int(rng.uniform(0.05, 0.1) * height))
+        font = ImageFont.truetype(fonts[int(rng.integers(len(fonts)))], size)
+        letter = str(rng.choice(list("abcdefABCDEF") + ["(a)", "(b)", "(c)"]))
+        x, y = int(rng.uniform(0.01, 0.05) * width), int(rng.uniform(0.01, 0.05) * height)
+        if rng.random() < 0.3:
+            draw_box.rectangle([x - 3, y - 3, x + 1.2 * size * len(letter) * 0.6 + 3, y + 1.2 * size], fill=255)
+        draw_ink.text((x, y), letter, fill=255, font=font)
+    ink_value, box_value = (lo, hi) if dark_ink else (hi, lo)
+    out = np.where(np.asarray(box) > 127, box_value, image)
+    alpha = np.asarray(ink, np.float32) / 255.0
+    covered = (np.asarray(box) > 127) | (alpha > 0.25)
+    return (out * (1 - alpha) + ink_value * alpha).astype(np.float32), covered
+
+
+def evaluation_scene_options(index: int, *, hard: bool = False, side_px: int = 384) -> SceneOptions:
+    """Options of the rendered evaluation scenes (``experiments/segmentation_eval.py``).
+
+    Plain scenes: touching spheres, cubes, rods, triangles and stars, 15-60 px across.
+    Hard scenes add, in turn: porous particles, textured particles, agglomerates (most
+    particles in contact, overlapping), saturated cores, and every one of them figure
+    graphics (scale bar, label, panel letter) and, every third, a data band.
+    """
+    rng = np.random.default_rng(index)
+    names = list(POPULATIONS)
+    chosen = rng.choice(names, size=int(rng.integers(1, 4)), replace=False)
+    diameter_px = float(rng.uniform(15, 60))
+    populations = tuple(dataclasses.replace(POPULATIONS[n], diameter_nm=diameter_px, diameter_cv=0.12) for n in chosen)
+    n_particles = int(np.clip(0.3 * side_px**2 / (np.pi / 4 * diameter_px**2), 4, 200))
+    options = SceneOptions(height_px=side_px, width_px=side_px, pixel_size_nm=1.0, n_particles=n_particles,
+                           populations=populations, touching_fraction=0.4)
+    if not hard:
+        return options
+    kind = index % 4
+    changes: dict = {"graphics": True, "data_band": index % 3 == 0}
+    if kind == 0:
+        changes |= {"porosity_range": (0.4, 0.8), "pore_size": 0.1}
+    elif kind == 1:
+        changes |= {"grain_range": (0.2, 0.4), "pore_size": 0.08}
+    elif kind == 2:
+        changes |= {"touching_fraction": 0.9, "contact_overlap_px": 0.06 * diameter_px, "gap_px": 1.0,
+                    "n_particles": int(1.5 * n_particles)}
+    else:
+        changes |= {"saturate_fraction": 0.1}
+    return dataclasses.replace(options, **changes)
 
 
 _TRUTH_COLUMNS = [

@@ -80,6 +80,11 @@ class SegmentOptions:
     radius ``r`` found in each image unless their name says otherwise.
 
     Attributes:
+      method: 'learned' (the detector of :mod:`nanoshape.segnet`, trained on annotated and
+        rendered micrographs) or 'classical' (the thresholds and watershed below, which
+        the options from ``polarity`` on configure).
+      model: a segmentation model directory (``nanoshape train-segmentation``); empty uses
+        the one shipped with nanoshape.
       polarity: 'auto' (detect), 'bright_field' (dark particles) or 'dark_field'.
       particle_diameter_px: typical particle diameter in pixels, or None to estimate it.
       working_radius_px: images are analysed block-averaged so the typical radius is at
@@ -124,6 +129,8 @@ class SegmentOptions:
         0 = one per CPU core (at most 8). Runs that already use one process per core set 1.
     """
 
+    method: str = "classical"
+    model: str = ""
     polarity: str = "auto"
     particle_diameter_px: float | None = None
     working_radius_px: float = 4.0
@@ -153,6 +160,8 @@ class SegmentOptions:
     threads: int = 0
 
     def __post_init__(self):
+        if self.method not in ("learned", "classical"):
+            raise ValueError(f"SegmentOptions.method must be 'learned' or 'classical', got {self.method!r}")
         if self.polarity not in ("auto", "bright_field", "dark_field"):
             raise ValueError(f"polarity must be 'auto', 'bright_field' or 'dark_field', got {self.polarity!r}")
         if self.threads < 0:
@@ -752,6 +761,49 @@ def _robust_outliers(values: np.ndarray, k: float, floor: float, *, two_sided: b
     return (np.abs(deviation) > k) if two_sided else (deviation < -k)
 
 
+def _removals(labels: np.ndarray, overlay: np.ndarray, options: SegmentOptions
+              ) -> tuple[np.ndarray, list[pd.DataFrame], int]:
+    """Step 8: drop graphics, particles joined to them, particles cut by the border and
+    outliers, each recorded with its reason; returns the kept particles relabelled 1..N
+    (uint32), the dropped rows and N."""
+    n = int(labels.max())
+    dropped = []
+    reason = np.full(n + 1, "", dtype=object)
+    if options.remove_overlays and overlay.any():
+        ids = np.arange(n + 1)
+        area = np.bincount(labels.ravel(), minlength=n + 1)
+        in_overlay = np.bincount(labels[overlay], minlength=n + 1)
+        mostly = in_overlay > 0.5 * np.maximum(area, 1)
+        reason[(ids > 0) & mostly] = "scale bar/text"
+        if options.method == "classical":
+            touching = np.zeros(n + 1, dtype=bool)
+            touching[np.unique(labels[ndi.binary_dilation(overlay, structure=_EIGHT)])] = True
+            reason[(ids > 0) & touching & ~mostly] = "joined to scale bar/text"
+    if options.remove_border:
+        border = _border_ids(labels)
+        reason[border[reason[border] == ""]] = "touches border"
+    kept = np.flatnonzero(reason == "")
+    kept = kept[kept > 0]
+    area_all = np.bincount(labels.ravel(), minlength=n + 1)
+    kept = kept[area_all[kept] > 0]
+    if kept.size >= 8:
+        outlier = _robust_outliers(np.log(area_all[kept]), options.outlier_area, options.min_area_spread, two_sided=True)
+        reason[kept[outlier]] = "outlier area"
+        kept = kept[~outlier]
+    if kept.size >= 8 and np.isfinite(options.outlier_solidity):
+        solidity = _solidity(labels, kept)
+        outlier = _robust_outliers(solidity, options.outlier_solidity, options.min_solidity_spread, two_sided=False)
+        reason[kept[outlier]] = "outlier solidity"
+        kept = kept[~outlier]
+    for why in DROP_REASONS[1:]:
+        ids = np.flatnonzero(reason == why)
+        if ids.size:
+            dropped.append(_dropped_rows(labels, n, ids, why))
+    lut = np.zeros(n + 1, dtype=np.uint32)
+    lut[kept] = np.arange(1, kept.size + 1, dtype=np.uint32)
+    return lut[labels], dropped, int(kept.size)
+
+
 def _segment_at(bright: np.ndarray, usable: np.ndarray, radius0: float, factor: int, options: SegmentOptions, lap,
                 threads: int = 1) -> dict:
     """Steps 4-7 at a working resolution of ``factor`` (block means), labels back at full size."""
@@ -853,6 +905,38 @@ def _segment_at(bright: np.ndarray, usable: np.ndarray, radius0: float, factor: 
 # ----------------------------------------------------------------------------- main entry
 
 
+def _segment_learned(image: np.ndarray, overlay: np.ndarray, options: SegmentOptions, lap, timings: dict) -> Segmentation:
+    """The learned detector's particles (:mod:`nanoshape.segnet`), then the removals of step 8."""
+    from nanoshape.segnet import detect, load_segnet, predict_levels
+
+    model = load_segnet(options.model or None)
+    levels = predict_levels(model, image)
+    lap("network")
+    labels, found = detect(levels, image.shape, model.options.target_diameter_px)
+    lap("instances")
+    final, removed, kept_count = _removals(labels, overlay, options)
+    lap("removals")
+    table = pd.concat(removed, ignore_index=True) if removed else pd.DataFrame(columns=_DROPPED_COLUMNS)
+    table = table.astype({"centroid_x_px": float, "centroid_y_px": float, "area_px": float, "reason": str})
+    particle = final > 0
+    inside = float(np.median(image[particle])) if particle.any() else float("nan")
+    outside = float(np.median(image[~particle & ~overlay])) if (~particle & ~overlay).any() else float("nan")
+    polarity = "dark_field" if inside > outside else "bright_field"
+    area = np.bincount(final.ravel())[1:]
+    diameter = float(np.median(2 * np.sqrt(area / np.pi))) if area.size else float("nan")
+    info = {
+        "method": "learned",
+        "polarity": polarity,
+        "pyramid_levels": len(levels),
+        "particles_per_level": np.bincount(found["level"], minlength=len(levels)).tolist(),
+        "overlay_fraction": float(overlay.mean()),
+        "n_particles": kept_count,
+        "n_dropped": int(len(table)),
+        "timings_s": timings,
+    }
+    return Segmentation(labels=final, dropped=table, polarity=polarity, particle_size_px=diameter, info=info)
+
+
 def segment(image: np.ndarray, options: SegmentOptions = SegmentOptions()) -> Segmentation:
     """Find and separate the particles of one micrograph.
 
@@ -911,6 +995,8 @@ def segment(image: np.ndarray, options: SegmentOptions = SegmentOptions()) -> Se
             info={"no_contrast": True, "n_particles": 0, "n_dropped": 0, "overlay_fraction": float(overlay.mean()),
                   "timings_s": timings},
         )
+    if options.method == "learned":
+        return _segment_learned(image, overlay, options, lap, timings)
     normalised = np.clip((image - lo) / max(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)
     if options.polarity == "auto":
         polarity, polarity_score = detect_polarity(normalised, usable)
@@ -942,40 +1028,8 @@ def segment(image: np.ndarray, options: SegmentOptions = SegmentOptions()) -> Se
     labels = labels.astype(np.int32, copy=False)
 
     # 8. removals
-    n = int(labels.max())
-    reason = np.full(n + 1, "", dtype=object)
-    if options.remove_overlays and overlay.any():
-        ids = np.arange(n + 1)
-        area = np.bincount(labels.ravel(), minlength=n + 1)
-        in_overlay = np.bincount(labels[overlay], minlength=n + 1)
-        touching = np.zeros(n + 1, dtype=bool)
-        touching[np.unique(labels[ndi.binary_dilation(overlay, structure=_EIGHT)])] = True
-        mostly = in_overlay > 0.5 * np.maximum(area, 1)
-        reason[(ids > 0) & mostly] = "scale bar/text"
-        reason[(ids > 0) & touching & ~mostly] = "joined to scale bar/text"
-    if options.remove_border:
-        border = _border_ids(labels)
-        reason[border[reason[border] == ""]] = "touches border"
-    kept = np.flatnonzero(reason == "")
-    kept = kept[kept > 0]
-    area_all = np.bincount(labels.ravel(), minlength=n + 1)
-    kept = kept[area_all[kept] > 0]
-    if kept.size >= 8:
-        outlier = _robust_outliers(np.log(area_all[kept]), options.outlier_area, options.min_area_spread, two_sided=True)
-        reason[kept[outlier]] = "outlier area"
-        kept = kept[~outlier]
-    if kept.size >= 8 and np.isfinite(options.outlier_solidity):
-        solidity = _solidity(labels, kept)
-        outlier = _robust_outliers(solidity, options.outlier_solidity, options.min_solidity_spread, two_sided=False)
-        reason[kept[outlier]] = "outlier solidity"
-        kept = kept[~outlier]
-    for why in DROP_REASONS[1:]:
-        ids = np.flatnonzero(reason == why)
-        if ids.size:
-            dropped.append(_dropped_rows(labels, n, ids, why))
-    lut = np.zeros(n + 1, dtype=np.uint32)
-    lut[kept] = np.arange(1, kept.size + 1, dtype=np.uint32)
-    final = lut[labels]
+    final, removed, kept_count = _removals(labels.astype(np.int32, copy=False), overlay, options)
+    dropped.extend(removed)
     lap("removals")
 
     table = pd.concat([d for d in dropped if len(d)], ignore_index=True) if any(len(d) for d in dropped) else pd.DataFrame(columns=_DROPPED_COLUMNS)
@@ -994,7 +1048,7 @@ def segment(image: np.ndarray, options: SegmentOptions = SegmentOptions()) -> Se
         "background_level": th["background"],
         "sparse": th["sparse"],
         "overlay_fraction": float(overlay.mean()),
-        "n_particles": int(kept.size),
+        "n_particles": kept_count,
         "n_dropped": int(len(table)),
         "timings_s": timings,
     }

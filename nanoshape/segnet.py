@@ -1,0 +1,444 @@
+"""A learned particle detector: a small U-Net run over an image pyramid.
+
+The network maps a normalised micrograph to three per-pixel outputs:
+
+- ``foreground``: the probability that the pixel belongs to a particle;
+- ``distance``: the pixel's distance to its particle's edge divided by the largest such
+  distance in that particle (1 on the particle's medial axis, 0 at its edge and outside),
+  whose cores (> 0.5) seed a watershed that separates touching particles;
+- ``log2 size``: log2 of the equivalent diameter (in the network's own pixels) of the
+  particle the pixel belongs to.
+
+The size output is what makes the detector work on any micrograph without knowing the
+particle size beforehand: the image is block-averaged into a pyramid (factors 1, 2, 4, ...),
+the network runs on every level, and each pixel takes the maps of the level at which its
+particle appears closest to ``target_diameter_px``, the size the network handles best. A
+large porous particle seen at full resolution is texture without edges in view; the
+network says "larger than I can see" there, and the coarser level, where the whole particle
+fits in the receptive field, is used. A clump of small particles seen at a coarse level is
+a blob of sub-resolution texture; the network says "smaller than a few pixels" and the
+finer level is used. Several populations of different size in one micrograph are each
+taken from their own level.
+
+The model ships inside the package (``nanoshape/data/segnet``, orbax, no executable code)
+and is trained by ``nanoshape train-segmentation`` (:mod:`nanoshape.segtrain`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from scipy import ndimage as ndi
+
+__all__ = ["SegNetOptions", "SegNet", "Level", "DetectOptions", "normalise", "predict_levels", "detect", "save_segnet",
+           "load_segnet", "default_segnet_dir", "OUTPUTS"]
+
+#: output channels, in order
+OUTPUTS = ("foreground", "distance", "log2_size")
+
+
+@dataclass(frozen=True)
+class SegNetOptions:
+    """Architecture of the U-Net and how it is applied.
+
+    Attributes:
+      channels: feature channels at each resolution of the U-Net (one max-pool between
+        levels); the receptive field grows with the number of levels.
+      target_diameter_px: particle diameter (network pixels) the pyramid aims at; each
+        pixel is taken from the level whose predicted size is nearest it.
+      min_level_side_px: pyramid levels stop before the shorter image side falls under this.
+      tile_px: images (pyramid levels) larger than this are run in overlapping tiles of this
+        side (a multiple of 32)...
+      tile_margin_px: ...whose outer margin, discarded, is this wide.
+    """
+
+    channels: tuple[int, ...] = (8, 16, 32, 64, 128)
+    target_diameter_px: float = 24.0
+    min_level_side_px: int = 48
+    tile_px: int = 1024
+    tile_margin_px: int = 96
+
+    def __post_init__(self):
+        if len(self.channels) < 2:
+            raise ValueError(f"SegNetOptions.channels needs at least two levels, got {self.channels}")
+        if self.tile_px % self.multiple or self.tile_px <= 2 * self.tile_margin_px:
+            raise ValueError(f"tile_px must be a multiple of {self.multiple} larger than twice tile_margin_px, "
+                             f"got {self.tile_px} and {self.tile_margin_px}")
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this (one factor 2 per pooling)."""
+        return 2 ** (len(self.channels) - 1)
+
+
+def _pool(x: jax.Array) -> jax.Array:
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+class _Block(nnx.Module):
+    """Two 3 x 3 convolutions, each followed by batch normalisation and a ReLU.
+
+    Batch (not group or instance) normalisation: at inference it is a fixed affine map,
+    so the output at a pixel does not depend on the size of the image or tile around it,
+    and tiled inference equals whole-image inference.
+    """
+
+    def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
+        self.conv1 = nnx.Conv(c_in, c_out, (3, 3), use_bias=False, rngs=rngs)
+        self.norm1 = nnx.BatchNorm(c_out, momentum=0.95, rngs=rngs)
+        self.conv2 = nnx.Conv(c_out, c_out, (3, 3), use_bias=False, rngs=rngs)
+        self.norm2 = nnx.BatchNorm(c_out, momentum=0.95, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jax.nn.relu(self.norm1(self.conv1(x)))
+        return jax.nn.relu(self.norm2(self.conv2(x)))
+
+
+class SegNet(nnx.Module):
+    """U-Net: a block of two convolutions per level, max-pooling down, transposed convolutions up."""
+
+    def __init__(self, options: SegNetOptions = SegNetOptions(), *, rngs: nnx.Rngs):
+        self.options = options
+        encoder, c_in = [], 1
+        for c in options.channels:
+            encoder.append(_Block(c_in, c, rngs=rngs))
+            c_in = c
+        self.encoder = nnx.List(encoder)
+        ups, decoder = [], []
+        for c in reversed(options.channels[:-1]):
+            ups.append(nnx.ConvTranspose(c_in, c, (2, 2), strides=(2, 2), rngs=rngs))
+            decoder.append(_Block(2 * c, c, rngs=rngs))
+            c_in = c
+        self.ups = nnx.List(ups)
+        self.decoder = nnx.List(decoder)
+        self.head = nnx.Conv(c_in, len(OUTPUTS), (1, 1), rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(B, H, W, 1) normalised images, H and W multiples of ``options.multiple`` ->
+        (B, H, W, 3) raw outputs: foreground logit, distance logit, log2 size."""
+        skips = []
+        for level, block in enumerate(self.encoder):
+            if level:
+                x = _pool(x)
+            x = block(x)
+            skips.append(x)
+        for up, block, skip in zip(self.ups, self.decoder, reversed(skips[:-1])):
+            x = block(jnp.concatenate([up(x), skip], axis=-1))
+        return self.head(x)
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Scale intensities so the 0.5th and 99.5th percentiles map to -0.5 and 0.5 (float32).
+
+    Percentiles are taken from a strided sample of at most ~1 Mpx; non-finite pixels take
+    the median. The network sees every micrograph on this common scale.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    finite = np.isfinite(image)
+    if not finite.all():
+        image = np.where(finite, image, np.median(image[finite]) if finite.any() else 0.0).astype(np.float32)
+    stride = max(1, int(np.sqrt(image.size / 1_000_000)))
+    lo, hi = np.percentile(image[::stride, ::stride], [0.5, 99.5])
+    if not hi > lo:
+        return np.zeros(image.shape, np.float32)
+    return np.clip((image - lo) / (hi - lo) - 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def block_mean(x: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor x factor`` blocks, the image edge-padded to a multiple of ``factor``."""
+    if factor == 1:
+        return x
+    h, w = x.shape[:2]
+    ph, pw = -h % factor, -w % factor
+    if ph or pw:
+        x = np.pad(x, ((0, ph), (0, pw)) + ((0, 0),) * (x.ndim - 2), mode="edge")
+    shape = (x.shape[0] // factor, factor, x.shape[1] // factor, factor) + x.shape[2:]
+    return x.reshape(shape).mean(axis=(1, 3), dtype=np.float32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, x):
+    return nnx.merge(graphdef, state)(x)
+
+
+def _run_level(model: SegNet, level: np.ndarray) -> np.ndarray:
+    """The network's raw outputs (H, W, 3) on one pyramid level, tiled when large.
+
+    The level is reflect-padded by ``tile_margin_px`` on every side, so that pixels near
+    its edge see a mirrored context rather than zeros. A level whose padded size fits in
+    ``tile_px`` runs in one call, its sides rounded up to a multiple of 32 (a few compiled
+    shapes serve all images); a larger one is cut into ``tile_px`` tiles that overlap by
+    twice the margin, each keeping its centre. With a margin of at least half the
+    receptive field both give the same outputs.
+    """
+    options = model.options
+    graphdef, state = nnx.split(model)
+    h, w = level.shape
+    tile, margin = options.tile_px, options.tile_margin_px
+    bucket = max(options.multiple, 32)
+
+    def padded(bottom: int, right: int) -> np.ndarray:
+        # numpy reflects repeatedly where a pad exceeds the side; a side of 1 has nothing to reflect
+        mode = "reflect" if min(h, w) > 1 else "edge"
+        return np.pad(level, ((margin, bottom), (margin, right)), mode=mode)
+
+    if max(h, w) + 2 * margin <= tile:
+        ph, pw = -(h + 2 * margin) % bucket, -(w + 2 * margin) % bucket
+        x = padded(margin + ph, margin + pw)
+        out = _forward(graphdef, state, jnp.asarray(x[None, ..., None]))
+        return np.asarray(out[0, margin:margin + h, margin:margin + w])
+    core = tile - 2 * margin
+    ny, nx = math.ceil(h / core), math.ceil(w / core)
+    x = padded(ny * core - h + margin, nx * core - w + margin)
+    out = np.zeros((ny * core, nx * core, len(OUTPUTS)), np.float32)
+    tiles = [(i, j) for i in range(ny) for j in range(nx)]
+    batch = 4
+    for start in range(0, len(tiles), batch):
+        chunk = tiles[start:start + batch]
+        stack = np.stack([x[i * core:i * core + tile, j * core:j * core + tile] for i, j in chunk])
+        if len(chunk) < batch:  # one compiled batch shape
+            stack = np.concatenate([stack, np.zeros((batch - len(chunk), tile, tile), np.float32)])
+        result = np.asarray(_forward(graphdef, state, jnp.asarray(stack[..., None])))
+        for (i, j), r in zip(chunk, result):
+            out[i * core:(i + 1) * core, j * core:(j + 1) * core] = r[margin:margin + core, margin:margin + core]
+    return out[:h, :w]
+
+
+@dataclass(frozen=True, eq=False)
+class Level:
+    """The network's outputs on one pyramid level (block means of ``factor x factor`` pixels).
+
+    Attributes:
+      factor: micrograph pixels per level pixel (a power of two).
+      foreground: (h, w) probability that a pixel belongs to a particle.
+      distance: (h, w) normalised distance to the particle's edge (1 on its medial axis).
+      log2_size: (h, w) log2 of the pixel's particle's equivalent diameter, in level pixels.
+    """
+
+    factor: int
+    foreground: np.ndarray
+    distance: np.ndarray
+    log2_size: np.ndarray
+
+
+def predict_levels(model: SegNet, image: np.ndarray) -> list[Level]:
+    """Run the network on every level of the image's block-mean pyramid.
+
+    Levels halve the resolution until the shorter side would fall under
+    ``options.min_level_side_px``.
+
+    Args:
+      model: a trained :class:`SegNet`.
+      image: (H, W) micrograph, any range and dtype.
+    """
+    options = model.options
+    normalised = normalise(image)
+    levels = []
+    factor = 1
+    while True:
+        raw = _run_level(model, block_mean(normalised, factor))
+        levels.append(Level(factor=factor, foreground=_sigmoid(raw[..., 0]), distance=_sigmoid(raw[..., 1]),
+                            log2_size=raw[..., 2]))
+        if min(normalised.shape) // (2 * factor) < options.min_level_side_px:
+            return levels
+        factor *= 2
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
+
+
+def _level_instances(level: Level, foreground_threshold: float, core_threshold: float) -> np.ndarray:
+    """Instances on one level: a watershed of the distance seeded by its cores.
+
+    Particles are the connected regions of foreground; cores (distance above
+    ``core_threshold``) seed a watershed of the negated distance inside them, which splits
+    touching particles along the valley between their cores. A foreground region without
+    a core becomes a particle of its own.
+    """
+    from skimage.segmentation import watershed
+
+    fg = level.foreground > foreground_threshold
+    markers, n = ndi.label(fg & (level.distance > core_threshold))
+    labels = watershed(-level.distance, markers, mask=fg) if n else np.zeros(fg.shape, np.int32)
+    orphans, n_orphans = ndi.label(fg & (labels == 0))
+    if n_orphans:
+        labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    return labels.astype(np.int32)
+
+
+def _upsample(x: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of (h, w, c) block means by an integer factor to ``shape``, pixel centres aligned."""
+    if factor == 1:
+        return x[: shape[0], : shape[1]]
+
+    def axis_weights(n_out: int, n_in: int):
+        pos = np.clip((np.arange(n_out, dtype=np.float32) + 0.5) / factor - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    y0, y1, wy = axis_weights(shape[0], x.shape[0])
+    x0, x1, wx = axis_weights(shape[1], x.shape[1])
+    rows = x[y0] * (1 - wy)[:, None, None] + x[y1] * wy[:, None, None]
+    return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+
+
+def _to_full(labels: np.ndarray, level: Level, shape: tuple[int, int], foreground_threshold: float) -> np.ndarray:
+    """A level's instance labels on the micrograph's grid: nearest-neighbour blocks, the
+    edge redrawn where the bilinearly upsampled foreground crosses the threshold."""
+    from skimage.segmentation import expand_labels
+
+    f = level.factor
+    if f == 1:
+        return labels
+    up = np.repeat(np.repeat(labels, f, axis=0), f, axis=1)[: shape[0], : shape[1]]
+    fg = _upsample(level.foreground[..., None], f, shape)[..., 0] > foreground_threshold
+    return np.where(fg, expand_labels(up, distance=f), 0).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """How particles are taken from the pyramid's levels.
+
+    Attributes:
+      foreground_threshold: foreground probability above which a pixel is particle.
+      core_threshold: normalised distance above which a pixel seeds its particle.
+      octaves: a level's particles count when their predicted size lies within this many
+        octaves of ``target_diameter_px`` (the finest level takes every smaller particle,
+        the coarsest every larger one).
+      min_area_px: particles smaller than this (micrograph pixels) are dropped.
+      min_new_fraction: a particle overlapping particles already taken keeps only its new
+        pixels, and is dropped when they are fewer than this fraction of its area.
+    """
+
+    foreground_threshold: float = 0.5
+    core_threshold: float = 0.5
+    octaves: float = 1.0
+    min_area_px: float = 6.0
+    min_new_fraction: float = 0.7
+
+
+def detect(levels: list[Level], shape: tuple[int, int], target_diameter_px: float,
+           options: DetectOptions = DetectOptions()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Particles of the micrograph from the network's levels.
+
+    Each level gives candidate particles (:func:`_level_instances`); a candidate counts at
+    its level when the network's mean log2 size over it lies within ``options.octaves`` of
+    the target (a particle too large or too small for that level is left to another). The
+    candidates of all levels are then painted in order of a score, the mean foreground
+    probability less the distance of the predicted size from the target beyond half an
+    octave, so that where levels disagree the most confident, best-resolved one wins.
+
+    Returns:
+      (H, W) int32 labels 1..N, and per particle (index i for label i + 1) its ``level``
+      and ``score``.
+    """
+    centre = math.log2(target_diameter_px)
+    last = len(levels) - 1
+    candidates = []  # (score, level index, id)
+    level_labels = []
+    for k, level in enumerate(levels):
+        labels = _level_instances(level, options.foreground_threshold, options.core_threshold)
+        level_labels.append(labels)
+        n = int(labels.max())
+        if n == 0:
+            continue
+        flat = labels.ravel()
+        area = np.bincount(flat, minlength=n + 1).astype(np.float64)
+        size = np.bincount(flat, weights=level.log2_size.ravel(), minlength=n + 1) / np.maximum(area, 1)
+        prob = np.bincount(flat, weights=level.foreground.ravel(), minlength=n + 1) / np.maximum(area, 1)
+        low = -np.inf if k == 0 else centre - options.octaves
+        high = np.inf if k == last else centre + options.octaves
+        ok = (size >= low) & (size <= high) & (area * level.factor**2 >= options.min_area_px)
+        ok[0] = False
+        score = prob - np.maximum(np.abs(size - centre) - 0.5, 0.0)
+        candidates.extend((float(score[i]), k, int(i)) for i in np.flatnonzero(ok))
+    final = np.zeros(shape, np.int32)
+    kept_level, kept_score = [], []
+    full_cache: dict[int, tuple[np.ndarray, list]] = {}
+    for score, k, i in sorted(candidates, key=lambda c: -c[0]):
+        if k not in full_cache:
+            full = _to_full(level_labels[k], levels[k], shape, options.foreground_threshold)
+            full_cache[k] = (full, ndi.find_objects(full))
+        full, boxes = full_cache[k]
+        if i > len(boxes) or boxes[i - 1] is None:
+            continue
+        box = boxes[i - 1]
+        own = full[box] == i
+        new = own & (final[box] == 0)
+        n_new = int(new.sum())
+        if n_new < options.min_area_px or n_new < options.min_new_fraction * own.sum():
+            continue
+        final[box][new] = len(kept_level) + 1
+        kept_level.append(k)
+        kept_score.append(score)
+    return final, {"level": np.asarray(kept_level, np.int32), "score": np.asarray(kept_score, np.float32)}
+
+
+# ----------------------------------------------------------------------------- save / load
+
+#: what a saved model holds: the weights and batch normalisation's running statistics
+_SAVED = (nnx.Param, nnx.BatchStat)
+
+
+def default_segnet_dir() -> Path:
+    """The model shipped inside the package."""
+    return Path(str(resources.files("nanoshape") / "data" / "segnet"))
+
+
+def save_segnet(model: SegNet, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> None:
+    """Save the weights (orbax) and the architecture (``segnet.json``) to ``directory``."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    state = nnx.to_pure_dict(nnx.state(model, _SAVED))
+    target = directory / "weights"
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(target, state, force=True)
+    options = dataclasses.asdict(model.options)
+    (directory / "segnet.json").write_text(json.dumps({"options": options, **(metadata or {})}, indent=1))
+
+
+@functools.cache
+def _load_cached(directory: str) -> SegNet:
+    import orbax.checkpoint as ocp
+
+    path = Path(directory)
+    spec = json.loads((path / "segnet.json").read_text())
+    fields = {f.name for f in dataclasses.fields(SegNetOptions)}
+    options = SegNetOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["options"].items() if k in fields})
+    model = SegNet(options, rngs=nnx.Rngs(0))
+    target = nnx.to_pure_dict(nnx.state(model, _SAVED))
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(path / "weights", target)
+    state = nnx.state(model, _SAVED)
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+    model.eval()  # batch normalisation from its running statistics
+    return model
+
+
+def load_segnet(directory: str | Path | None = None) -> SegNet:
+    """Load a saved segmentation model (orbax; nothing executable is read), by default the shipped one."""
+    path = Path(directory) if directory else default_segnet_dir()
+    if (path / "model" / "segnet.json").exists():
+        path = path / "model"
+    if not (path / "segnet.json").exists():
+        raise FileNotFoundError(f"no segmentation model in {path} (expected segnet.json and weights/)")
+    return _load_cached(str(path.absolute()))

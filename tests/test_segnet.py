@@ -1,0 +1,154 @@
+"""The learned particle detector: network, pyramid, level choice, training step and targets."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from nanoshape.evaluate import is_development, is_validation, match_instances
+from nanoshape.segnet import DetectOptions, Level, SegNet, SegNetOptions, _run_level, detect, load_segnet, save_segnet
+from nanoshape.segtrain import SegTrainOptions, _instance_targets, prepare_source, sample_patch, train_segnet
+
+TINY = SegNetOptions(channels=(4, 8, 8), tile_px=96, tile_margin_px=24)
+
+
+def _disc_labels(shape, discs):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for i, (cy, cx, r) in enumerate(discs, start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+    return labels
+
+
+def test_split_rule_is_fixed_and_disjoint():
+    ids = [f"{i:010x}" for i in range(2000)]
+    held = np.mean([is_validation(i) for i in ids])
+    dev = np.mean([is_development(i) for i in ids])
+    assert 0.27 < held < 0.33 and 0.12 < dev < 0.18
+    assert not any(is_validation(i) and is_development(i) for i in ids)
+    # a fixed rule of the id: these EMPS ids are held out, now and always
+    assert is_validation("0fa38de2c7") == is_validation("0fa38de2c7")
+    assert [is_validation(i) for i in ("0289bd97e6", "07330c8ea1", "0fa38de2c7")] == \
+        [is_validation("0289bd97e6"), is_validation("07330c8ea1"), is_validation("0fa38de2c7")]
+
+
+def test_targets_of_touching_discs():
+    labels = _disc_labels((64, 96), [(32, 30, 12), (32, 53, 12)])  # touching along x = 41..42
+    fg, distance, log2_size, median = _instance_targets(labels)
+    assert fg.sum() == (labels > 0).sum()
+    assert distance.max() == pytest.approx(1.0)
+    assert distance[32, 30] == pytest.approx(1.0, abs=0.02) and distance[32, 53] == pytest.approx(1.0, abs=0.02)
+    # the contact line is an edge of both particles: their cores are separated
+    assert distance[32, 41] < 0.2 and distance[32, 42] < 0.2
+    area = (labels == 1).sum()
+    assert log2_size[32, 30] == pytest.approx(np.log2(2 * np.sqrt(area / np.pi)), abs=1e-5)
+    assert median == pytest.approx(2 * np.sqrt(area / np.pi), rel=0.02)
+
+
+def test_patch_targets_follow_the_zoom():
+    labels = _disc_labels((200, 200), [(100, 100, 40)])
+    image = np.where(labels > 0, 0.2, 1.0).astype(np.float32)
+    source = prepare_source(image, labels)
+    options = SegTrainOptions(model=TINY, patch_px=64, focus_diameter_px=(20.0, 20.0), wide_fraction=0.0,
+                              foreground_centre_fraction=1.0)
+    x, targets, weights = sample_patch(np.random.default_rng(0), source, options)
+    assert x.shape == (64, 64, 1) and targets.shape == weights.shape == (64, 64, 3)
+    inside = (targets[..., 0] > 0.99) & (weights[..., 2] > 0)
+    # the particle is 20 network pixels across at this zoom: log2 size 4.32
+    assert np.median(targets[..., 2][inside]) == pytest.approx(np.log2(20.0), abs=0.05)
+    # the input is dark where the target says particle
+    assert x[..., 0][targets[..., 0] > 0.99].mean() < x[..., 0][targets[..., 0] < 0.01].mean()
+
+
+def test_tiled_inference_equals_whole_image():
+    model = SegNet(TINY, rngs=nnx.Rngs(1))
+    # random batch statistics, so the test sees the inference path's affine normalisation
+    model.eval()
+    image = np.random.default_rng(0).normal(size=(160, 200)).astype(np.float32)
+    tiled = _run_level(model, image)  # 160 x 200 > tile_px = 96: tiled
+    whole = _run_level(_with_options(model, dataclasses.replace(TINY, tile_px=256)), image)
+    assert tiled.shape == whole.shape == (160, 200, 3)
+    # the receptive field of three levels (~40 px) fits in the 24 px margin on each side
+    np.testing.assert_allclose(tiled, whole, atol=1e-4)
+
+
+def _with_options(model, options):
+    other = SegNet(options, rngs=nnx.Rngs(1))
+    nnx.update(other, nnx.state(model))
+    other.eval()
+    return other
+
+
+def _level(factor, fg, distance, log2_size):
+    return Level(factor=factor, foreground=fg.astype(np.float32), distance=distance.astype(np.float32),
+                 log2_size=log2_size.astype(np.float32))
+
+
+def test_levels_take_the_particles_of_their_size():
+    """A level's particle counts only when its predicted size is in the level's window:
+    a large particle seen as fragments at full resolution comes from the coarse level."""
+    shape = (128, 128)
+    big = _disc_labels(shape, [(64, 64, 40)]) > 0
+    # level 0: four fragments inside the big particle, each with its own core, predicted huge
+    fragments = _disc_labels(shape, [(50, 50, 8), (50, 78, 8), (78, 50, 8), (78, 78, 8)])
+    _, dist0, _, _ = _instance_targets(fragments)
+    level0 = _level(1, (fragments > 0) * 0.9, dist0, np.where(fragments > 0, 7.5, 0.0))
+    # level 2 (factor 4): the whole particle, 20 level pixels across
+    coarse = _disc_labels((32, 32), [(16, 16, 10)])
+    _, dist2, _, _ = _instance_targets(coarse)
+    level2 = _level(4, (coarse > 0) * 0.95, dist2, np.where(coarse > 0, np.log2(20.0), 0.0))
+    level1 = _level(2, np.zeros((64, 64)), np.zeros((64, 64)), np.zeros((64, 64)))
+    labels, found = detect([level0, level1, level2], shape, 24.0)
+    assert labels.max() == 1 and found["level"].tolist() == [2]
+    assert match_instances(labels, big.astype(np.int32))["f1"] == 1.0
+    # the same fragments predicted small (real small particles) are taken from level 0
+    level0_small = _level(1, (fragments > 0) * 0.9, dist0, np.where(fragments > 0, 4.0, 0.0))
+    level2_small = _level(4, (coarse > 0) * 0.95, dist2, np.where(coarse > 0, 1.0, 0.0))  # "sub-resolution"
+    labels, found = detect([level0_small, level1, level2_small], shape, 24.0)
+    assert labels.max() == 4 and set(found["level"].tolist()) == {0}
+    assert match_instances(labels, fragments)["f1"] == 1.0
+
+
+def test_detect_splits_touching_particles_at_their_cores():
+    labels_true = _disc_labels((80, 120), [(40, 40, 15), (40, 69, 15), (40, 98, 12)])
+    fg, distance, log2_size, _ = _instance_targets(labels_true)
+    level = _level(1, fg, distance, log2_size)
+    labels, _ = detect([level], labels_true.shape, 24.0, DetectOptions(min_area_px=4))
+    assert match_instances(labels, labels_true)["f1"] == 1.0
+
+
+def test_a_few_training_steps_lower_the_loss_and_save_a_model(tmp_path):
+    discs = [(24 + 40 * (i // 4), 24 + 40 * (i % 4), 10 + i % 3) for i in range(12)]
+    labels = _disc_labels((140, 170), discs)
+    rng = np.random.default_rng(0)
+    image = np.where(labels > 0, 0.3, 1.0) + rng.normal(0, 0.05, labels.shape)
+    source = prepare_source(image.astype(np.float32), labels)
+    options = SegTrainOptions(model=TINY, steps=30, batch_size=4, patch_px=64, warmup_steps=5, learning_rate=5e-3,
+                              checkpoint_every=30, log_every=10, loader_threads=1, focus_diameter_px=(15.0, 30.0), wide_fraction=0.0)
+    model = train_segnet([source], [], tmp_path, options)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    import json
+
+    losses = [json.loads(line)["loss"] for line in lines]
+    assert losses[-1] < losses[0]
+    loaded = load_segnet(tmp_path)
+    x = np.random.default_rng(1).normal(size=(64, 64)).astype(np.float32)
+    np.testing.assert_allclose(_run_level(loaded, x), _run_level(model, x), atol=1e-5)
+    # a rerun resumes from the last checkpoint instead of training again
+    again = train_segnet([source], [], tmp_path, options)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(lines)
+    np.testing.assert_allclose(_run_level(again, x), _run_level(model, x), atol=1e-5)
+
+
+def test_save_and_load_keep_the_batch_statistics(tmp_path):
+    model = SegNet(TINY, rngs=nnx.Rngs(3))
+    stats = nnx.state(model, nnx.BatchStat)
+    bumped = jax.tree.map(lambda v: v + 0.5, stats)
+    nnx.update(model, bumped)
+    model.eval()
+    save_segnet(model, tmp_path / "m")
+    loaded = load_segnet(tmp_path / "m")
+    x = np.random.default_rng(2).normal(size=(32, 32)).astype(np.float32)
+    np.testing.assert_allclose(_run_level(loaded, x), _run_level(model, x), atol=1e-6)

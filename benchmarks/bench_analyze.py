@@ -1,8 +1,10 @@
 """Segmentation + features throughput on a 2048 x 2048 micrograph with ~2,000 particles.
 
-    python benchmarks/bench_analyze.py            (about 1 minute on a 2-core CPU)
+    python benchmarks/bench_analyze.py            (about 2 minutes on a 2-core CPU)
 
-nanoshape's ``segment`` + ``measure`` beside a plain scikit-image pipeline (Otsu threshold,
+nanoshape's ``segment`` + ``measure``, with the learned detector (the default: its network
+over the image pyramid timed on its own too) and with the classical segmentation, beside a
+plain scikit-image pipeline (Otsu threshold,
 hole filling, distance-transform watershed from local maxima, ``regionprops_table`` with
 the same features) timed in the same process on the same rendered micrograph. Both do the
 same job, one micrograph with the same particles, so the rate is the micrograph's
@@ -16,16 +18,12 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
-from skimage.filters import threshold_otsu
 from skimage.measure import regionprops_table
-from skimage.segmentation import watershed
 
 import statistics
 
 from _common import command, interleaved_times, machine
-from nanoshape.evaluate import match_instances
+from nanoshape.evaluate import match_instances, plain_segmentation
 from nanoshape.features import measure
 from nanoshape.scene import POPULATIONS, Population, SceneOptions, render_scene
 from nanoshape.segment import SegmentOptions, segment
@@ -40,15 +38,9 @@ REGIONPROPS = (
 )
 
 
-def plain_pipeline(image: np.ndarray) -> int:
-    """Otsu + distance watershed + regionprops_table: the ImageJ-style baseline."""
-    foreground = ndi.binary_fill_holes(image < threshold_otsu(image))
-    distance = ndi.distance_transform_edt(foreground)
-    components, _ = ndi.label(foreground)
-    peaks = peak_local_max(distance, min_distance=7, labels=components, exclude_border=False)
-    markers = np.zeros(image.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    labels = watershed(-distance, markers, mask=foreground)
+def plain_pipeline(image: np.ndarray) -> tuple[int, np.ndarray]:
+    """The plain yardstick (:func:`nanoshape.evaluate.plain_segmentation`) + ``regionprops_table``."""
+    labels = plain_segmentation(image)
     table = regionprops_table(labels, intensity_image=image, properties=REGIONPROPS)
     return len(table["label"]), labels
 
@@ -65,14 +57,20 @@ class AnalyzeSuite:
         self.scene = render_scene(jax.random.key(0), options)
         self.image = self.scene.image.astype(np.float32)
 
-    def time_nanoshape(self):
+    def time_learned(self):
         seg = segment(self.image)
+        self.found_learned = len(measure(seg.labels, self.image, pixel_size_nm=0.5))
+        self.labels_learned = seg.labels
+        self.network_s = seg.info["timings_s"]["network"]
+
+    def time_nanoshape(self):
+        seg = segment(self.image, SegmentOptions(method="classical"))
         self.found = len(measure(seg.labels, self.image, pixel_size_nm=0.5))
         self.labels = seg.labels
 
     def time_nanoshape_one_thread(self):
         """The same with the whole-image filters in one thread (the plain pipeline's single core)."""
-        seg = segment(self.image, SegmentOptions(threads=1))
+        seg = segment(self.image, SegmentOptions(method="classical", threads=1))
         self.found_one = len(measure(seg.labels, self.image, pixel_size_nm=0.5))
 
     def time_plain(self):
@@ -84,8 +82,17 @@ def main() -> None:
     suite = AnalyzeSuite()
     suite.setup()
     truth = int((~suite.scene.truth.touches_border).sum())
-    times = interleaved_times({"nanoshape": suite.time_nanoshape, "one_thread": suite.time_nanoshape_one_thread,
+    network = []
+    times = interleaved_times({"learned": lambda: (suite.time_learned(), network.append(suite.network_s)),
+                               "nanoshape": suite.time_nanoshape, "one_thread": suite.time_nanoshape_one_thread,
                                "plain": suite.time_plain}, rounds=7, warmup=1)
+    network = network[1:]  # the warm-up call compiled the network
+    learned_s = statistics.median(times["learned"])
+    network_s = statistics.median(network)
+    rest = [t - n for t, n in zip(times["learned"], network)]
+    ratios_learned = [p / n for p, n in zip(times["plain"], times["learned"])]
+    ratios_rest = [p / n for p, n in zip(times["plain"], rest)]
+    f1_learned = match_instances(suite.labels_learned, suite.scene.labels)["f1"]
     nanoshape_s, one_s, plain_s = (statistics.median(times[k]) for k in ("nanoshape", "one_thread", "plain"))
     # the ratio of each round (same load), then its median and range
     ratios = [p / n for p, n in zip(times["plain"], times["nanoshape"])]
@@ -96,7 +103,12 @@ def main() -> None:
     f1_plain = match_instances(suite.labels_plain, suite.scene.labels)["f1"]
     print(f"scene: 2048 x 2048 px, {len(suite.scene.truth)} particles rendered, {truth} not touching the border")
     print(f"{'pipeline':<44} {'found':>6} {'F1':>6} {'s':>7} {'particles/min':>14} {'x plain':>8}")
-    print(f"{'nanoshape segment + measure':<44} {suite.found:>6} {f1:>6.3f} {nanoshape_s:>7.2f} {rate:>14.0f} {statistics.median(ratios):>8.2f}")
+    print(f"{'nanoshape, learned detector (default)':<44} {suite.found_learned:>6} {f1_learned:>6.3f} {learned_s:>7.2f} "
+          f"{truth / learned_s * 60:>14.0f} {statistics.median(ratios_learned):>8.2f}")
+    print(f"{'  of which the network on the pyramid':<44} {'':>6} {'':>6} {network_s:>7.2f}")
+    print(f"{'  the rest (instances, removals, features)':<44} {'':>6} {'':>6} {statistics.median(rest):>7.2f} "
+          f"{truth / statistics.median(rest) * 60:>14.0f} {statistics.median(ratios_rest):>8.2f}")
+    print(f"{'nanoshape, classical segmentation':<44} {suite.found:>6} {f1:>6.3f} {nanoshape_s:>7.2f} {rate:>14.0f} {statistics.median(ratios):>8.2f}")
     print(f"{'  the same, filters in one thread':<44} {suite.found_one:>6} {f1:>6.3f} {one_s:>7.2f} {truth / one_s * 60:>14.0f} "
           f"{statistics.median(ratios_one):>8.2f}")
     print(f"{'plain Otsu + watershed + regionprops_table':<44} {suite.found_plain:>6} {f1_plain:>6.3f} {plain_s:>7.2f} {rate_plain:>14.0f} {1.0:>8.2f}")

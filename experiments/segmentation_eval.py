@@ -1,7 +1,7 @@
 """Segmentation scored on every set we hold, beside the plain Otsu + distance-watershed pipeline.
 
     python experiments/segmentation_eval.py [--out experiments/results/segmentation] [--sets ...]
-        [--method nanoshape|classical|plain ...] [--overlays 10]
+        [--method nanoshape|classical|plain ...] [--overlays 10] [--model <segmentation model dir>]
 
 Sets (particles cut by the border are ignored on both sides, IoU >= 0.5, see
 :mod:`nanoshape.evaluate`):
@@ -52,12 +52,13 @@ def items(which: str):
     return evaluation_scenes(which == "rendered_hard")
 
 
-def segmenter(method: str):
+def segmenter(method: str, model: str = ""):
+    """``plain``, ``classical`` or ``nanoshape`` (the learned detector, shipped or ``model``)."""
     if method == "plain":
         return plain_segmentation
     from nanoshape.segment import SegmentOptions, segment
 
-    options = SegmentOptions(method="classical") if method == "classical" else SegmentOptions()
+    options = SegmentOptions(method="classical") if method == "classical" else SegmentOptions(method="learned", model=model)
     return lambda image: segment(image, options).labels
 
 
@@ -67,10 +68,11 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--method", nargs="+", default=["nanoshape", "classical", "plain"])
     parser.add_argument("--overlays", type=int, default=0)
+    parser.add_argument("--model", default="", help="segmentation model directory (default: the shipped one)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    methods = {m: segmenter(m) for m in args.method}
+    methods = {m: segmenter(m, args.model) for m in args.method}
     rows, summary, kept = [], [], {}
     for which in args.sets:
         if which in ("validation", "train_part", "development", "emps_train") and not DATA.is_dir():

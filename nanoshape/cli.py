@@ -248,8 +248,11 @@ def _run_train_segmentation(cfg) -> Path:
         if done >= total:
             bar.close()
 
-    model_dir = run_segmentation_training(folders, output, options, split=cfg.split, rendered=cfg.rendered,
-                                          progress=progress)
+    try:
+        model_dir = run_segmentation_training(folders, output, options, split=cfg.split, rendered=cfg.rendered,
+                                              evaluation_scenes_per_kind=cfg.evaluation_scenes, progress=progress)
+    except ValueError as error:
+        raise SystemExit(f"nanoshape train-segmentation: {error}") from None
     figures = json.loads((output / "test.json").read_text())
     print(f"nanoshape train-segmentation: model saved to {model_dir}")
     for name, pooled in figures.items():

@@ -235,13 +235,15 @@ class TrainSegmentationCommand:
         part) or ``all``. test.json scores the validation part (and the development part
         when it was left out) beside rendered evaluation scenes.
       rendered: micrographs rendered by nanoshape to train on beside the annotated ones.
+      evaluation_scenes: rendered evaluation micrographs of each kind (plain, hard) scored in test.json.
       train: the training options (steps, batch, patch size, zoom ranges, architecture).
     """
 
     output: str = "nanoshape-segmentation"
     data: list[str] = field(default_factory=list)
     split: str = "train"
-    rendered: int = 200
+    rendered: int = 300
+    evaluation_scenes: int = 12
     train: schema(SegTrainOptions) = field(default_factory=lambda: _default(SegTrainOptions))
 
 

@@ -297,4 +297,5 @@ def fit_image(
         "blur_px": np.exp(theta[:, 8]).astype(np.float32),
         "dome": expit(theta[:, 7]).astype(np.float32),
         "contrast": (0.02 + 0.96 * expit(theta[:, 6])).astype(np.float32),
+        "scale_px": np.exp(theta[:, 5]).astype(np.float32),
     }

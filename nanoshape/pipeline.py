@@ -124,6 +124,7 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
     start = time.perf_counter()
     table = measure(seg.labels, micrograph.pixels, pixel_size_nm=micrograph.pixel_size_nm)
     timings["features_s"] = time.perf_counter() - start
+    _add_segmentation_columns(table, seg)
 
     start = time.perf_counter()
     crops = crop_labels(micrograph.pixels, seg.labels, table["particle_id"].to_numpy(), options=options.crop)
@@ -132,7 +133,7 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
     if options.shape.cnn:
         sides = (window_sides(seg.labels, table["particle_id"].to_numpy(), options.crop)
                  if options.shape.image_fit else None)
-        _add_shape_parameters(table, crops, options, timings, window_px=sides)
+        _add_shape_parameters(table, crops, options, timings, window_px=sides, pixel_size_nm=micrograph.pixel_size_nm)
 
     table.insert(0, "image", micrograph.stem)
     dropped = seg.dropped.copy()
@@ -148,12 +149,59 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
         "particle_size_px": float(seg.particle_size_px),
         "particles": int(len(table)),
         "dropped": int(len(dropped)),
-        "warnings": list(micrograph.meta.get("warnings", []))
+        "warnings": list(micrograph.meta.get("warnings", [])) + list(seg.info.get("self_check", []))
         + ([("no particles found: the image has no contrast" if seg.info.get("no_contrast") else "no particles found")]
-           if len(table) == 0 else []),
+           if len(table) == 0 and not seg.info.get("self_check") else []),
         "timings": timings,
     }
     return ImageResult(particles=table, labels=seg.labels, crops=crops, dropped=dropped, info=info)
+
+
+#: the image fit's own size of each particle (the unit follows the table's: nm where the
+#: pixel size is known, else px)
+FIT_SIZE_COLUMNS = ("equivalent_diameter_fit", "major_axis_fit", "minor_axis_fit")
+
+
+def _add_fit_sizes(table: pd.DataFrame, fitted: dict, window_px: np.ndarray, crop_px: int,
+                   pixel_size_nm: float | None) -> None:
+    """Sizes of the shapes the image fit drew into each crop, in the micrograph's units.
+
+    The fit places the particle's edge where its imaging model (thickness profile, blur,
+    contrast) puts it, not where a threshold cut the mask's soft edge, so these sizes are
+    not biased by the edge's softness: ``equivalent_diameter_fit`` (of the fitted shape's
+    area) and ``major_axis_fit`` / ``minor_axis_fit`` (its second-moment axes, as the
+    mask's ``major_axis`` is defined).
+    """
+    import jax
+
+    from nanoshape.shape import ShapeParams, area, moment_axes
+
+    shapes = ShapeParams(*(np.asarray(fitted[k], dt) for k, dt in (("p", np.float32), ("d", np.int32),
+                                                                 ("l_ratio", np.float32), ("phi", np.float32))))
+    unit_area = np.asarray(jax.jit(jax.vmap(lambda s: area(s, 1024)))(shapes), np.float64)
+    axes = np.asarray(jax.jit(jax.vmap(lambda s: moment_axes(s, 1024)))(shapes), np.float64)
+    scale = fitted["scale_px"].astype(np.float64) * np.asarray(window_px, np.float64) / crop_px
+    unit, factor = ("nm", pixel_size_nm) if pixel_size_nm else ("px", 1.0)
+    table[f"equivalent_diameter_fit_{unit}"] = 2 * scale * np.sqrt(unit_area / np.pi) * factor
+    table[f"major_axis_fit_{unit}"] = scale * axes[:, 0] * factor
+    table[f"minor_axis_fit_{unit}"] = scale * axes[:, 1] * factor
+
+
+#: what the segmentation says of each particle (empty for the classical segmentation)
+SEGMENTATION_COLUMNS = ("segmentation_score", "segmentation_level", "segmentation_flag")
+
+
+def _add_segmentation_columns(table: pd.DataFrame, seg) -> None:
+    """Append the segmentation's score, pyramid level and self-check flag of each particle in place."""
+    if seg.particles is not None and len(seg.particles):
+        by_id = seg.particles.set_index("particle_id")
+        ids = table["particle_id"].to_numpy()
+        for column in SEGMENTATION_COLUMNS:
+            table[column] = by_id[column].reindex(ids).to_numpy()
+    else:
+        table["segmentation_score"] = np.full(len(table), np.nan)
+        table["segmentation_level"] = np.full(len(table), -1, np.int64)
+        table["segmentation_flag"] = np.full(len(table), "", dtype=object)
 
 
 #: shape columns, in order (the CNN's values keep the suffix ``_cnn`` once refined, the
@@ -164,14 +212,15 @@ SHAPE_COLUMNS = ("p", "d", "l_ratio", "phi", "p_cnn", "d_cnn", "l_ratio_cnn", "p
 
 
 def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: AnalyzeOptions, timings: dict,
-                          window_px: np.ndarray | None = None) -> None:
+                          window_px: np.ndarray | None = None, pixel_size_nm: float | None = None) -> None:
     """Append the CNN's (the image fit's, and the refined) shape parameters to the particle table in place.
 
     ``jaccard_cnn`` is the Jaccard index between the CNN's shape, placed at the particle's
     area and centroid, and the particle's mask; ``jaccard_image`` and ``jaccard_refined``
     the same after the image fit and after the refinement (NaN when they are off). The
     refinement starts from the image fit when there is one. ``window_px``: each crop's
-    window side in the micrograph's pixels (for the image fit).
+    window side in the micrograph's pixels (for the image fit). With the image fit, the
+    fitted shape's own size is added too (:data:`FIT_SIZE_COLUMNS`).
     """
     from nanoshape.cnn import load_model, predict
     from nanoshape.refine import fit_jaccard, refine
@@ -208,6 +257,8 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
         timings["image_fit_s"] = time.perf_counter() - start
         shape = dict(cnn) | {k: fitted[k] for k in ("p", "d", "l_ratio", "phi")}
         image = {f"{k}_image": fitted[k] for k in ("p", "d", "l_ratio", "phi")}
+        _add_fit_sizes(table, fitted, window_px if window_px is not None else np.full(n, crops.shape[1]),
+                       crops.shape[1], pixel_size_nm)
     if options.shape.refine:
         start = time.perf_counter()
         fit = refine(masks, shape, options=options.refine)

@@ -63,7 +63,7 @@ class SegNetOptions:
       tile_margin_px: ...whose outer margin, discarded, is this wide.
     """
 
-    channels: tuple[int, ...] = (8, 16, 32, 64, 128)
+    channels: tuple[int, ...] = (8, 16, 32, 64, 96, 128)
     target_diameter_px: float = 24.0
     min_level_side_px: int = 48
     tile_px: int = 1024
@@ -324,6 +324,9 @@ class DetectOptions:
       min_area_px: particles smaller than this (micrograph pixels) are dropped.
       min_new_fraction: a particle overlapping particles already taken keeps only its new
         pixels, and is dropped when they are fewer than this fraction of its area.
+      consistency_weight: score lost per octave between a candidate's own equivalent
+        diameter and the network's mean predicted size over it.
+      min_score: candidates scoring less are not particles.
     """
 
     foreground_threshold: float = 0.5
@@ -331,6 +334,8 @@ class DetectOptions:
     octaves: float = 1.0
     min_area_px: float = 6.0
     min_new_fraction: float = 0.7
+    consistency_weight: float = 0.15
+    min_score: float = 0.65
 
 
 def detect(levels: list[Level], shape: tuple[int, int], target_diameter_px: float,
@@ -340,9 +345,15 @@ def detect(levels: list[Level], shape: tuple[int, int], target_diameter_px: floa
     Each level gives candidate particles (:func:`_level_instances`); a candidate counts at
     its level when the network's mean log2 size over it lies within ``options.octaves`` of
     the target (a particle too large or too small for that level is left to another). The
-    candidates of all levels are then painted in order of a score, the mean foreground
-    probability less the distance of the predicted size from the target beyond half an
-    octave, so that where levels disagree the most confident, best-resolved one wins.
+    candidates of all levels are then painted in order of a score: the largest normalised
+    distance inside the candidate (near 1 on a real particle's axis, barely above the core
+    threshold on texture and noise), less ``consistency_weight`` times the octaves between
+    the candidate's own size and the size the network predicts over it (a fragment of a
+    particle is smaller than the particle its pixels belong to, two particles taken as one
+    larger); candidates under ``min_score`` are dropped. Where levels disagree, the most
+    self-consistent candidate wins. On the development micrographs (run 3 of the detector),
+    the area under the ROC curve of this score for telling candidates that match an
+    annotated particle is 0.985, of the mean foreground probability 0.67.
 
     Returns:
       (H, W) int32 labels 1..N, and per particle (index i for label i + 1) its ``level``
@@ -361,12 +372,18 @@ def detect(levels: list[Level], shape: tuple[int, int], target_diameter_px: floa
         flat = labels.ravel()
         area = np.bincount(flat, minlength=n + 1).astype(np.float64)
         size = np.bincount(flat, weights=level.log2_size.ravel(), minlength=n + 1) / np.maximum(area, 1)
-        prob = np.bincount(flat, weights=level.foreground.ravel(), minlength=n + 1) / np.maximum(area, 1)
         low = -np.inf if k == 0 else centre - options.octaves
         high = np.inf if k == last else centre + options.octaves
-        ok = (size >= low) & (size <= high) & (area * level.factor**2 >= options.min_area_px)
+        # the distance output peaks near 1 on a particle's axis: a candidate whose core
+        # barely passes the threshold is texture or noise, not a particle; and the size
+        # output says how large the particle a pixel belongs to is: a fragment of a particle
+        # is smaller than that, two particles taken as one larger
+        deepest = np.zeros(n + 1, np.float32)
+        deepest[1:] = ndi.maximum(level.distance, labels, np.arange(1, n + 1))
+        measured = np.log2(np.maximum(2 * np.sqrt(area / np.pi), 1.0))
+        score = deepest - options.consistency_weight * np.abs(measured - size)
+        ok = (size >= low) & (size <= high) & (area * level.factor**2 >= options.min_area_px) & (score >= options.min_score)
         ok[0] = False
-        score = prob - np.maximum(np.abs(size - centre) - 0.5, 0.0)
         candidates.extend((float(score[i]), k, int(i)) for i in np.flatnonzero(ok))
     final = np.zeros(shape, np.int32)
     kept_level, kept_score = [], []

@@ -82,7 +82,7 @@ class SegTrainOptions:
     """
 
     model: SegNetOptions = SegNetOptions()
-    steps: int = 4000
+    steps: int = 8000
     batch_size: int = 16
     patch_px: int = 128
     learning_rate: float = 2e-3
@@ -94,7 +94,7 @@ class SegTrainOptions:
     wide_fraction: float = 0.4
     max_zoom: float = 1.5
     foreground_centre_fraction: float = 0.6
-    rendered_fraction: float = 0.3
+    rendered_fraction: float = 0.35
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 50
@@ -461,7 +461,8 @@ def run_segmentation_training(
     options: SegTrainOptions = SegTrainOptions(),
     *,
     split: str = "train",
-    rendered: int = 200,
+    rendered: int = 300,
+    evaluation_scenes_per_kind: int = 12,
     progress: Callable[..., None] | None = None,
 ) -> Path:
     """``nanoshape train-segmentation``: sources, training, then scores written to ``test.json``.
@@ -472,6 +473,7 @@ def run_segmentation_training(
       options: training options.
       split: which annotated micrographs to train on (see :func:`annotated_sources`).
       rendered: number of rendered training micrographs.
+      evaluation_scenes_per_kind: rendered evaluation scenes of each kind (plain, hard) scored.
       progress: called as ``progress(stage, done, total, postfix)``.
 
     Returns:
@@ -499,14 +501,16 @@ def run_segmentation_training(
     model_dir = run_dir / "model"
     segment_options = SegmentOptions(model=str(model_dir))
     figures = {}
-    parts = ["validation"] + (["development"] if split == "fit" else [])
+    # parts trained on are not scored: with split=all nothing annotated is left to score
+    parts = {"train": ["validation"], "fit": ["validation", "development"], "all": []}[split]
     for part in parts if folders else []:
         pairs = ((name, segment(image, segment_options).labels, truth)
                  for name, image, truth in annotated_micrographs(folders, part))
         figures[part] = score_images(pairs)["pooled"]
-    for hard in (False, True):
+    for hard in (False, True) if evaluation_scenes_per_kind else ():
+        scenes = evaluation_scenes(hard, n=evaluation_scenes_per_kind)
         figures["rendered_hard" if hard else "rendered"] = score_images(
-            (name, segment(image, segment_options).labels, truth) for name, image, truth in evaluation_scenes(hard))["pooled"]
+            (name, segment(image, segment_options).labels, truth) for name, image, truth in scenes)["pooled"]
     (run_dir / "test.json").write_text(json.dumps(figures, indent=1))
     return model_dir
 

@@ -246,6 +246,27 @@ def centroid(shape: ShapeParams, n: int = DEFAULT_QUADRATURE_POINTS) -> jax.Arra
     return jnp.stack([jnp.mean(r**3 * jnp.cos(theta)), jnp.mean(r**3 * jnp.sin(theta))]) / (3 * a)
 
 
+def moment_axes(shape: ShapeParams, n: int = DEFAULT_QUADRATURE_POINTS) -> jax.Array:
+    """Major and minor axis of the unit-scale shape from its second moments, (2,).
+
+    The lengths 4 sqrt(lambda) of the eigenvalues lambda of the covariance of a uniform
+    density over the shape (the definition of the features' ``major_axis`` and
+    ``minor_axis`` and of scikit-image's ``axis_major_length``; an ellipse gives its axes),
+    with M_ij = integral R^4 / 4 u_i u_j dtheta over the unit vector u(theta).
+    """
+    theta = _angles(n)
+    r = radius(theta, shape)
+    c, s = jnp.cos(theta), jnp.sin(theta)
+    a = 0.5 * jnp.mean(r**2)
+    cx, cy = centroid(shape, n)
+    quarter = r**4 / 4
+    xx = jnp.mean(quarter * c * c) / a - cx * cx
+    yy = jnp.mean(quarter * s * s) / a - cy * cy
+    xy = jnp.mean(quarter * c * s) / a - cx * cy
+    half_sum, root = 0.5 * (xx + yy), jnp.sqrt(0.25 * (xx - yy) ** 2 + xy**2)
+    return 4 * jnp.sqrt(jnp.stack([half_sum + root, jnp.maximum(half_sum - root, 0.0)]))
+
+
 def max_radius(shape: ShapeParams, n: int = 256) -> jax.Array:
     """Largest radius of the unit-scale shape over n angles (a cheap bound used to place shapes)."""
     return jnp.max(radius(_angles(n), shape))

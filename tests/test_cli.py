@@ -1,5 +1,6 @@
 """The command line: help, validation errors, and `nanoshape render`."""
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -101,3 +102,33 @@ def test_a_bad_option_stops_analyze_with_its_name_before_writing(tmp_path, overr
     with pytest.raises(SystemExit, match=message):
         main(["analyze", override, f"output={tmp_path / 'run'}"])
     assert not (tmp_path / "run").exists()
+
+
+def test_train_segmentation_trains_a_small_detector_and_says_its_figures(tmp_path, capsys):
+    import json
+
+    import jax
+    from PIL import Image
+
+    from nanoshape.scene import evaluation_scene_options, render_scene
+
+    data = tmp_path / "annotated"
+    for folder in ("images", "masks"):
+        (data / folder).mkdir(parents=True)
+    for i in range(3):  # by the fixed rule, m0 and m1 are for training, m2 for validation
+        scene = render_scene(jax.random.key(i), evaluation_scene_options(i, side_px=128))
+        grey = np.clip(255 * scene.image / scene.image.max(), 0, 255).astype(np.uint8)
+        Image.fromarray(grey).save(data / "images" / f"m{i}.png")
+        Image.fromarray(scene.labels.astype(np.uint16)).save(data / "masks" / f"m{i}.png")
+    out = tmp_path / "segnet"
+    assert main(["train-segmentation", f"data=[{data}]", f"output={out}", "rendered=1",
+                 "evaluation_scenes=1", "train.steps=4", "train.batch_size=2", "train.patch_px=64",
+                 "train.checkpoint_every=2", "train.log_every=2", "train.model.channels=[4,8]"]) == 0
+    printed = capsys.readouterr().out
+    assert f"model saved to {out / 'model'}" in printed and "rendered (1 images" in printed
+    figures = json.loads((out / "test.json").read_text())
+    assert set(figures) == {"validation", "rendered", "rendered_hard"}
+    assert figures["validation"]["n_images"] == 1  # m2 alone: it was not trained on
+    assert 0.0 <= figures["rendered"]["f1"] <= 1.0
+    assert (out / "model" / "segnet.json").exists()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2

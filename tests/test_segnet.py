@@ -152,3 +152,30 @@ def test_save_and_load_keep_the_batch_statistics(tmp_path):
     loaded = load_segnet(tmp_path / "m")
     x = np.random.default_rng(2).normal(size=(32, 32)).astype(np.float32)
     np.testing.assert_allclose(_run_level(loaded, x), _run_level(model, x), atol=1e-6)
+
+
+def test_self_check_flags_fragments_and_names_them():
+    from nanoshape.segment import self_check
+
+    # four large particles, each with many small pieces stuck to it (texture taken as particles)
+    labels = _disc_labels((200, 200), [(50, 50, 30), (50, 150, 30), (150, 50, 30), (150, 150, 30)])
+    next_id = 5
+    for cy, cx in [(50, 50), (50, 150), (150, 50), (150, 150)]:
+        for k in range(8):
+            angle = k * np.pi / 4
+            y, x = int(round(cy + 31 * np.sin(angle))), int(round(cx + 31 * np.cos(angle)))
+            labels[y - 1:y + 2, x - 1:x + 2] = next_id
+            next_id += 1
+    n = labels.max()
+    flags, findings = self_check(labels, np.full(n, 0.95), 0.6)
+    assert len(flags) == n
+    assert all(flags[i] == "" for i in range(4))
+    assert all("fragment" in flags[i] for i in range(4, n))
+    assert any("fragment" in f for f in findings)
+    # the same large particles alone: nothing to say
+    clean = np.where(labels <= 4, labels, 0)
+    flags, findings = self_check(clean, np.full(4, 0.95), 0.6)
+    assert flags == [""] * 4 and findings == []
+    # low scores are doubtful
+    flags, findings = self_check(clean, np.full(4, 0.62), 0.6)
+    assert flags == ["doubtful"] * 4 and any("doubtful" in f for f in findings)

@@ -16,6 +16,7 @@ from nanoshape.shape import (
     dual_p,
     harmonic_spectrum,
     max_radius,
+    moment_axes,
     perimeter,
     placement,
     radius,
@@ -159,3 +160,23 @@ def test_harmonic_spectrum_of_a_circle_drawn_off_its_origin_is_nearly_empty():
     assert float(jnp.max(harmonic_spectrum(shape))) < 0.005
     # while an ellipse of the same L is clearly two-fold
     assert float(harmonic_spectrum(params(2.0, 2, 1.2, 0.4))[1]) > 0.05
+
+
+def test_moment_axes_of_an_ellipse_a_square_and_a_drawn_triangle():
+    # an ellipse's second-moment axes are its axes, whatever its phase
+    for phi in (0.0, 0.7):
+        np.testing.assert_allclose(moment_axes(params(2.0, 2, 2.0, phi)), [2.0, 1.0], rtol=1e-4)
+    # a square (d = 2, large p, L = 1, sides 2): equal axes of 4 sqrt(side^2 / 12)
+    major, minor = np.asarray(moment_axes(params(200.0, 2, 1.0, 0.3)))
+    assert major == pytest.approx(minor, rel=1e-4)
+    assert major == pytest.approx(4 * math.sqrt(4 / 12), rel=1e-2)
+    # the same as the features measure them from the pixels of the drawn shape
+    from skimage.measure import regionprops
+
+    for shape in (params(12.0, 2, 1.0, 0.0), params(1.5, 3, 1.8, 0.4), params(3.0, 2, 2.5, 1.0)):
+        yy, xx = np.mgrid[-300:301, -300:301] / 250.0
+        theta = np.arctan2(yy, xx)
+        inside = np.hypot(xx, yy) <= np.asarray(radius(jnp.asarray(theta, jnp.float32), shape))
+        props = regionprops(inside.astype(np.uint8))[0]
+        np.testing.assert_allclose(np.asarray(moment_axes(shape)) * 250.0,
+                                   [props.axis_major_length, props.axis_minor_length], rtol=5e-3)

@@ -98,7 +98,7 @@ class Micrograph:
       pixel_size_nm: nm per pixel, from the override or the metadata; None where neither gives one.
       path: the file read.
       meta: JSON-serialisable facts about the file: ``format``, ``dtype`` and ``shape`` as
-        stored, ``pixel_size_source`` (``'metadata: ImageJ'``, ``'override'``, None, ...),
+        stored, ``pixel_size_source`` (``'metadata: ImageJ'``, ``'pixel_size_nm override'``, None, ...),
         ``pixel_size_nm_metadata`` and its source, vendor tags, ``warnings`` (list of str).
     """
 
@@ -461,7 +461,7 @@ def _resolve_pixel_size(override: float | None, notes: _Notes) -> float | None:
     notes.meta["pixel_size_nm_metadata"] = value
     notes.meta["pixel_size_source_metadata"] = metadata_source
     if override is not None:
-        value, metadata_source = override, "override"
+        value, metadata_source = override, "pixel_size_nm override"
     notes.meta["pixel_size_nm"] = value
     notes.meta["pixel_size_source"] = metadata_source
     return value

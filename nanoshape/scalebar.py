@@ -35,7 +35,10 @@ __all__ = [
     "calibrate",
     "find_bars",
     "is_bar_box",
+    "is_beside",
+    "label_region",
     "parse_label",
+    "read_label",
     "read_scale_bar",
     "read_scale_bar_labels",
 ]
@@ -54,10 +57,8 @@ class ScaleBarOptions:
 
     Attributes:
       read: look for a burned-in scale bar and read it (off: metadata and override only).
-      label: the bar's label for every micrograph (``"100nm"``), for labels that cannot be
-        read; the bar's length is still measured. Empty: read the label.
-      labels_csv: a CSV with columns ``file,scale_bar`` (file name, stem or path) giving the
-        label per micrograph, over ``label``.
+        A label the reader cannot read is given per run or per file by the caller
+        (``nanoshape analyze scale_bar=100nm`` or ``scale_bars=<csv>``).
       prefer: which wins when the bar and the file's metadata disagree by more than
         ``tolerance``: ``"metadata"`` (the default: an instrument's calibration is exact, a
         bar is drawn to the nearest pixel) or ``"scale_bar"``. Either way a warning says so.
@@ -67,8 +68,6 @@ class ScaleBarOptions:
     """
 
     read: bool = True
-    label: str = ""
-    labels_csv: str = ""
     prefer: str = "metadata"
     tolerance: float = 0.02
     min_confidence: float = 0.9
@@ -80,8 +79,6 @@ class ScaleBarOptions:
             raise ValueError(f"scale bar option tolerance must be in (0, 1), got {self.tolerance!r}")
         if not (0 < self.min_confidence <= 1):
             raise ValueError(f"scale bar option min_confidence must be in (0, 1], got {self.min_confidence!r}")
-        if self.label and parse_label(self.label) is None:
-            raise ValueError(f"scale bar label {self.label!r} is not a number and a length unit (e.g. '100nm', '0.5 µm')")
 
 
 @dataclass(frozen=True)
@@ -94,6 +91,7 @@ class Bar:
       polarity: ``"dark"`` (darker than its surroundings) or ``"light"``.
       bar_value, background_value: the bar's and the surroundings' grey values.
       hollow: an outlined, hollow bar (two parallel lines closed at the ends).
+      outlined: an outline of opposite contrast closes around the bar (counted in its length).
     """
 
     x0_px: int
@@ -104,6 +102,7 @@ class Bar:
     bar_value: float
     background_value: float
     hollow: bool = False
+    outlined: bool = False
 
     @property
     def length_px(self) -> int:
@@ -227,7 +226,6 @@ def _row_runs(mask: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray
 def _chains(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, slack: int = 1) -> list[tuple[int, int, list[int]]]:
     """Runs of consecutive rows whose ends agree within ``slack`` px: (first row, last row, run indices)."""
     order = np.lexsort((starts, rows))
-    open_chains: dict[int, list[int]] = {}  # chain id -> run indices; keyed by the run that ends it
     finished: list[list[int]] = []
     by_row: dict[int, list[int]] = {}
     for index in order:
@@ -252,7 +250,6 @@ def _chains(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, slack: int =
         chain_of = linked
         previous_row, previous = row, current
     finished.extend(chain_of.values())
-    del open_chains
     return [(int(rows[c[0]]), int(rows[c[-1]]), c) for c in finished]
 
 
@@ -318,14 +315,17 @@ def _outline_reach(line: np.ndarray, end: int, step: int, bar_value: float, back
 def find_bars(image: np.ndarray, *, max_bars: int = 8) -> list[Bar]:
     """Find horizontal scale bars: uniform rectangles set off from the rows above and below.
 
-    Each polarity is thresholded at 35 % of the grey range from its extreme; runs of
-    bar-coloured pixels at least 2.5 % of the width long (12 px at least) are chained over
-    consecutive rows whose ends agree within 1 px; a chain is a bar when it is at least 2x
-    as long as thick and the rows just above and below it cover under 75 % of its span (so
-    a particle's widest rows or a label box's margin are not). The ends are then read on
-    each of the bar's rows at half-way between the bar and the background beside it, and an
-    outline of opposite contrast around the bar is added; two thin parallel lines closed at
-    the ends (a hollow bar) become one bar.
+    Each polarity is thresholded at 6, 20 and 40 % of the grey range from its extreme; runs
+    of bar-coloured pixels at least 2.5 % of the width long (12 px at least) are chained
+    over consecutive rows whose ends agree within 1 px; a chain is a bar when it is at
+    least 2x as long as thick, the rows just above and below it cover under 75 % of its
+    span (so a particle's widest rows are not) and the colour does not go on up both its
+    ends (so a label box's margin is not). The ends are read on the profile averaged over
+    the bar's inner rows, half-way between the bar and the background 6-10 px beside it;
+    an outline of opposite contrast closing around both ends is part of the bar; a bar
+    within 25 % of the grey range of its background needs such an outline; two thin
+    parallel lines closed at the ends (a hollow bar) become one bar, and one bar found at
+    several thresholds or beside its own halo is kept once.
 
     Args:
       image: (H, W) grey values.
@@ -387,9 +387,12 @@ def _measure(image: np.ndarray, polarity: str, first: int, last: int, x0: int, x
     left, right = _half_level_ends(line, x0, x1, bar_value, background)
     reach_left = _outline_reach(line, left, -1, bar_value, background)
     reach_right = _outline_reach(line, right, 1, bar_value, background)
-    if reach_left and reach_right:  # an outline closes around the bar: it is part of it
+    outlined = bool(reach_left and reach_right)
+    if outlined:  # an outline closes around the bar: it is part of it
         left, right = left - reach_left, right + reach_right
-    return Bar(int(left), int(right), first, last, polarity, bar_value, background)
+    elif abs(bar_value - background) < 0.25 * (float(image.max()) - float(image.min())):
+        return None  # too faint for a drawn bar without an outline to set it off
+    return Bar(int(left), int(right), first, last, polarity, bar_value, background, outlined=outlined)
 
 
 def _merge_hollow(bars: list[Bar]) -> list[Bar]:
@@ -419,3 +422,298 @@ def _merge_hollow(bars: list[Bar]) -> list[Bar]:
         if not same:
             result.append(bar)
     return result
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _touches_edge(bar: Bar, width: int) -> bool:
+    return bar.x0_px <= 0 or bar.x1_px >= width - 1
+
+
+def label_region(image: np.ndarray, bar: Bar) -> tuple[int, int, np.ndarray]:
+    """The part of the image a bar's label is looked for in: (top row, left column, pixels)."""
+    height, width = image.shape
+    reach_x = max(60, int(0.7 * bar.length_px))
+    reach_y = max(60, int(0.6 * bar.length_px))
+    y0, y1 = max(0, bar.y0_px - reach_y), min(height, bar.y1_px + reach_y + 1)
+    x0, x1 = max(0, bar.x0_px - reach_x), min(width, bar.x1_px + reach_x + 1)
+    return y0, x0, image[y0:y1, x0:x1]
+
+
+def is_beside(bar: Bar, top: int, bottom: int, left: int, right: int) -> bool:
+    """Whether a line of text (rows top..bottom-1, columns left..right-1) is the bar's label's
+    place: above or below it within 1.5 line heights and overlapping its span (give or take
+    a line height), or on its rows within 3 line heights to either side."""
+    line_height = bottom - top
+    vertical_gap = max(top - bar.y1_px - 1, bar.y0_px - bottom, 0)
+    horizontal_gap = max(left - bar.x1_px - 1, bar.x0_px - right, 0)
+    above_or_below = vertical_gap <= max(1.5 * line_height, 6) and horizontal_gap <= line_height
+    beside = vertical_gap == 0 and horizontal_gap <= 3 * line_height
+    return (above_or_below or beside) and line_height <= 1.2 * bar.length_px
+
+
+def _label_lines(image: np.ndarray, bar: Bar):
+    """The lines of text beside a bar, per text polarity: (ink, lines, region origin)."""
+    from nanoshape.glyphs import cut_glyphs, ink
+
+    y0, x0, region = label_region(image, bar)
+    out = []
+    for polarity in ("dark", "light"):
+        text = ink(region, polarity)
+        # the bar and 3 px around it (outline, blur) are not text: text sitting on the bar
+        # would otherwise join its glyphs through the bar's edge
+        text[max(0, bar.y0_px - y0 - 3) : bar.y1_px - y0 + 4, max(0, bar.x0_px - x0 - 3) : bar.x1_px - x0 + 4] = 0
+        lines = []
+        for line in cut_glyphs(text):
+            if not 2 <= len(line) <= 12:  # a label is a number and a unit: no lone blob, no texture
+                continue
+            top, bottom = min(g.y0 for g in line) + y0, max(g.y1 for g in line) + y0
+            left, right = line[0].x0 + x0, line[-1].x1 + x0
+            if is_beside(bar, top, bottom, left, right):
+                distance = max(top - bar.y1_px - 1, bar.y0_px - bottom, 0) + max(left - bar.x1_px - 1, bar.x0_px - right, 0)
+                lines.append((distance, line))
+        out.append((text, sorted(lines, key=lambda item: item[0])))
+    return out
+
+
+def _read_line(text: np.ndarray, line, model) -> list[tuple[str, float]]:
+    """(glyph text, probability) of each glyph of a line; a decimal point has probability 1."""
+    from nanoshape.glyphs import CLASSES, classify_glyphs, is_point, patches
+
+    tokens: list[tuple[str, float] | None] = [("." , 1.0) if is_point(g, line) else None for g in line]
+    others = [g for g, t in zip(line, tokens) if t is None]
+    probabilities = classify_glyphs(*patches(text, others), model)
+    it = iter(probabilities)
+    out = []
+    for token in tokens:
+        if token is None:
+            p = next(it)
+            token = (CLASSES[int(p.argmax())], float(p.max()))
+        out.append(token)
+    return out
+
+
+def _words(line) -> list[int]:
+    """Indices where a new word starts: a gap wider than 0.35 line heights before a glyph."""
+    height = max(g.y1 for g in line) - min(g.y0 for g in line)
+    return [0] + [i for i in range(1, len(line)) if line[i].x0 - line[i - 1].x1 > 0.35 * height] + [len(line)]
+
+
+def _parse_tokens(tokens: list[tuple[str, float]], line, min_confidence: float) -> tuple[str, float, float] | None:
+    """The longest run of whole words of confident glyphs that reads as a label:
+    (text, nm, lowest probability). Words are never cut, so a misread or unsure glyph
+    of the number ("0.2") cannot leave a wrong number ("2") behind."""
+    best = None
+    bounds = _words(line)
+    for i, start in enumerate(bounds[:-1]):
+        for stop in bounds[i + 1 :]:
+            window = tokens[start:stop]
+            if min(p for _, p in window) < min_confidence:
+                continue
+            text = "".join(t for t, _ in window)
+            parsed = parse_label(text)
+            if parsed is not None and (best is None or len(window) > best[3]):
+                best = (_pretty(text, parsed[1]), parsed[0], min(p for _, p in window), len(window))
+    return None if best is None else best[:3]
+
+
+def _pretty(text: str, unit: str) -> str:
+    """``'100nm'`` -> ``'100 nm'``; ``'2um'`` -> ``'2 µm'``."""
+    return f"{re.match(r'[0-9.,]+', text).group(0)} {unit}"
+
+
+def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, model=None) -> tuple[str, float, float] | None:
+    """Read the label beside a bar with the glyph classifier.
+
+    The lines of text above, below, or on the bar's rows to either side (dark and light
+    text) are read nearest first; the first with a run of glyphs, every one classified with
+    at least ``min_confidence``, that parses as a number and a length unit is the label.
+
+    Returns:
+      (label as ``"100 nm"``, its length in nm, the lowest glyph probability), or None.
+    """
+    best = None
+    for text, candidates in _label_lines(image, bar):
+        for _, line in candidates:
+            parsed = _parse_tokens(_read_line(text, line, model), line, min_confidence)
+            if parsed is not None:
+                if best is None or parsed[2] > best[2]:
+                    best = parsed
+                break
+    return best
+
+
+def read_scale_bar(image: np.ndarray, *, label: str = "", min_confidence: float = 0.9, model=None,
+                   reader=None) -> ScaleBarReading:
+    """The pixel size a micrograph's burned-in scale bar gives, or why it gives none.
+
+    Every bar :func:`find_bars` finds is tried with its label (:func:`read_label`). A bar
+    running into the image's left or right edge may be cut and is not used. Two bars whose
+    labels give pixel sizes more than 2 % apart: no answer.
+
+    Args:
+      image: (H, W) grey values.
+      label: the label, given by the user (the bar's length is still measured); empty reads it.
+      min_confidence: lowest glyph probability accepted.
+      model: the glyph classifier (the shipped one by default).
+      reader: ``reader(image, bar, min_confidence) -> (label, nm, confidence) | None`` to
+        read labels another way (an OCR engine, for comparison); default :func:`read_label`.
+
+    Returns:
+      A :class:`ScaleBarReading` (``pixel_size_nm`` None with a ``reason`` where it abstains).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    bars = find_bars(image)
+    if not bars:
+        return ScaleBarReading(None, reason="no scale bar found")
+    width = image.shape[1]
+    given = parse_label(label) if label else None
+    if label and given is None:
+        raise ValueError(f"scale bar label {label!r} is not a number and a length unit (e.g. '100nm', '0.5 µm')")
+    if reader is None:
+        reader = lambda image, bar, min_confidence: read_label(image, bar, min_confidence=min_confidence, model=model)
+    found: list[ScaleBarReading] = []
+    reasons: list[str] = []
+    for bar in bars:
+        if given is not None:
+            if len(bars) == 1 or any(candidates for _, candidates in _label_lines(image, bar)):
+                found.append(_reading(label.strip(), given[0], bar, 1.0, width, reasons))
+            continue
+        if _touches_edge(bar, width):
+            reasons.append(f"the {bar.length_px} px bar runs into the image edge and may be cut")
+            continue
+        read = reader(image, bar, min_confidence)
+        if read is None:
+            reasons.append(f"no label read with confidence beside the {bar.length_px} px bar")
+            continue
+        found.append(_reading(read[0], read[1], bar, read[2], width, reasons))
+    found = [r for r in found if r.pixel_size_nm is not None]
+    if not found:
+        return ScaleBarReading(None, bar=bars[0], reason="; ".join(dict.fromkeys(reasons)) or "no bar with a label")
+    sizes = np.array([r.pixel_size_nm for r in found])
+    if sizes.max() / sizes.min() > 1.02:
+        described = ", ".join(r.source for r in found)
+        return ScaleBarReading(None, bar=found[0].bar, reason=f"scale bars disagree: {described}")
+    return found[0]
+
+
+def _reading(text: str, value_nm: float, bar: Bar, confidence: float, width: int, reasons: list[str]) -> ScaleBarReading:
+    source = f'scale bar: "{text}" = {bar.length_px} px'
+    if _touches_edge(bar, width):
+        reasons.append(f"{source}, but the bar runs into the image edge and may be cut")
+        return ScaleBarReading(None, label=text, value_nm=value_nm, bar=bar, confidence=confidence)
+    size = value_nm / bar.length_px
+    return ScaleBarReading(size, label=text, value_nm=value_nm, bar=bar, confidence=confidence, source=source)
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def calibrate(micrograph, options: ScaleBarOptions = ScaleBarOptions(), *, label: str = "", model=None):
+    """A micrograph with its pixel size decided between the override, the metadata and the bar.
+
+    The order is: ``pixel_size_nm`` given by the user (the bar is not read); else the
+    file's metadata, checked against the bar where one is read (a disagreement over
+    ``options.tolerance`` is a warning naming both and the one used, ``options.prefer``);
+    else the bar; else none (sizes stay in px) with the reason in the warnings.
+
+    Args:
+      micrograph: from :func:`nanoshape.io.read_micrograph`.
+      options: see :class:`ScaleBarOptions`.
+      label: this micrograph's bar label given by the user; empty reads it.
+      model: the glyph classifier (the shipped one by default).
+
+    Returns:
+      The micrograph with ``pixel_size_nm`` set and ``meta`` telling ``pixel_size_source``
+      (``'metadata: ImageJ'``, ``'scale bar: "100 nm" = 212 px'``, ``'pixel_size_nm
+      override'``) and ``scale_bar`` (label, bar length and position, pixel size,
+      confidence, or the reason none was taken).
+    """
+    meta = dict(micrograph.meta)
+    warnings = list(meta.get("warnings", []))
+    source = meta.get("pixel_size_source")
+    if not options.read or source == "pixel_size_nm override":
+        return micrograph
+    reading = read_scale_bar(micrograph.pixels, label=label, min_confidence=options.min_confidence, model=model)
+    meta["scale_bar"] = _reading_meta(reading, given=bool(label))
+    size = micrograph.pixel_size_nm
+    if reading.pixel_size_nm is None:
+        if size is None:
+            warnings.append(f"no pixel size: the file has no calibration and the scale bar gives none ({reading.reason}); "
+                            f"sizes are in px (scale_bar=<label> gives the label)")
+    elif size is None:
+        size, source = reading.pixel_size_nm, reading.source
+    else:
+        difference = reading.pixel_size_nm / size - 1
+        if abs(difference) > options.tolerance:
+            use_bar = options.prefer == "scale_bar"
+            warnings.append(
+                f"the scale bar ({reading.source}: {reading.pixel_size_nm:.5g} nm/px) and the {source} "
+                f"({size:.5g} nm/px) disagree by {difference:+.1%}; used the "
+                + (f"scale bar (calibration.prefer=scale_bar)" if use_bar else "metadata (calibration.prefer=scale_bar uses the bar)"))
+            if use_bar:
+                size, source = reading.pixel_size_nm, reading.source
+    meta["pixel_size_nm"] = size
+    meta["pixel_size_source"] = source
+    meta["warnings"] = warnings
+    return dataclasses.replace(micrograph, pixel_size_nm=size, meta=meta)
+
+
+def _reading_meta(reading: ScaleBarReading, *, given: bool) -> dict[str, Any]:
+    bar = reading.bar
+    return {
+        "pixel_size_nm": reading.pixel_size_nm,
+        "label": reading.label,
+        "label_given": given,
+        "value_nm": reading.value_nm,
+        "bar_length_px": bar.length_px if bar else None,
+        "bar_box_px": [bar.x0_px, bar.y0_px, bar.x1_px, bar.y1_px] if bar else None,
+        "confidence": round(reading.confidence, 4),
+        "source": reading.source,
+        "reason": reading.reason,
+    }
+
+
+def evaluate_readings(table, root: str | os.PathLike, *, read=None):
+    """Score the reader against hand measurements.
+
+    Args:
+      table: a DataFrame with ``file`` (relative to ``root``), ``bar_length_px`` (empty
+        where not measurable), ``label`` and ``label_readable`` (yes/no), as
+        ``experiments/scale_bars/hand_measured.csv``.
+      root: the folder the files are relative to.
+      read: ``read(path) -> ScaleBarReading`` (default: read the file, then
+        :func:`read_scale_bar`).
+
+    Returns:
+      The table with ``hand_pixel_size_nm``, ``read_pixel_size_nm``, ``read_label``,
+      ``relative_error``, ``reason`` and ``outcome``: ``within 2 %``, ``wrong`` (off by more
+      than 2 %, or an answer where a person reads none), ``abstained``, or ``answered
+      (bar not measurable by hand)``.
+    """
+    from nanoshape.io import read_micrograph
+
+    if read is None:
+        read = lambda path: read_scale_bar(read_micrograph(path).pixels)
+    rows = []
+    for record in table.to_dict("records"):
+        reading = read(Path(root) / record["file"])
+        label = record.get("label")
+        label = label if isinstance(label, str) else ""
+        parsed = parse_label(label) if label else None
+        length = record.get("bar_length_px")
+        hand = parsed[0] / float(length) if parsed and length == length and length else None
+        error = reading.pixel_size_nm / hand - 1 if (hand and reading.pixel_size_nm) else None
+        if reading.pixel_size_nm is None:
+            outcome = "abstained"
+        elif hand is None:
+            outcome = "wrong" if record.get("label_readable") == "no" else "answered (bar not measurable by hand)"
+        else:
+            outcome = "within 2 %" if abs(error) <= 0.02 else "wrong"
+        rows.append({**record, "hand_pixel_size_nm": hand, "read_pixel_size_nm": reading.pixel_size_nm,
+                     "read_label": reading.label, "read_bar_length_px": reading.bar.length_px if reading.bar else None,
+                     "relative_error": error, "reason": reading.reason, "outcome": outcome})
+    import pandas as pd
+
+    return pd.DataFrame(rows)

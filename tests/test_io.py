@@ -93,7 +93,7 @@ def test_override_beats_metadata_and_both_are_recorded():
     path = shared_data("formats", "imagej_uint16_tif", "SAMPLE_0001.tif")
     micrograph = read_micrograph(path, pixel_size_nm=0.5)
     assert micrograph.pixel_size_nm == 0.5
-    assert micrograph.meta["pixel_size_source"] == "override"
+    assert micrograph.meta["pixel_size_source"] == "pixel_size_nm override"
     assert micrograph.meta["pixel_size_nm_metadata"] == pytest.approx(2.593, abs=1e-3)
     assert micrograph.meta["pixel_size_source_metadata"] == "metadata: ImageJ"
 

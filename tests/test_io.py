@@ -633,3 +633,18 @@ def test_found_files_are_read(tmp_path):
     micrographs = [read_micrograph(p) for p in find_micrographs(tmp_path)]
     assert [m.stem for m in micrographs] == ["m0", "m1"]
     assert all(m.pixel_size_nm == pytest.approx(1.5) for m in micrographs)
+
+
+def test_gatan_tiff_calibration_is_read_through_rosettasciio(tmp_path):
+    """DigitalMicrograph's TIFF export keeps its calibration in private tags 65003-65010."""
+    import tifffile
+
+    path = tmp_path / "gatan.tif"
+    image = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80)
+    tifffile.imwrite(path, image, resolution=(72.0, 72.0), resolutionunit=tifffile.RESUNIT.INCH,
+                     extratags=[(65003, "s", 0, "um", True), (65004, "s", 0, "um", True),
+                                (65009, "d", 1, 0.0025, True), (65010, "d", 1, 0.0025, True)])
+    micrograph = read_micrograph(path)
+    assert micrograph.pixel_size_nm == pytest.approx(2.5)
+    assert micrograph.meta["pixel_size_source"] == "metadata: Gatan TIFF (rosettasciio)"
+    np.testing.assert_array_equal(micrograph.pixels, image.astype(np.float32))

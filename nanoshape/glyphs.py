@@ -1,7 +1,8 @@
 """Read the text of scale-bar labels: glyphs cut from an image, classified by a small CNN.
 
 The classifier is trained only on labels rendered here from the fonts matplotlib ships
-(DejaVu Sans/Serif/Mono, STIX, Computer Modern; regular and bold), with the blur, noise,
+(DejaVu Sans/Serif/Mono, STIX, Computer Modern; regular and bold) and, where installed,
+Debian's Liberation fonts (shaped like Arial and Times), with the blur, noise,
 stroke width, scale, JPEG compression and contrast inversion real figures show
 (:func:`render_label`, :func:`glyph_dataset`), so nothing is downloaded and no real
 micrograph is needed. Its weights ship in ``nanoshape/data/glyphs.npz``;
@@ -41,6 +42,7 @@ __all__ = [
     "render_label",
     "save_glyph_model",
     "train_glyph_model",
+    "training_fonts",
 ]
 
 #: What the classifier tells apart; ``other`` is every other glyph or blob.
@@ -54,11 +56,26 @@ FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSeri
 _WEIGHTS = Path(__file__).parent / "data" / "glyphs.npz"
 
 
+#: Debian's fonts-liberation (Arial- and Times-shaped, the faces most figures use), added to
+#: the training fonts where installed (``apt-get install fonts-liberation``); the shipped
+#: weights were trained with them.
+LIBERATION_FONTS = ("LiberationSans-Regular.ttf", "LiberationSans-Bold.ttf", "LiberationSerif-Regular.ttf",
+                    "LiberationSerif-Bold.ttf", "LiberationSansNarrow-Regular.ttf")
+_LIBERATION_DIR = "/usr/share/fonts/truetype/liberation"
+
+
 def font_path(name: str) -> str:
-    """The path of one of matplotlib's bundled fonts."""
+    """The path of a font: one of matplotlib's bundled fonts, or of fonts-liberation."""
     import matplotlib
 
+    if name.startswith("Liberation"):
+        return os.path.join(_LIBERATION_DIR, name)
     return os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", name)
+
+
+def training_fonts() -> tuple[str, ...]:
+    """:data:`FONTS` and those of :data:`LIBERATION_FONTS` installed on this machine."""
+    return FONTS + tuple(f for f in LIBERATION_FONTS if os.path.isfile(font_path(f)))
 
 
 @functools.cache
@@ -377,7 +394,7 @@ def _char_class(chars: set[str]) -> str | None:
     return "other"  # any other touching pair ("00" at small sizes): not one glyph, so the label abstains
 
 
-def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] = FONTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Glyph patches cut from rendered, degraded labels, with their classes.
 
     Each label is drawn at a random size (digit height 6-40 px), stroke width and stretch,
@@ -388,13 +405,14 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] = FONTS) -
     Args:
       seed: the random seed.
       n_labels: labels to render.
-      fonts: font files to draw from.
+      fonts: font files to draw from (default :func:`training_fonts`).
 
     Returns:
       patches (n, PATCH_PX, PATCH_PX, 1), log aspects (n, 1), class indices (n,).
     """
     from PIL import Image
 
+    fonts = training_fonts() if fonts is None else fonts
     rng = np.random.default_rng(seed)
     all_patches, all_aspects, all_classes = [], [], []
     for _ in range(n_labels):
@@ -412,7 +430,7 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] = FONTS) -
         if rng.random() < 0.3:
             text_level = background + (1 if text_level > background else -1) * rng.uniform(0.25, 0.5)
         grey = background + (text_level - background) * text_ink
-        grey = _add_blobs(rng, grey, text_ink, cap) if rng.random() < 0.3 else grey
+        grey, blobs = _add_blobs(rng, grey, cap) if rng.random() < 0.35 else (grey, np.zeros(grey.shape, bool))
         grey = ndi.gaussian_filter(grey, rng.uniform(0.0, 0.9)) if rng.random() < 0.7 else grey
         grey = grey + rng.normal(0, rng.uniform(0, 0.08), grey.shape)
         grey = np.clip(grey, 0, 1)
@@ -426,6 +444,10 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] = FONTS) -
             keep, classes = [], []
             for glyph in line:
                 covered = {c for c, x0, x1 in chars if glyph.x0 <= 0.5 * (x0 + x1) < glyph.x1}
+                if blobs[glyph.y0 : glyph.y1, glyph.x0 : glyph.x1].sum() > 0.1 * glyph.height * glyph.width:
+                    keep.append(glyph)  # a particle, or a glyph joined to one: not a glyph to read
+                    classes.append("other")
+                    continue
                 if not covered:
                     if glyph.height * glyph.width > 0.3 * cap * cap and not is_point(glyph, line):
                         keep.append(glyph)
@@ -445,23 +467,23 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] = FONTS) -
     return (np.concatenate(all_patches), np.concatenate(all_aspects), np.asarray(all_classes, np.int32))
 
 
-def _add_blobs(rng: np.random.Generator, grey: np.ndarray, text_ink: np.ndarray, cap: float) -> np.ndarray:
-    """Dark or light ellipses beside the text (never on it), as particles next to a label."""
+def _add_blobs(rng: np.random.Generator, grey: np.ndarray, cap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Dark or light ellipses (particles) near or on the text; returns the image and their mask."""
     h, w = grey.shape
     yy, xx = np.mgrid[0:h, 0:w]
     out = grey.copy()
-    near_text = ndi.binary_dilation(text_ink > 0.05, iterations=2)
+    mask = np.zeros((h, w), bool)
     for _ in range(int(rng.integers(1, 3))):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         ry, rx = rng.uniform(0.3, 1.0) * cap, rng.uniform(0.3, 1.0) * cap
         inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-        if not (inside & near_text).any():
-            out[inside] = rng.choice([0.0, 1.0]) * 0.8 + 0.1
-    return out
+        out[inside] = rng.choice([0.0, 1.0]) * 0.8 + 0.1
+        mask |= inside
+    return out, mask
 
 
 def train_glyph_model(seed: int = 0, *, n_labels: int = 12_000, steps: int = 4_000, batch_size: int = 128,
-                      learning_rate: float = 2e-3, fonts: tuple[str, ...] = FONTS,
+                      learning_rate: float = 2e-3, fonts: tuple[str, ...] | None = None,
                       progress=None) -> tuple[GlyphNet, dict[str, float]]:
     """Train the glyph classifier on rendered labels (:func:`glyph_dataset`).
 
@@ -471,7 +493,7 @@ def train_glyph_model(seed: int = 0, *, n_labels: int = 12_000, steps: int = 4_0
       steps: Adam steps (cosine-decayed learning rate).
       batch_size: glyphs per step.
       learning_rate: peak learning rate.
-      fonts: font files to render.
+      fonts: font files to render (default :func:`training_fonts`).
       progress: called as ``progress(step, loss)`` every 500 steps.
 
     Returns:
@@ -509,7 +531,7 @@ def train_glyph_model(seed: int = 0, *, n_labels: int = 12_000, steps: int = 4_0
     probabilities = classify_glyphs(test_patch, test_aspect, model)
     predicted, top = probabilities.argmax(-1), probabilities.max(-1)
     confident = top >= 0.9
-    metrics = {"train_glyphs": int(len(label)), "test_glyphs": int(len(test_label)),
+    metrics = {"fonts": list(training_fonts() if fonts is None else fonts), "train_glyphs": int(len(label)), "test_glyphs": int(len(test_label)),
                "test_accuracy": float((predicted == test_label).mean()),
                "test_confident_fraction": float(confident.mean()),
                "test_accuracy_confident": float((predicted[confident] == test_label[confident]).mean())}

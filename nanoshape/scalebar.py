@@ -477,21 +477,54 @@ def _label_lines(image: np.ndarray, bar: Bar):
     return out
 
 
-def _read_line(text: np.ndarray, line, model) -> list[tuple[str, float]]:
-    """(glyph text, probability) of each glyph of a line; a decimal point has probability 1."""
+def _read_line(text: np.ndarray, line, model) -> tuple[list[tuple[str, float]], list]:
+    """(glyph text, probability) of each glyph of a line (a decimal point has probability 1),
+    and the line's glyphs, where a glyph read as ``other`` that is two touching digits
+    ("00" at small sizes) is split at its narrowest column when both halves read as digits."""
     from nanoshape.glyphs import CLASSES, classify_glyphs, is_point, patches
 
-    tokens: list[tuple[str, float] | None] = [("." , 1.0) if is_point(g, line) else None for g in line]
-    others = [g for g, t in zip(line, tokens) if t is None]
-    probabilities = classify_glyphs(*patches(text, others), model)
-    it = iter(probabilities)
-    out = []
-    for token in tokens:
-        if token is None:
-            p = next(it)
-            token = (CLASSES[int(p.argmax())], float(p.max()))
-        out.append(token)
-    return out
+    points = [is_point(g, line) for g in line]
+    others = [g for g, point in zip(line, points) if not point]
+    probabilities = iter(classify_glyphs(*patches(text, others), model))
+    tokens, glyphs = [], []
+    for glyph, point in zip(line, points):
+        if point:
+            tokens.append((".", 1.0))
+            glyphs.append(glyph)
+            continue
+        p = next(probabilities)
+        token = (CLASSES[int(p.argmax())], float(p.max()))
+        halves = _split_pair(text, glyph, model) if token[0] == "other" else None
+        if halves is not None:
+            tokens.extend(halves[0])
+            glyphs.extend(halves[1])
+        else:
+            tokens.append(token)
+            glyphs.append(glyph)
+    return tokens, glyphs
+
+
+def _split_pair(text: np.ndarray, glyph, model):
+    """Two digits touching in one glyph, split at the column of least ink in its middle
+    third; None unless the glyph is 0.7-1.6 heights wide and both halves read as digits."""
+    from nanoshape.glyphs import CLASSES, Glyph, classify_glyphs, patches
+
+    if not 0.7 * glyph.height <= glyph.width <= 1.6 * glyph.height:
+        return None
+    columns = text[glyph.y0 : glyph.y1, glyph.x0 : glyph.x1].sum(axis=0)
+    lo, hi = glyph.width // 3, max(glyph.width // 3 + 1, 2 * glyph.width // 3)
+    cut = glyph.x0 + lo + int(np.argmin(columns[lo:hi]))
+    halves = []
+    for x0, x1 in ((glyph.x0, cut), (cut + 1, glyph.x1)):
+        rows = np.flatnonzero(text[glyph.y0 : glyph.y1, x0:x1].max(axis=1) > 0.5)
+        if x1 - x0 < 2 or rows.size == 0:
+            return None
+        halves.append(Glyph(glyph.y0 + int(rows[0]), glyph.y0 + int(rows[-1]) + 1, x0, x1))
+    p = classify_glyphs(*patches(text, halves), model)
+    tokens = [(CLASSES[int(q.argmax())], float(q.max())) for q in p]
+    if not all(t.isdigit() for t, _ in tokens):
+        return None
+    return tokens, halves
 
 
 def _words(line) -> list[int]:
@@ -536,7 +569,7 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
     best = None
     for text, candidates in _label_lines(image, bar):
         for _, line in candidates:
-            parsed = _parse_tokens(_read_line(text, line, model), line, min_confidence)
+            parsed = _parse_tokens(*_read_line(text, line, model), min_confidence)
             if parsed is not None:
                 if best is None or parsed[2] > best[2]:
                     best = parsed

@@ -1,5 +1,6 @@
 """Scale bars: finding and measuring bars, reading labels, deciding the pixel size."""
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -191,3 +192,31 @@ def test_hand_measured_floor():
     assert wrong.empty, wrong[["file", "label", "read_label", "relative_error"]].to_string()
     within = (judged.outcome == "within 2 %").mean()
     assert within >= 0.90, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
+
+
+def test_run_records_pixel_size_source_per_micrograph(tmp_path, scene):
+    from PIL import Image
+
+    from nanoshape.pipeline import AnalyzeOptions, ShapeOptions, run_analysis
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with_bar, _ = draw_scale_bar(scene, length_px=200, label="100 nm", cap_height_px=16)
+    Image.fromarray(np.clip(with_bar, 0, 255).astype(np.uint8)).save(folder / "bar.png")
+    plain, _ = draw_scale_bar(scene, length_px=160, label=".", cap_height_px=1)
+    Image.fromarray(np.clip(plain, 0, 255).astype(np.uint8)).save(folder / "unlabelled.png")
+    (tmp_path / "labels.csv").write_text("file,scale_bar\nunlabelled.png,50 nm\n")
+    options = AnalyzeOptions(shape=ShapeOptions(cnn=False), group=False, report=False, overlays=False)
+    summary = run_analysis(folder, tmp_path / "run", options)
+    assert summary["pixel_sizes"]["bar"]["pixel_size_source"] == 'scale bar: "100 nm" = 200 px'
+    assert summary["pixel_sizes"]["unlabelled"]["pixel_size_nm"] is None
+    assert any("unlabelled: no pixel size" in w for w in summary["warnings"])
+    particles = pd.read_csv(tmp_path / "run" / "particles.csv")
+    bar_rows = particles[particles.image == "bar"]
+    assert (bar_rows.pixel_size_nm == pytest.approx(0.5)).all()
+    assert (bar_rows.pixel_size_source == 'scale bar: "100 nm" = 200 px').all()
+    assert (particles[particles.image == "unlabelled"].pixel_size_source == "none: sizes in px").all()
+    given = run_analysis(folder, tmp_path / "run2", dataclasses.replace(options, scale_bars=str(tmp_path / "labels.csv")))
+    assert given["pixel_sizes"]["unlabelled"]["pixel_size_nm"] == pytest.approx(50 / 160)
+    assert given["pixel_sizes"]["unlabelled"]["pixel_size_source"] == 'scale bar: "50 nm" = 160 px'
+

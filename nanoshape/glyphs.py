@@ -131,7 +131,8 @@ def ink(grey: np.ndarray, polarity: str) -> np.ndarray:
 def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Glyph]]:
     """Cut ink into glyphs and group them into lines of text, each line left to right.
 
-    Components of ink above 0.25 that reach 0.5 somewhere (8-connected) are glyphs; a component above or below
+    Components of ink above 0.25 that reach 0.5 somewhere (8-connected; both thresholds
+    raised above the noise where it is strong) are glyphs; a component above or below
     another that overlaps it by half its width joins it (the ring of Å, a broken µ); a
     glyph belongs to a line when it overlaps the line's rows by half its own height or
     sits on its baseline (a decimal point) and lies within 1.2 line heights of it.
@@ -143,12 +144,21 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
     Returns:
       Lines of glyphs.
     """
-    # hysteresis: components of ink > 0.25 that hold ink > 0.5, so a faint, thin stroke
-    # (the top of a small serif 0) keeps its glyph whole and faint noise stays out
-    labels, n = ndi.label(ink_image > 0.25, structure=np.ones((3, 3), bool))
+    # hysteresis: components above a low threshold that reach a high one, so a faint, thin
+    # stroke (the top of a small serif 0) keeps its glyph whole; both thresholds rise above
+    # the background's noise (3.5 robust standard deviations) so noise does not join glyphs
+    # (ink is clipped at the background, the median: its 75th percentile is 0.674 sigma);
+    # on a noisy background the ink is smoothed first (0.8 px), which strokes survive
+    noise = float(np.percentile(ink_image, 75)) / 0.674
+    if noise > 0.1:
+        ink_image = ndi.gaussian_filter(ink_image, 0.8)
+        noise = float(np.percentile(ink_image, 75)) / 0.674
+    low = min(0.6, max(0.25, 3.0 * noise))
+    high = max(0.5, low + 0.2)
+    labels, n = ndi.label(ink_image > low, structure=np.ones((3, 3), bool))
     if n:
         strong = np.zeros(n + 1, bool)
-        strong[np.unique(labels[ink_image > 0.5])] = True
+        strong[np.unique(labels[ink_image > high])] = True
         strong[0] = False
         labels, n = ndi.label(strong[labels], structure=np.ones((3, 3), bool))
     if n == 0:
@@ -166,24 +176,27 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
                 break
         else:
             joined.append(list(box))
+    # lines grow left to right: a glyph joins the line whose last glyph is beside it (gap
+    # within 1.2 heights), on the same rows (overlap of half the lower one) and of a like
+    # height (0.5-2x), or sits small on its baseline (a decimal point); a particle next to
+    # the text is no glyph's neighbour and starts its own line
     joined.sort(key=lambda b: b[2])
     lines: list[list[list[int]]] = []
-    for box in sorted(joined, key=lambda b: -(b[1] - b[0])):  # tall glyphs start lines
+    for box in joined:
         height = box[1] - box[0]
-        best = None
         for line in lines:
-            top, bottom = min(b[0] for b in line), max(b[1] for b in line)
-            line_height = bottom - top
-            overlap = min(box[1], bottom) - max(box[0], top)
-            on_baseline = height < 0.45 * line_height and abs(box[1] - bottom) <= max(2, 0.2 * line_height)
-            near = min(max(0, max(box[2], b[2]) - min(box[3], b[3])) for b in line)
-            if (overlap >= 0.5 * height or on_baseline) and near <= 1.2 * line_height and height <= 1.5 * line_height:
-                best = line
+            tallest = max(b[1] - b[0] for b in line)
+            last = max((b for b in line if b[1] - b[0] > 0.45 * tallest), key=lambda b: b[3])  # not a point
+            last_height = last[1] - last[0]
+            gap = box[2] - max(b[3] for b in line)
+            overlap = min(box[1], last[1]) - max(box[0], last[0])
+            alike = 0.5 <= height / max(last_height, 1) <= 2.0 and overlap >= 0.5 * min(height, last_height)
+            point = height <= 0.45 * last_height and abs(box[1] - last[1]) <= max(2, 0.2 * last_height)
+            if -2 <= gap <= 1.2 * max(height, last_height) and (alike or point):
+                line.append(box)
                 break
-        if best is None:
-            lines.append([box])
         else:
-            best.append(box)
+            lines.append([box])
     out = []
     for line in lines:
         if max(b[1] - b[0] for b in line) < min_height_px:
@@ -194,9 +207,9 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
 
 def is_point(glyph: Glyph, line: list[Glyph]) -> bool:
     """A decimal point: small, about square, on the line's baseline (the median glyph
-    bottom, so a µ's descender does not move it), at most a third of the glyphs' height."""
-    tallest = max(g.height for g in line)
-    height = float(np.median([g.height for g in line if g.height > 0.5 * tallest]))
+    bottom, so a µ's descender does not move it), at most a third of the median glyph
+    height (so one tall glyph joined to a particle does not make the others points)."""
+    height = float(np.median([g.height for g in line]))
     baseline = float(np.median([g.y1 for g in line]))
     return (glyph.height <= 0.35 * height and glyph.width <= 0.45 * height
             and abs(glyph.y1 - baseline) <= max(2.0, 0.15 * height))
@@ -384,13 +397,13 @@ def _random_label(rng: np.random.Generator) -> str:
     return value + (" " if rng.random() < 0.6 else "") + unit
 
 
-def _char_class(chars: set[str]) -> str | None:
-    text = "".join(sorted(chars, key=lambda c: "0123456789nµμum".find(c)))
-    text = text.replace("μ", "µ")
+def _char_class(chars: list[str]) -> str | None:
+    """The class of a glyph covering these characters (in order); None: not learned."""
+    text = "".join(chars).replace("μ", "µ")
     if text in _CLASS_INDEX:
         return text
     if len(chars) == 1:
-        return "other" if not (text.isdigit() or text in "nmuµÅ") else None
+        return None if text == "." else "other"
     return "other"  # any other touching pair ("00" at small sizes): not one glyph, so the label abstains
 
 
@@ -443,7 +456,7 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = N
         for line in cut_glyphs(cut):
             keep, classes = [], []
             for glyph in line:
-                covered = {c for c, x0, x1 in chars if glyph.x0 <= 0.5 * (x0 + x1) < glyph.x1}
+                covered = [c for c, x0, x1 in chars if glyph.x0 <= 0.5 * (x0 + x1) < glyph.x1]
                 if blobs[glyph.y0 : glyph.y1, glyph.x0 : glyph.x1].sum() > 0.1 * glyph.height * glyph.width:
                     keep.append(glyph)  # a particle, or a glyph joined to one: not a glyph to read
                     classes.append("other")
@@ -453,7 +466,7 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = N
                         keep.append(glyph)
                         classes.append("other")  # a blob
                     continue
-                if covered == {"."} or is_point(glyph, line):
+                if covered == ["."] or is_point(glyph, line):
                     continue
                 label = _char_class(covered)
                 if label is not None:

@@ -516,8 +516,10 @@ def _split_pair(text: np.ndarray, glyph, model):
     cut = glyph.x0 + lo + int(np.argmin(columns[lo:hi]))
     halves = []
     for x0, x1 in ((glyph.x0, cut), (cut + 1, glyph.x1)):
+        if x1 - x0 < 2:
+            return None
         rows = np.flatnonzero(text[glyph.y0 : glyph.y1, x0:x1].max(axis=1) > 0.5)
-        if x1 - x0 < 2 or rows.size == 0:
+        if rows.size == 0:
             return None
         halves.append(Glyph(glyph.y0 + int(rows[0]), glyph.y0 + int(rows[-1]) + 1, x0, x1))
     p = classify_glyphs(*patches(text, halves), model)

@@ -56,15 +56,22 @@ def ocr_reader():
 
 
 def main() -> None:
+    import argparse
+
     from rendered import make_case
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="6 hand-measured micrographs and 8 rendered cases")
+    args = parser.parse_args()
     readers = {"nanoshape glyphs": None, "RapidOCR": ocr_reader()}
     table = pd.read_csv(HERE / "hand_measured.csv", keep_default_na=False, na_values={"bar_length_px": [""]})
+    if args.quick:
+        table = table.head(6)
     images = {row["file"]: read_micrograph(DATA / row["file"]).pixels for row in table.to_dict("records")}
     rng = np.random.default_rng(1)
     key = jax.random.key(1)
     rendered = []
-    for s in range(25):
+    for s in range(2 if args.quick else 25):
         scene = np.asarray(render_scene(jax.random.fold_in(key, s), SceneOptions(n_particles=40)).image)
         rendered += [make_case(rng, scene) for _ in range(4)]
     out = {}
@@ -92,7 +99,7 @@ def main() -> None:
         }
         print(name, json.dumps(out[name], indent=1, ensure_ascii=False), flush=True)
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "compare_ocr.json").write_text(json.dumps(out, indent=1, ensure_ascii=False))
+    (HERE / "results" / ("compare_ocr_quick.json" if args.quick else "compare_ocr.json")).write_text(json.dumps(out, indent=1, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -323,7 +323,8 @@ def find_bars(image: np.ndarray, *, max_bars: int = 8) -> list[Bar]:
     ends (so a label box's margin is not). The ends are read on the profile averaged over
     the bar's inner rows, half-way between the bar and the background 6-10 px beside it;
     an outline of opposite contrast closing around both ends is part of the bar; a bar
-    within 25 % of the grey range of its background needs such an outline; two thin
+    within 25 % of the grey range of its background needs such an outline or must be
+    drawn (uniform, at the image's extreme grey value); two thin
     parallel lines closed at the ends (a hollow bar) become one bar, and one bar found at
     several thresholds or beside its own halo is kept once.
 
@@ -388,10 +389,15 @@ def _measure(image: np.ndarray, polarity: str, first: int, last: int, x0: int, x
     reach_left = _outline_reach(line, left, -1, bar_value, background)
     reach_right = _outline_reach(line, right, 1, bar_value, background)
     outlined = bool(reach_left and reach_right)
+    grey_range = float(image.max()) - float(image.min())
+    contrast = abs(bar_value - background)
+    extreme = float(image.min()) if bar_value < background else float(image.max())
+    inner = image[list(rows), left : right + 1]
+    drawn = abs(bar_value - extreme) <= 0.06 * grey_range and float(inner.std()) <= 0.25 * contrast
     if outlined:  # an outline closes around the bar: it is part of it
         left, right = left - reach_left, right + reach_right
-    elif abs(bar_value - background) < 0.25 * (float(image.max()) - float(image.min())):
-        return None  # too faint for a drawn bar without an outline to set it off
+    elif contrast < 0.25 * grey_range and not drawn:
+        return None  # faint and not a uniform, saturated drawing: texture, not a bar
     return Bar(int(left), int(right), first, last, polarity, bar_value, background, outlined=outlined)
 
 

@@ -265,8 +265,8 @@ def _nice_length_nm(target_nm: float) -> float:
     return max(step * power for step in (1, 2, 5) if step * power <= target_nm)
 
 
-def _draw_scale_bar(ax, width_px: int, height_px: int, pixel_size_nm: float) -> str:
-    """A white, black-edged scale bar of a round length in the lower right; returns its label."""
+def _draw_scale_bar(ax, width_px: int, height_px: int, pixel_size_nm: float, *, left: bool = False) -> str:
+    """A white, black-edged scale bar of a round length in a lower corner; returns its label."""
     from matplotlib.patches import Rectangle
     import matplotlib.patheffects as effects
 
@@ -274,7 +274,7 @@ def _draw_scale_bar(ax, width_px: int, height_px: int, pixel_size_nm: float) -> 
     length_px = length_nm / pixel_size_nm
     label = f"{length_nm / 1000:g} µm" if length_nm >= 1000 else f"{length_nm:g} nm"
     thickness = max(2.0, 0.012 * height_px)
-    x0, y0 = width_px * 0.96 - length_px, height_px * 0.95 - thickness
+    x0, y0 = (width_px * 0.04 if left else width_px * 0.96 - length_px), height_px * 0.95 - thickness
     ax.add_patch(Rectangle((x0, y0), length_px, thickness, facecolor="white", edgecolor="black", linewidth=0.8))
     ax.text(x0 + length_px / 2, y0 - thickness, label, color="white", ha="center", va="bottom", fontsize=9,
             path_effects=[effects.withStroke(linewidth=2, foreground="black")])
@@ -304,7 +304,9 @@ def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, limi
         ax.axis("off")
         info = json.loads((page.run / "parts" / "info" / f"{stem}.json").read_text())
         if info.get("pixel_size_nm"):
-            bar = _draw_scale_bar(ax, image.shape[1], image.shape[0], info["pixel_size_nm"])
+            burned = (info.get("scale_bar") or {}).get("bar_box_px")  # keep clear of the micrograph's own bar
+            left = bool(burned) and burned[0] + burned[2] > image.shape[1]
+            bar = _draw_scale_bar(ax, image.shape[1], image.shape[0], info["pixel_size_nm"], left=left)
             scale = f" Scale bar {bar}; pixel size {info['pixel_size_nm']:.4g} nm from {info.get('pixel_size_source')}."
         else:
             scale = " No pixel size: sizes in px."

@@ -616,11 +616,15 @@ def read_scale_bar(image: np.ndarray, *, label: str = "", min_confidence: float 
         reader = lambda image, bar, min_confidence: read_label(image, bar, min_confidence=min_confidence, model=model)
     found: list[ScaleBarReading] = []
     reasons: list[str] = []
+    if given is not None:
+        # the user's label belongs to the longest bar with text beside it (or the only bar)
+        labelled = [bar for bar in bars if any(candidates for _, candidates in _label_lines(image, bar))]
+        if not labelled and len(bars) > 1:
+            return ScaleBarReading(None, bar=bars[0], reason=f"{len(bars)} bars and none with text beside it")
+        bar = max(labelled or bars, key=lambda b: b.length_px)
+        reading = _reading(_pretty(label.strip(), given[1]), given[0], bar, 1.0, width, reasons)
+        return reading if reading.pixel_size_nm is not None else dataclasses.replace(reading, reason=reasons[-1])
     for bar in bars:
-        if given is not None:
-            if len(bars) == 1 or any(candidates for _, candidates in _label_lines(image, bar)):
-                found.append(_reading(label.strip(), given[0], bar, 1.0, width, reasons))
-            continue
         if _touches_edge(bar, width):
             reasons.append(f"the {bar.length_px} px bar runs into the image edge and may be cut")
             continue

@@ -1,6 +1,6 @@
 """Read scale bars drawn onto rendered micrographs: fonts, sizes, corners, colours, boxes, ticks.
 
-    python experiments/scale_bars/rendered.py            # about 3 min on 2 CPU cores
+    python experiments/scale_bars/rendered.py            # 200 cases, about 2 min on 2 CPU cores
     python experiments/scale_bars/rendered.py --quick    # 24 cases, under a minute
 
 Micrographs come from nanoshape's own scene renderer (nanoshape.scene.render_scene); a bar
@@ -70,7 +70,7 @@ def make_case(rng: np.random.Generator, scene_image: np.ndarray) -> tuple[np.nda
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scenes", type=int, default=50)
+    parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--bars-per-scene", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()

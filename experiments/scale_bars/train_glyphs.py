@@ -1,7 +1,7 @@
 """Train the scale-bar glyph classifier shipped in nanoshape/data/glyphs.npz.
 
     apt-get install fonts-liberation                         # Arial- and Times-shaped fonts (optional)
-    python experiments/scale_bars/train_glyphs.py            # about 8 min on 2 CPU cores
+    python experiments/scale_bars/train_glyphs.py            # about 5 min on 2 CPU cores
     python experiments/scale_bars/train_glyphs.py --quick    # a 1-minute smoke run, not saved
 
 Renders labels from matplotlib's fonts (nanoshape.glyphs.FONTS), degrades them, cuts
@@ -22,8 +22,8 @@ HERE = Path(__file__).parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--labels", type=int, default=16_000)
-    parser.add_argument("--steps", type=int, default=6_000)
+    parser.add_argument("--labels", type=int, default=12_000)
+    parser.add_argument("--steps", type=int, default=4_000)
     parser.add_argument("--output", default=str(Path(__file__).parents[2] / "nanoshape" / "data" / "glyphs.npz"))
     parser.add_argument("--quick", action="store_true", help="1,500 labels, 500 steps, nothing saved")
     args = parser.parse_args()

@@ -617,10 +617,8 @@ def read_scale_bar(image: np.ndarray, *, label: str = "", min_confidence: float 
     found: list[ScaleBarReading] = []
     reasons: list[str] = []
     if given is not None:
-        # the user's label belongs to the longest bar with text beside it (or the only bar)
+        # the user's label belongs to the longest bar with text beside it (else the longest bar)
         labelled = [bar for bar in bars if any(candidates for _, candidates in _label_lines(image, bar))]
-        if not labelled and len(bars) > 1:
-            return ScaleBarReading(None, bar=bars[0], reason=f"{len(bars)} bars and none with text beside it")
         bar = max(labelled or bars, key=lambda b: b.length_px)
         reading = _reading(_pretty(label.strip(), given[1]), given[0], bar, 1.0, width, reasons)
         return reading if reading.pixel_size_nm is not None else dataclasses.replace(reading, reason=reasons[-1])

@@ -91,6 +91,7 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> Path:
     from nanoshape.imagefit import ImageFitOptions
     from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, ShapeOptions, run_analysis
     from nanoshape.refine import RefineOptions
+    from nanoshape.scalebar import ScaleBarOptions
     from nanoshape.segment import SegmentOptions
 
     if cfg.pixel_size_nm is not None and not (cfg.pixel_size_nm > 0 and cfg.pixel_size_nm < float("inf")):
@@ -107,6 +108,9 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> Path:
     try:  # a bad option stops the run before anything is written
         options = AnalyzeOptions(
             pixel_size_nm=cfg.pixel_size_nm,
+            scale_bar=str(cfg.scale_bar),
+            scale_bars=str(cfg.scale_bars),
+            calibration=to_options(ScaleBarOptions, cfg.calibration),
             segment=to_options(SegmentOptions, cfg.segment),
             crop=to_options(CropOptions, cfg.crop),
             save_crops=cfg.save_crops,

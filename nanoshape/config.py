@@ -24,6 +24,7 @@ from nanoshape.pipeline import ShapeOptions
 from nanoshape.imagefit import ImageFitOptions
 from nanoshape.refine import RefineOptions
 from nanoshape.render import Imaging
+from nanoshape.scalebar import ScaleBarOptions
 from nanoshape.segment import SegmentOptions
 from nanoshape.segtrain import SegTrainOptions
 from nanoshape.shape import ShapePrior
@@ -138,8 +139,14 @@ class AnalyzeCommand:
         Empty analyses the example micrographs bundled with nanoshape.
       output: the run directory (particles.csv/.parquet, labels/, overlays/,
         summary.json, config.yaml). Rerunning into the same directory resumes.
-      pixel_size_nm: pixel size for every micrograph, overriding the files' calibration;
-        null uses each file's own (and reports sizes in px where a file has none).
+      pixel_size_nm: pixel size for every micrograph, overriding the files' calibration and
+        scale bars; null uses each file's own, else its burned-in scale bar (and reports
+        sizes in px where neither gives one).
+      scale_bar: the scale bar's label for every micrograph (100nm, '0.5 µm') where it
+        cannot be read; the bar's length is still measured.
+      scale_bars: a CSV with columns file,scale_bar giving the label per file.
+      calibration: the scale bar reader (calibration.read=false skips it) and which wins
+        when bar and metadata disagree (calibration.prefer=metadata|scale_bar).
       overlays: write overlays/<stem>.png (outlines coloured by particle over the micrograph).
       save_crops: also write each particle's CNN crop to crops/<stem>.npy.
       workers: parallel worker processes (Dask); 0 = serial, -1 = one per core when
@@ -158,6 +165,9 @@ class AnalyzeCommand:
     input: str = ""
     output: str = "nanoshape-results"
     pixel_size_nm: Optional[float] = None
+    scale_bar: str = ""
+    scale_bars: str = ""
+    calibration: schema(ScaleBarOptions) = field(default_factory=lambda: _default(ScaleBarOptions))
     overlays: bool = True
     save_crops: bool = False
     workers: int = -1

@@ -2,7 +2,7 @@
 
 The first stage of the analysis, ``files --read--> Micrograph(pixels, pixel_size_nm, meta)``.
 :func:`read_micrograph` reads one file (TIFF in its ImageJ, OME, FEI/Thermo, Zeiss and
-Olympus flavours; PNG, JPEG, BMP; Gatan DM3/DM4; MRC; Velox and Berkeley EMD) and
+Olympus flavours, and TVIPS, Gatan and JEOL SightX calibrations through rosettasciio; PNG, JPEG, BMP; Gatan DM3/DM4; MRC; Velox and Berkeley EMD) and
 :func:`find_micrographs` turns a file, folder or glob into the list of files to read.
 :func:`write_tiff` writes the ImageJ-calibrated TIFF that :func:`read_micrograph` reads back
 with the same pixel size (example micrographs, label images).
@@ -98,7 +98,7 @@ class Micrograph:
       pixel_size_nm: nm per pixel, from the override or the metadata; None where neither gives one.
       path: the file read.
       meta: JSON-serialisable facts about the file: ``format``, ``dtype`` and ``shape`` as
-        stored, ``pixel_size_source`` (``'metadata: ImageJ'``, ``'override'``, None, ...),
+        stored, ``pixel_size_source`` (``'metadata: ImageJ'``, ``'pixel_size_nm override'``, None, ...),
         ``pixel_size_nm_metadata`` and its source, vendor tags, ``warnings`` (list of str).
     """
 
@@ -461,7 +461,7 @@ def _resolve_pixel_size(override: float | None, notes: _Notes) -> float | None:
     notes.meta["pixel_size_nm_metadata"] = value
     notes.meta["pixel_size_source_metadata"] = metadata_source
     if override is not None:
-        value, metadata_source = override, "override"
+        value, metadata_source = override, "pixel_size_nm override"
     notes.meta["pixel_size_nm"] = value
     notes.meta["pixel_size_source"] = metadata_source
     return value
@@ -603,8 +603,9 @@ def _tiff_layout(path: Path, page, raw: np.ndarray, notes: _Notes) -> tuple[np.n
 
 
 def _tiff_calibrations(tif, page, notes: _Notes) -> None:
-    """Offer every pixel size the TIFF holds: instrument tags, then OME, ImageJ, resolution tags."""
-    for reader in (_fei_tags, _zeiss_tags, _olympus_tags, _ome_tags, _imagej_tags):
+    """Offer every pixel size the TIFF holds: instrument tags (FEI, Zeiss, Olympus, then TVIPS,
+    Gatan TIFF and JEOL SightX through rosettasciio), then OME, ImageJ, resolution tags."""
+    for reader in (_fei_tags, _zeiss_tags, _olympus_tags, _rsciio_tiff_tags, _ome_tags, _imagej_tags):
         try:
             reader(tif, page, notes)
         except Exception as error:  # a broken vendor block must not stop the pixels being read
@@ -666,6 +667,39 @@ def _olympus_pixel_size(sis: Mapping[str, Any], notes: _Notes) -> None:
     notes.meta["vendor"] = {k: v for k, v in {
         "vendor": "Olympus SIS", "camera": sis.get("cameraname"), "magnification": sis.get("magnification"),
         "name": sis.get("name")}.items() if v is not None}
+
+
+# TIFF tags of Gatan DigitalMicrograph's TIFF export: units, scales and offsets of the axes
+_GATAN_TIFF_TAGS = frozenset({65003, 65004, 65009, 65010})
+
+
+def _rsciio_tiff_vendor(tif, page) -> str | None:
+    """The vendor whose TIFF calibration rosettasciio reads and the readers above do not."""
+    if _safe(lambda: tif.is_tvips, False):
+        return "TVIPS"
+    if _GATAN_TIFF_TAGS & set(page.tags.keys()):
+        return "Gatan TIFF"
+    make = page.tags.get(271)  # Make
+    if make is not None and str(make.value).strip() == "JEOL Ltd.":
+        return "JEOL SightX"
+    return None
+
+
+def _rsciio_tiff_tags(tif, page, notes: _Notes) -> None:
+    """Calibrations of TVIPS, Gatan (DigitalMicrograph TIFF export) and JEOL SightX TIFFs,
+    read by rosettasciio. (Its Hamamatsu reader gives a streak camera's wavelength and time
+    axes, not a pixel size, and is not used.)"""
+    vendor = _rsciio_tiff_vendor(tif, page)
+    if vendor is None:
+        return
+    from rsciio.tiff import file_reader
+
+    signal = file_reader(tif.filehandle.path, lazy=True)[0]
+    axes = sorted(signal.get("axes", []), key=lambda a: a.get("index_in_array", 0))
+    image_axes = [a for a in axes if not a.get("navigate", False)][-2:]
+    notes.meta.setdefault("vendor", {"vendor": vendor})
+    if len(image_axes) == 2:
+        _rsciio_pixel_size(f"{vendor} (rosettasciio)", image_axes, notes)
 
 
 def _ome_tags(tif, page, notes: _Notes) -> None:

@@ -30,6 +30,7 @@ from nanoshape.io import Micrograph, MicrographError, find_micrographs, read_mic
 from nanoshape.groups import GroupOptions
 from nanoshape.imagefit import ImageFitOptions
 from nanoshape.refine import RefineOptions
+from nanoshape.scalebar import ScaleBarOptions, calibrate, parse_label, read_scale_bar_labels
 from nanoshape.segment import SegmentOptions, segment
 
 __all__ = ["ShapeOptions", "AnalyzeOptions", "DistributeOptions", "ImageResult", "analyze_micrograph", "process_file", "run_analysis"]
@@ -65,8 +66,14 @@ class AnalyzeOptions:
     """Options of ``nanoshape analyze`` below the command line.
 
     Attributes:
-      pixel_size_nm: pixel size to use for every micrograph, overriding the metadata;
-        None uses each file's own calibration (and pixels where it has none).
+      pixel_size_nm: pixel size to use for every micrograph, overriding the metadata and
+        the scale bar; None uses each file's own calibration, else its scale bar (and
+        pixels where neither gives one).
+      scale_bar: the scale bar's label for every micrograph (``"100nm"``), where the reader
+        cannot read it; the bar's length is still measured. Empty reads each label.
+      scale_bars: a CSV with columns ``file,scale_bar`` giving the label per file (name,
+        stem or path), over ``scale_bar``.
+      calibration: how the scale bar is read and weighed against the metadata.
       segment: segmentation options.
       crop: how particles are cut for the CNN.
       save_crops: also write every particle's crop to ``crops/<stem>.npy``.
@@ -82,6 +89,9 @@ class AnalyzeOptions:
     """
 
     pixel_size_nm: float | None = None
+    scale_bar: str = ""
+    scale_bars: str = ""
+    calibration: ScaleBarOptions = field(default_factory=ScaleBarOptions)
     segment: SegmentOptions = field(default_factory=SegmentOptions)
     crop: CropOptions = field(default_factory=CropOptions)
     save_crops: bool = False
@@ -93,6 +103,20 @@ class AnalyzeOptions:
     groups: GroupOptions = field(default_factory=GroupOptions)
     report: bool = True
     classifier: str = ""
+
+    def __post_init__(self):
+        if self.scale_bar and parse_label(self.scale_bar) is None:
+            raise ValueError(f"scale_bar={self.scale_bar!r} is not a number and a length unit (e.g. 100nm, '0.5 µm')")
+        if self.scale_bars:
+            read_scale_bar_labels(self.scale_bars)  # a bad file stops the run before it starts
+
+    def scale_bar_label(self, path: str | os.PathLike) -> str:
+        """The scale-bar label the user gave for one file (empty: read it)."""
+        if self.scale_bars:
+            label = read_scale_bar_labels(self.scale_bars).get(Path(path).stem)
+            if label:
+                return label
+        return self.scale_bar
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,6 +160,8 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
         _add_shape_parameters(table, crops, options, timings, window_px=sides, pixel_size_nm=micrograph.pixel_size_nm)
 
     table.insert(0, "image", micrograph.stem)
+    table["pixel_size_nm"] = micrograph.pixel_size_nm if micrograph.pixel_size_nm is not None else np.nan
+    table["pixel_size_source"] = micrograph.meta.get("pixel_size_source") or "none: sizes in px"
     dropped = seg.dropped.copy()
     dropped.insert(0, "image", micrograph.stem)
     info = {
@@ -145,6 +171,7 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
         "width_px": int(micrograph.pixels.shape[1]),
         "pixel_size_nm": micrograph.pixel_size_nm,
         "pixel_size_source": micrograph.meta.get("pixel_size_source"),
+        "scale_bar": micrograph.meta.get("scale_bar"),
         "polarity": seg.polarity,
         "particle_size_px": float(seg.particle_size_px),
         "particles": int(len(table)),
@@ -337,6 +364,7 @@ def process_file(path: str | os.PathLike, output: str | os.PathLike, options: An
         return {"stem": stem, "file": str(path), "status": "resumed"}
     try:
         micrograph = read_micrograph(path, pixel_size_nm=options.pixel_size_nm)
+        micrograph = calibrate(micrograph, options.calibration, label=options.scale_bar_label(path))
         result = analyze_micrograph(micrograph, options)
     except MicrographError as error:
         return {"stem": stem, "file": str(path), "status": "skipped", "reason": error.reason}
@@ -561,6 +589,9 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
         "particles": int(len(particles)),
         "particles_dropped": int(len(dropped_table)),
         "particles_per_image": {info["image"]: info["particles"] for info in infos},
+        "pixel_sizes": {info["image"]: {"pixel_size_nm": info["pixel_size_nm"], "pixel_size_source": info["pixel_size_source"],
+                                        **({"scale_bar": info["scale_bar"]} if info.get("scale_bar") else {})}
+                        for info in infos},
         **size,
         **grouped,
         **{f"{column}_median": float(particles[column].median()) for column in ("jaccard_cnn", "jaccard_refined")

@@ -17,6 +17,7 @@ import functools
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,28 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
 
 
+def _nice_length_nm(target_nm: float) -> float:
+    """The largest of 1, 2, 5 x 10^k nm not above ``target_nm``."""
+    power = 10.0 ** math.floor(math.log10(target_nm))
+    return max(step * power for step in (1, 2, 5) if step * power <= target_nm)
+
+
+def _draw_scale_bar(ax, width_px: int, height_px: int, pixel_size_nm: float, *, left: bool = False) -> str:
+    """A white, black-edged scale bar of a round length in a lower corner; returns its label."""
+    from matplotlib.patches import Rectangle
+    import matplotlib.patheffects as effects
+
+    length_nm = _nice_length_nm(0.2 * width_px * pixel_size_nm)
+    length_px = length_nm / pixel_size_nm
+    label = f"{length_nm / 1000:g} µm" if length_nm >= 1000 else f"{length_nm:g} nm"
+    thickness = max(2.0, 0.012 * height_px)
+    x0, y0 = (width_px * 0.04 if left else width_px * 0.96 - length_px), height_px * 0.95 - thickness
+    ax.add_patch(Rectangle((x0, y0), length_px, thickness, facecolor="white", edgecolor="black", linewidth=0.8))
+    ax.text(x0 + length_px / 2, y0 - thickness, label, color="white", ha="center", va="bottom", fontsize=9,
+            path_effects=[effects.withStroke(linewidth=2, foreground="black")])
+    return label
+
+
 def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, limit: int = 8) -> None:
     plt = _plt()
     stems = list(dict.fromkeys(particles.image))[:limit]
@@ -279,7 +302,15 @@ def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, limi
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title(stem, fontsize=9)
         ax.axis("off")
-        page.figure(fig, f"micrograph_{shown:02d}", f"{stem}: particles coloured by group.")
+        info = json.loads((page.run / "parts" / "info" / f"{stem}.json").read_text())
+        if info.get("pixel_size_nm"):
+            burned = (info.get("scale_bar") or {}).get("bar_box_px")  # keep clear of the micrograph's own bar
+            left = bool(burned) and burned[0] + burned[2] > image.shape[1]
+            bar = _draw_scale_bar(ax, image.shape[1], image.shape[0], info["pixel_size_nm"], left=left)
+            scale = f" Scale bar {bar}; pixel size {info['pixel_size_nm']:.4g} nm from {info.get('pixel_size_source')}."
+        else:
+            scale = " No pixel size: sizes in px."
+        page.figure(fig, f"micrograph_{shown:02d}", f"{stem}: particles coloured by group.{scale}")
         shown += 1
 
 
@@ -370,6 +401,10 @@ def write_report(run: str | Path, *, seed: int = 0) -> Path:
               f"during segmentation (dropped.csv lists each with its reason).")
     for warning in summary.get("warnings", []):
         page.parts.append(f"<p class='warn'>{html.escape(str(warning))}</p>")
+    if summary.get("pixel_sizes"):
+        page.table(pd.DataFrame([{"micrograph": stem, "pixel size (nm)": entry["pixel_size_nm"],
+                                  "from": entry["pixel_size_source"] or "none: sizes in px"}
+                                 for stem, entry in summary["pixel_sizes"].items()]), "pixel_sizes", digits=4)
 
     page.section("sizes", "Size: ensemble mean, standard deviation and polydispersity")
     if len(particles):

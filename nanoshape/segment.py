@@ -63,6 +63,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from nanoshape.scalebar import is_bar_box
+
 __all__ = [
     "SegmentOptions",
     "Segmentation",
@@ -417,7 +419,7 @@ def find_overlays(image: np.ndarray) -> np.ndarray:
             own = labels[box] == k
             extent = area[k] / (h * w)
             long_side, short_side = max(h, w), min(h, w)
-            if extent >= 0.85 and long_side >= 8 * short_side and short_side >= 2 and long_side >= 0.03 * width:
+            if is_bar_box(h, w, extent, width):
                 pad_y = long_side // 2 if w >= h else long_side // 4
                 pad_x = long_side // 4 if w >= h else long_side // 2
                 y0, y1 = max(0, box[0].start - pad_y), min(height, box[0].stop + pad_y)

@@ -93,7 +93,7 @@ def test_override_beats_metadata_and_both_are_recorded():
     path = shared_data("formats", "imagej_uint16_tif", "SAMPLE_0001.tif")
     micrograph = read_micrograph(path, pixel_size_nm=0.5)
     assert micrograph.pixel_size_nm == 0.5
-    assert micrograph.meta["pixel_size_source"] == "override"
+    assert micrograph.meta["pixel_size_source"] == "pixel_size_nm override"
     assert micrograph.meta["pixel_size_nm_metadata"] == pytest.approx(2.593, abs=1e-3)
     assert micrograph.meta["pixel_size_source_metadata"] == "metadata: ImageJ"
 
@@ -633,3 +633,18 @@ def test_found_files_are_read(tmp_path):
     micrographs = [read_micrograph(p) for p in find_micrographs(tmp_path)]
     assert [m.stem for m in micrographs] == ["m0", "m1"]
     assert all(m.pixel_size_nm == pytest.approx(1.5) for m in micrographs)
+
+
+def test_gatan_tiff_calibration_is_read_through_rosettasciio(tmp_path):
+    """DigitalMicrograph's TIFF export keeps its calibration in private tags 65003-65010."""
+    import tifffile
+
+    path = tmp_path / "gatan.tif"
+    image = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80)
+    tifffile.imwrite(path, image, resolution=(72.0, 72.0), resolutionunit=tifffile.RESUNIT.INCH,
+                     extratags=[(65003, "s", 0, "um", True), (65004, "s", 0, "um", True),
+                                (65009, "d", 1, 0.0025, True), (65010, "d", 1, 0.0025, True)])
+    micrograph = read_micrograph(path)
+    assert micrograph.pixel_size_nm == pytest.approx(2.5)
+    assert micrograph.meta["pixel_size_source"] == "metadata: Gatan TIFF (rosettasciio)"
+    np.testing.assert_array_equal(micrograph.pixels, image.astype(np.float32))

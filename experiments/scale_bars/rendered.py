@@ -1,0 +1,135 @@
+"""Read scale bars drawn onto rendered micrographs: fonts, sizes, corners, colours, boxes, ticks.
+
+    python experiments/scale_bars/rendered.py            # 200 cases, about 2 min on 2 CPU cores
+    python experiments/scale_bars/rendered.py --quick    # 24 cases, under a minute
+
+Micrographs come from nanoshape's own scene renderer (nanoshape.scene.render_scene); a bar
+of a random length (40-260 px) and a label of a random value and unit are burned into each
+with nanoshape.glyphs.draw_scale_bar in one of the training fonts or in cmss10 (a font
+the classifier never saw), at a random digit height (7-30 px), in a random corner, white or
+black, with or without a box, end ticks, the label above or below, and then blurred,
+noised and JPEG-compressed at random. The true pixel size is value / length. Writes
+results/rendered.csv (one row per case), results/rendered_summary.json (the share read
+within 1 %, abstained and wrong, overall and per font) and results/rendered_examples.png.
+"""
+
+import argparse
+import io
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from nanoshape.glyphs import FONTS, draw_scale_bar
+from nanoshape.scalebar import parse_label, read_scale_bar
+from nanoshape.scene import SceneOptions, render_scene
+
+HERE = Path(__file__).parent
+HELD_OUT_FONTS = ("cmss10.ttf",)
+VALUES = ("5", "10", "20", "50", "100", "200", "250", "500", "0.5", "1", "2", "2.5", "1.0", "0.2")
+UNITS = ("nm", "nm", "µm", "um", "μm", "Å")
+
+
+def make_case(rng: np.random.Generator, scene_image: np.ndarray) -> tuple[np.ndarray, dict]:
+    """One micrograph with a drawn bar, and what was drawn."""
+    font = str(rng.choice(FONTS + HELD_OUT_FONTS * 2))
+    unit = str(rng.choice(UNITS))
+    if font.startswith("cm") and unit in ("µm", "μm", "Å"):
+        unit = "um"  # Computer Modern has neither µ nor Å
+    label = str(rng.choice(VALUES)) + (" " if rng.random() < 0.6 else "") + unit
+    length = int(rng.integers(40, 261))
+    cap = float(rng.uniform(7, 30))
+    grey = scene_image
+    grey = 255 * (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6)
+    case = dict(font=font, label=label, length_px=length, cap_height_px=round(cap, 1),
+                corner=str(rng.choice(["bottom-right", "bottom-left", "top-right", "top-left"])),
+                colour=str(rng.choice(["white", "black"])), thickness_px=int(rng.integers(3, 12)),
+                label_above=bool(rng.random() < 0.6), box=bool(rng.random() < 0.3), ticks=bool(rng.random() < 0.2))
+    image, _ = draw_scale_bar(grey, length_px=length, label=label, font=font, cap_height_px=cap,
+                              corner=case["corner"], colour=case["colour"], thickness_px=case["thickness_px"],
+                              label_above=case["label_above"], box=case["box"], ticks=case["ticks"])
+    blur = float(rng.choice([0.0, 0.0, 0.5, 0.8]))
+    if blur:
+        from scipy.ndimage import gaussian_filter
+
+        image = gaussian_filter(image, blur)
+    image = np.clip(image + rng.normal(0, rng.uniform(0, 8), image.shape), 0, 255)
+    jpeg = int(rng.choice([0, 0, 90, 60, 40]))
+    if jpeg:
+        buffer = io.BytesIO()
+        Image.fromarray(image.astype(np.uint8)).save(buffer, format="JPEG", quality=jpeg)
+        image = np.asarray(Image.open(buffer), np.float32)
+    case.update(blur_px=blur, jpeg_quality=jpeg, pixel_size_nm=parse_label(label)[0] / length)
+    return image.astype(np.float32), case
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenes", type=int, default=40)
+    parser.add_argument("--bars-per-scene", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    scenes, per_scene = (8, 3) if args.quick else (args.scenes, args.bars_per_scene)
+    rng = np.random.default_rng(args.seed)
+    key = jax.random.key(args.seed)
+    rows, examples = [], []
+    start = time.perf_counter()
+    for s in range(scenes):
+        scene = render_scene(jax.random.fold_in(key, s), SceneOptions(n_particles=int(rng.integers(20, 80))))
+        for b in range(per_scene):
+            image, case = make_case(rng, np.asarray(scene.image))
+            t0 = time.perf_counter()
+            reading = read_scale_bar(image)
+            seconds = time.perf_counter() - t0
+            error = reading.pixel_size_nm / case["pixel_size_nm"] - 1 if reading.pixel_size_nm else None
+            outcome = "abstained" if error is None else ("within 1 %" if abs(error) <= 0.01 else "wrong")
+            rows.append({**case, "scene": s, "read_label": reading.label, "read_pixel_size_nm": reading.pixel_size_nm,
+                         "read_bar_length_px": reading.bar.length_px if reading.bar else None,
+                         "relative_error": error, "outcome": outcome, "reason": reading.reason, "seconds": seconds})
+            if len(examples) < 8:
+                examples.append((image, f"{case['font']} '{case['label']}' {case['length_px']} px -> "
+                                        f"{reading.label or 'abstain'} {reading.bar.length_px if reading.bar else ''}"))
+    table = pd.DataFrame(rows)
+    (HERE / "results").mkdir(exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    table.to_csv(HERE / "results" / f"rendered{suffix}.csv", index=False)
+    counts = table.outcome.value_counts().to_dict()
+    per_font = {font: {"n": int(len(t)), "within_1_percent": int((t.outcome == "within 1 %").sum()),
+                       "abstained": int((t.outcome == "abstained").sum()), "wrong": int((t.outcome == "wrong").sum())}
+                for font, t in table.groupby("font")}
+    summary = {"cases": int(len(table)), "within_1_percent": int(counts.get("within 1 %", 0)),
+               "abstained": int(counts.get("abstained", 0)), "wrong": int(counts.get("wrong", 0)),
+               "within_1_percent_fraction": float(counts.get("within 1 %", 0) / len(table)),
+               "held_out_fonts": list(HELD_OUT_FONTS), "per_font": per_font,
+               "median_read_seconds": float(table.seconds.median()), "seconds": round(time.perf_counter() - start, 1)}
+    (HERE / "results" / f"rendered_summary{suffix}.json").write_text(json.dumps(summary, indent=1))
+    _figure(examples, HERE / "results" / f"rendered_examples{suffix}.png")
+    bad = table[table.outcome != "within 1 %"]
+    with pd.option_context("display.width", 220, "display.max_colwidth", 70):
+        print(bad[["font", "label", "length_px", "cap_height_px", "colour", "box", "ticks", "read_label",
+                   "read_bar_length_px", "outcome", "reason"]].to_string(index=False))
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_font"}, indent=1))
+
+
+def _figure(examples, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(16, 8.4))
+    for ax, (image, title) in zip(axes.ravel(), examples):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Scale bars: finding and measuring bars, reading labels, deciding the pixel size."""
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from nanoshape.glyphs import CLASSES, classify_glyphs, draw_scale_bar, glyph_dataset, load_glyph_model
+from nanoshape.io import read_micrograph, write_tiff
+from nanoshape.scalebar import (
+    ScaleBarOptions,
+    calibrate,
+    evaluate_readings,
+    find_bars,
+    parse_label,
+    read_scale_bar,
+    read_scale_bar_labels,
+)
+from nanoshape.scene import SceneOptions, render_scene
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HAND_TABLE = Path(__file__).resolve().parents[1] / "experiments" / "scale_bars" / "hand_measured.csv"
+
+
+@pytest.fixture(scope="module")
+def scene() -> np.ndarray:
+    """A rendered micrograph scaled to 0..255."""
+    image = np.asarray(render_scene(jax.random.key(3), SceneOptions(n_particles=30)).image, np.float32)
+    return 255 * (image - image.min()) / np.ptp(image)
+
+
+@pytest.mark.parametrize("text, nm, unit", [
+    ("100 nm", 100.0, "nm"), ("500nm", 500.0, "nm"), ("0.5 µm", 500.0, "µm"), ("1μm", 1000.0, "µm"),
+    ("2 um", 2000.0, "µm"), ("5 Å", 0.5, "Å"), ("1 mm", 1e6, "mm"), ("2,5 nm", 2.5, "nm"), ("1.0 UM", 1000.0, "µm"),
+])
+def test_parse_label(text, nm, unit):
+    value, shown = parse_label(text)
+    assert value == pytest.approx(nm) and shown == unit
+
+
+@pytest.mark.parametrize("text", ["", "nm", "100", "100 px", "0 nm", "(a)", "1 00 nm x", "10 kV"])
+def test_parse_label_rejects(text):
+    assert parse_label(text) is None
+
+
+@pytest.mark.parametrize("colour, background", [("white", 60.0), ("black", 200.0)])
+@pytest.mark.parametrize("length", [37, 120, 251])
+def test_find_bars_measures_drawn_bars_exactly(colour, background, length):
+    rng = np.random.default_rng(length)
+    image = background + rng.normal(0, 6, (300, 400)).astype(np.float32)
+    image, (x0, y0, x1, y1) = draw_scale_bar(image, length_px=length, label="50 nm", colour=colour, thickness_px=5)
+    bars = find_bars(image)
+    assert bars, "no bar found"
+    bar = bars[0]
+    assert (bar.x0_px, bar.x1_px, bar.length_px) == (x0, x1, length)
+    assert bar.polarity == ("light" if colour == "white" else "dark")
+
+
+def test_find_bars_counts_ticks_and_outline(scene):
+    image, (x0, _, x1, _) = draw_scale_bar(scene, length_px=150, label="200 nm", ticks=True, thickness_px=4)
+    assert find_bars(image)[0].length_px == 150
+    # a white bar with a 1 px black outline: the outline is part of the bar
+    image = np.full((200, 300), 150.0, np.float32)
+    image[99:108, 49:152] = 0.0
+    image[100:107, 50:151] = 255.0
+    bar = find_bars(image)[0]
+    assert (bar.x0_px, bar.x1_px) == (49, 151)
+
+
+def test_find_bars_ignores_particles_and_boxes():
+    yy, xx = np.mgrid[0:256, 0:256]
+    image = np.full((256, 256), 200.0, np.float32)
+    image[(yy - 120) ** 2 + (xx - 100) ** 2 < 40 ** 2] = 20.0  # a particle
+    image[10:60, 150:250] = 255.0  # a label box with a dark letter in it
+    image[20:50, 190:200] = 0.0
+    assert find_bars(image) == []
+
+
+_OPEN = pytest.mark.xfail(strict=True, reason="issue 22 open: the glyph reader abstains on most rendered labels "
+                          "(35 of 200 read in experiments/scale_bars/results/rendered_summary.json)")
+
+
+@pytest.mark.parametrize("case", [pytest.param(0, marks=_OPEN), pytest.param(1, marks=_OPEN), 2, pytest.param(3, marks=_OPEN)])
+def test_read_scale_bar_on_rendered_micrographs(scene, case):
+    fonts = ("DejaVuSans.ttf", "STIXGeneral.ttf", "DejaVuSans-Bold.ttf", "cmss10.ttf")
+    labels = ("100 nm", "0.5 µm", "20nm", "2 um")
+    lengths = (180, 123, 95, 240)
+    image, _ = draw_scale_bar(scene, length_px=lengths[case], label=labels[case], font=fonts[case], cap_height_px=14 + 3 * case,
+                              corner=("bottom-right", "top-left", "bottom-left", "top-right")[case],
+                              colour=("white", "black")[case % 2], box=case == 2, label_above=case != 1)
+    reading = read_scale_bar(image)
+    expected = parse_label(labels[case])[0] / lengths[case]
+    assert reading.pixel_size_nm == pytest.approx(expected, rel=0.01), reading
+    assert reading.source == f'scale bar: "{reading.label}" = {lengths[case]} px'
+
+
+def test_read_scale_bar_abstains_without_a_label_and_takes_a_given_one(scene):
+    plain, _ = draw_scale_bar(scene, length_px=150, label=".", cap_height_px=1)
+    reading = read_scale_bar(plain)
+    assert reading.pixel_size_nm is None and reading.reason
+    given = read_scale_bar(plain, label="100nm")
+    assert given.pixel_size_nm == pytest.approx(100 / 150)
+    assert given.source == 'scale bar: "100 nm" = 150 px'
+    with pytest.raises(ValueError, match="not a number and a length unit"):
+        read_scale_bar(plain, label="100 px")
+
+
+def test_bar_cut_by_the_edge_is_not_used():
+    image = np.full((200, 300), 200.0, np.float32)
+    image, _ = draw_scale_bar(image, length_px=120, label="50 nm", colour="black", margin_px=0, corner="bottom-right")
+    reading = read_scale_bar(image)
+    assert reading.pixel_size_nm is None and "edge" in reading.reason
+
+
+def _calibrated_file(tmp_path, scene, pixel_size_nm, *, length_px=200, label="100 nm"):
+    image, _ = draw_scale_bar(scene, length_px=length_px, label=label, cap_height_px=16)
+    path = tmp_path / "bar.tif"
+    write_tiff(path, np.clip(image, 0, 255).astype(np.uint8), pixel_size_nm=pixel_size_nm)
+    return path
+
+
+def test_calibrate_warns_when_metadata_and_a_read_bar_disagree(tmp_path):
+    """A real micrograph whose label the reader reads ("100 nm" = 122 px, 0.8197 nm/px),
+    saved with an ImageJ calibration 10 % off."""
+    source = DATA / "emps_train" / "images" / "36de69b2c0.png"
+    if not source.is_file():
+        pytest.skip(f"{source} is absent: the real micrographs live in ../shared/data beside the checkout")
+    path = tmp_path / "36de69b2c0.tif"
+    write_tiff(path, read_micrograph(source).pixels.astype(np.uint8), pixel_size_nm=0.9)
+    micrograph = calibrate(read_micrograph(path))
+    assert micrograph.pixel_size_nm == pytest.approx(0.9)
+    warning = [w for w in micrograph.meta["warnings"] if "disagree" in w]
+    assert len(warning) == 1 and '"100 nm" = 122 px' in warning[0] and "used the metadata" in warning[0]
+
+
+def test_calibrate_warns_when_metadata_and_bar_disagree(tmp_path, scene):
+    # the label is given (the glyph reader does not read this rendered one yet); the bar is measured
+    path = _calibrated_file(tmp_path, scene, 0.45)  # the bar says 0.5 nm/px: 11 % apart
+    micrograph = calibrate(read_micrograph(path), label="100 nm")
+    assert micrograph.pixel_size_nm == pytest.approx(0.45)
+    assert micrograph.meta["pixel_size_source"] == "metadata: ImageJ"
+    warning = [w for w in micrograph.meta["warnings"] if "disagree" in w]
+    assert len(warning) == 1 and '"100 nm" = 200 px' in warning[0] and "used the metadata" in warning[0]
+    preferred = calibrate(read_micrograph(path), ScaleBarOptions(prefer="scale_bar"), label="100 nm")
+    assert preferred.pixel_size_nm == pytest.approx(0.5, rel=0.01)
+    assert preferred.meta["pixel_size_source"] == 'scale bar: "100 nm" = 200 px'
+
+
+def test_calibrate_agreeing_metadata_and_bar_is_quiet(tmp_path, scene):
+    micrograph = calibrate(read_micrograph(_calibrated_file(tmp_path, scene, 0.502)), label="100 nm")
+    assert micrograph.pixel_size_nm == pytest.approx(0.502)
+    assert not [w for w in micrograph.meta["warnings"] if "disagree" in w]
+    assert micrograph.meta["scale_bar"]["pixel_size_nm"] == pytest.approx(0.5, rel=0.01)
+
+
+def test_calibrate_takes_the_bar_without_metadata_and_respects_override(tmp_path, scene):
+    path = _calibrated_file(tmp_path, scene, None, length_px=160, label="50 nm")
+    micrograph = calibrate(read_micrograph(path), label="50nm")
+    assert micrograph.pixel_size_nm == pytest.approx(50 / 160, rel=0.01)
+    assert micrograph.meta["pixel_size_source"] == 'scale bar: "50 nm" = 160 px'
+    override = calibrate(read_micrograph(path, pixel_size_nm=0.7), label="50nm")
+    assert override.pixel_size_nm == 0.7 and override.meta["pixel_size_source"] == "pixel_size_nm override"
+
+
+def test_calibrate_stays_in_px_and_says_why(tmp_path):
+    path = tmp_path / "plain.tif"
+    write_tiff(path, np.full((64, 64), 100, np.uint8))
+    micrograph = calibrate(read_micrograph(path))
+    assert micrograph.pixel_size_nm is None
+    assert any("no pixel size" in w and "no scale bar found" in w for w in micrograph.meta["warnings"])
+
+
+def test_read_scale_bar_labels(tmp_path):
+    good = tmp_path / "labels.csv"
+    good.write_text("file,scale_bar\nimages/a.png,100 nm\nb,0.5 µm\nc,\n", encoding="utf-8")
+    assert read_scale_bar_labels(good) == {"a": "100 nm", "b": "0.5 µm"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,scale_bar\na.png,100 px\n")
+    with pytest.raises(ValueError, match=r"bad.csv, row 2: scale_bar '100 px'"):
+        read_scale_bar_labels(bad)
+    with pytest.raises(ValueError, match="needs the columns"):
+        (tmp_path / "cols.csv").write_text("name,label\n")
+        read_scale_bar_labels(tmp_path / "cols.csv")
+
+
+def test_glyph_model_is_small_and_reads_rendered_glyphs():
+    from nanoshape.glyphs import _WEIGHTS
+
+    assert _WEIGHTS.stat().st_size < 500_000
+    patch, aspect, label = glyph_dataset(12345, 150)
+    probabilities = classify_glyphs(patch, aspect, load_glyph_model())
+    accuracy = (probabilities.argmax(-1) == label).mean()
+    confident = probabilities.max(-1) >= 0.9
+    assert accuracy >= 0.85
+    assert (probabilities.argmax(-1)[confident] == label[confident]).mean() >= 0.97
+    assert set(CLASSES[k] for k in label) >= set("0123456789nm")
+
+
+def test_hand_measured_floor():
+    """The reader against 53 hand-measured micrographs: none wrong, and a floor on the share
+    read within 2 % at what the reader reaches now (27 of 51, 2026-12-06). The issue's target
+    is 90 %: not met yet (see experiments/scale_bars/results/hand_summary.json)."""
+    if not DATA.is_dir():
+        pytest.skip(f"{DATA} is absent: the hand-measured micrographs live in ../shared/data beside the checkout")
+    table = pd.read_csv(HAND_TABLE, keep_default_na=False, na_values={"bar_length_px": [""]})
+    scored = evaluate_readings(table, DATA)
+    judged = scored[(scored.label_readable == "yes") & scored.bar_length_px.notna()]
+    wrong = scored[scored.outcome == "wrong"]
+    assert wrong.empty, wrong[["file", "label", "read_label", "relative_error"]].to_string()
+    within = (judged.outcome == "within 2 %").mean()
+    assert within >= 0.50, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
+
+
+def test_run_records_pixel_size_source_per_micrograph(tmp_path, scene):
+    from PIL import Image
+
+    from nanoshape.pipeline import AnalyzeOptions, ShapeOptions, run_analysis
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with_bar, _ = draw_scale_bar(scene, length_px=200, label="100 nm", cap_height_px=16)
+    Image.fromarray(np.clip(with_bar, 0, 255).astype(np.uint8)).save(folder / "bar.png")
+    plain, _ = draw_scale_bar(scene, length_px=160, label=".", cap_height_px=1)
+    Image.fromarray(np.clip(plain, 0, 255).astype(np.uint8)).save(folder / "unlabelled.png")
+    (tmp_path / "labels.csv").write_text("file,scale_bar\nunlabelled.png,50 nm\n")
+    (tmp_path / "bar_only.csv").write_text("file,scale_bar\nbar.png,100 nm\n")
+    options = AnalyzeOptions(shape=ShapeOptions(cnn=False), group=False, report=False, overlays=False,
+                             scale_bars=str(tmp_path / "bar_only.csv"))
+    summary = run_analysis(folder, tmp_path / "run", options)
+    assert summary["pixel_sizes"]["bar"]["pixel_size_source"] == 'scale bar: "100 nm" = 200 px'
+    assert summary["pixel_sizes"]["unlabelled"]["pixel_size_nm"] is None
+    assert any("unlabelled: no pixel size" in w for w in summary["warnings"])
+    particles = pd.read_csv(tmp_path / "run" / "particles.csv")
+    bar_rows = particles[particles.image == "bar"]
+    assert len(bar_rows) and np.allclose(bar_rows.pixel_size_nm, 0.5)
+    assert (bar_rows.pixel_size_source == 'scale bar: "100 nm" = 200 px').all()
+    assert (particles[particles.image == "unlabelled"].pixel_size_source == "none: sizes in px").all()
+    given = run_analysis(folder, tmp_path / "run2", dataclasses.replace(options, scale_bars=str(tmp_path / "labels.csv")))
+    assert given["pixel_sizes"]["unlabelled"]["pixel_size_nm"] == pytest.approx(50 / 160)
+    assert given["pixel_sizes"]["unlabelled"]["pixel_size_source"] == 'scale bar: "50 nm" = 160 px'
+

@@ -533,7 +533,10 @@ def run_fingerprint(options: AnalyzeOptions) -> dict[str, Any]:
     if options.shape.cnn:
         from nanoshape.cnn import default_model_dir
 
-        model = rundir.folder_sha256(options.shape.model or default_model_dir())
+        folder = Path(options.shape.model or default_model_dir())
+        if (folder / "model").is_dir() and not (folder / "model.json").exists():
+            folder = folder / "model"  # a training run directory, as load_model reads it
+        model = rundir.folder_sha256(folder)
     return {"options": values, "shape_model_sha256": model}
 
 

@@ -213,7 +213,7 @@ _NAN_REASONS = {
 
 
 def nan_reasons(table: pd.DataFrame, options: AnalyzeOptions = AnalyzeOptions()) -> pd.Series:
-    """Per particle, each measurement that is NaN and why ("" when none is): the ``nan_reason`` column.
+    """Per particle, each measurement that is NaN and why (missing when none is): the ``nan_reason`` column.
 
     NaN means "no value", never a failed computation: a stage switched off leaves its
     columns NaN (``shape.image_fit=false``, ``shape.refine=false``), and two features have
@@ -226,7 +226,7 @@ def nan_reasons(table: pd.DataFrame, options: AnalyzeOptions = AnalyzeOptions())
         off["jaccard_refined"] = "shape.refine=false"
     numeric = table.select_dtypes("number")
     missing = numeric.isna().to_numpy()
-    out = np.full(len(table), "", dtype=object)
+    out = np.full(len(table), np.nan, dtype=object)
     if missing.any():
         patterns, which = np.unique(missing, axis=0, return_inverse=True)
         for k, pattern in enumerate(patterns):
@@ -236,7 +236,8 @@ def nan_reasons(table: pd.DataFrame, options: AnalyzeOptions = AnalyzeOptions())
                                                  "not computed for this particle")
                 by_reason.setdefault(reason, []).append(column)
             out[np.asarray(which).ravel() == k] = "; ".join(f"{' '.join(c)}: {why}" for why, c in by_reason.items())
-    return pd.Series(out, index=table.index, dtype=object)
+    # missing rather than "": the CSV reads back what the parquet holds
+    return pd.Series(out, index=table.index, dtype="str")
 
 
 #: shape columns, in order (the CNN's values keep the suffix ``_cnn`` once refined, the

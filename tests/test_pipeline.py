@@ -165,4 +165,15 @@ def test_shape_stages_report_progress_in_chunks_and_give_the_unchunked_particles
     for stage in ("cnn", "image_fit", "refine"):
         assert [(e.done, e.total) for e in events if e.stage == stage] == [(step, n), (2 * step, n), (n, n)]
     assert [e.stage for e in events][:2] == ["segment", "segment"] and {e.item for e in events} == {"sparse"}
-    assert (whole.nan_reason == "").all()
+    assert whole.nan_reason.isna().all()
+
+
+def test_every_nan_measurement_has_its_reason():
+    from nanoshape.pipeline import ShapeOptions, nan_reasons
+
+    table = pd.DataFrame({"nearest_neighbour_distance_nm": [np.nan, 1.0, 2.0], "p_image": [np.nan, np.nan, np.nan],
+                          "area_nm2": [1.0, 2.0, 3.0]})
+    reasons = nan_reasons(table, AnalyzeOptions(shape=ShapeOptions(image_fit=False)))
+    assert reasons[0] == "nearest_neighbour_distance_nm: the only particle kept in its micrograph; p_image: shape.image_fit=false"
+    assert reasons[1] == reasons[2] == "p_image: shape.image_fit=false"
+    assert nan_reasons(table[["area_nm2"]]).isna().all()

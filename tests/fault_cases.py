@@ -190,8 +190,12 @@ _ROOT: list[Path] = []
 
 
 def _root() -> Path:
+    """The folder of the files shared between cases (removed when the process exits)."""
     if not _ROOT:
+        import atexit
+
         _ROOT.append(Path(tempfile.mkdtemp(prefix="nanoshape-faults-")))
+        atexit.register(shutil.rmtree, _ROOT[0], ignore_errors=True)
     return _ROOT[0]
 
 

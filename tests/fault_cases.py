@@ -1184,13 +1184,18 @@ def concurrent_runs(w):
     _scenes(folder)
     output = w.path / "run"
     first = spawn("analyze", f"input={folder}", f"output={output}", *FAST, prelude=_SLOW_WRITES)
-    deadline = time.monotonic() + 300
-    while not (output / "labels").is_dir() or not list((output / "labels").glob("*.tif")):
-        if first.poll() is not None or time.monotonic() > deadline:
-            raise NotHere(f"the first run ended before the second started: {first.communicate()[1][-300:]}")
-        time.sleep(0.01)
-    second = cli_process("analyze", f"input={folder}", f"output={output}", *FAST)
-    first_run = finish(first)
+    try:
+        deadline = time.monotonic() + 300
+        while not (output / "labels").is_dir() or not list((output / "labels").glob("*.tif")):
+            if first.poll() is not None or time.monotonic() > deadline:
+                raise NotHere(f"the first run ended before the second started: {first.communicate()[1][-300:]}")
+            time.sleep(0.01)
+        second = cli_process("analyze", f"input={folder}", f"output={output}", *FAST)
+        first_run = finish(first)
+    finally:  # never leave the first run writing into a folder that is about to be removed
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
     expect(first_run.code == 0, f"the first run exited {first_run.code}: {first_run.err[-300:]}")
     expect(second.code == 0 or "another nanoshape run" in second.text,
            f"the second run neither finished nor said why not (exit {second.code}): {second.text[-300:]}")

@@ -96,24 +96,31 @@ def _run_classify(cfg) -> int:
 
 
 class _Bars:
-    """The CLI's progress display: micrographs done, and the stage of the one in hand (tqdm, on stderr)."""
+    """The CLI's progress display: micrographs done, and the stage in hand (tqdm, on stderr)."""
+
+    #: stages of the run as a whole (their item goes after the bar, not into its label)
+    _END_STAGES = ("gather", "group", "classifier", "report")
 
     def __init__(self, n_files: int):
         from tqdm import tqdm
 
         self.files = tqdm(total=n_files, desc="analysing", unit="micrograph", position=0)
-        self.stage = tqdm(total=1, desc="starting", position=1, leave=False, bar_format="{desc} {bar} {n_fmt}/{total_fmt}")
+        self.stage = tqdm(total=1, desc="starting", position=1, leave=False,
+                          bar_format="{desc} {bar} {n_fmt}/{total_fmt} {postfix}")
 
     def __call__(self, event) -> None:
         if event.stage == "micrographs":
             self.files.update(event.done - self.files.n)
             self.files.set_postfix_str(event.item[-40:])
             return
-        label = f"{event.item[-30:]}: {event.stage}" if event.item else event.stage
-        if self.stage.desc != label or self.stage.total != event.total:
+        at_end = event.stage in self._END_STAGES
+        label = event.stage if at_end or not event.item else f"{event.item[-30:]}: {event.stage}"
+        if self.stage.desc != label or self.stage.total != max(event.total, 1):
             self.stage.reset(total=max(event.total, 1))
-            self.stage.set_description_str(label)
-        self.stage.update(event.done - self.stage.n)
+            self.stage.set_description_str(label, refresh=False)
+        self.stage.n = event.done
+        self.stage.set_postfix_str(event.item[-30:] if at_end else "", refresh=False)
+        self.stage.refresh()  # stages are few and slow: show each at once
 
     def close(self) -> None:
         self.stage.close()

@@ -3,19 +3,31 @@
 The command line parses and validates the configuration first, imports the heavy
 libraries after, makes one library call per stage and owns the progress bar; the library
 never prints.
+
+Exit statuses (README, "Exit statuses"): 0 every micrograph analysed (or the command done);
+1 the command stopped with a message (an input, output or run-directory problem); 2 an
+invalid command or option; 3 the run finished but skipped some files (summary.json lists
+each with its reason); 4 the run finished without analysing any micrograph.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_OK", "EXIT_STOPPED", "EXIT_USAGE", "EXIT_SOME_SKIPPED", "EXIT_NOTHING_ANALYSED"]
+
+EXIT_OK = 0
+EXIT_STOPPED = 1
+EXIT_USAGE = 2
+EXIT_SOME_SKIPPED = 3
+EXIT_NOTHING_ANALYSED = 4
 
 
-def _run_render(cfg) -> Path:
+def _run_render(cfg) -> int:
     import jax
     import pandas as pd
 
@@ -42,7 +54,7 @@ def _run_render(cfg) -> Path:
         table.to_csv(output / "sheet.csv", index=False)
         save_sheet(jax.device_get(images), table, output / "sheet.png", columns=cfg.columns)
         print(f"nanoshape render: {cfg.n_shapes} shapes -> {output / 'sheet.png'} and {output / 'sheet.csv'}")
-        return output
+        return EXIT_OK
     if cfg.mode == "scene":
         from tqdm import tqdm
 
@@ -60,47 +72,85 @@ def _run_render(cfg) -> Path:
         for i in tqdm(range(cfg.n_scenes), desc="rendering scenes", unit="scene"):
             write_scene(jax.random.fold_in(key, i), options, output, f"scene_{i:03d}")
         print(f"nanoshape render: {cfg.n_scenes} micrographs with labels and truth tables -> {output}")
-        return output
+        return EXIT_OK
     raise SystemExit(f"nanoshape render: mode must be 'sheet' or 'scene', got {cfg.mode!r}")
 
 
-def _run_classify(cfg) -> Path:
+def _run_classify(cfg) -> int:
     if not cfg.model:
         raise SystemExit("nanoshape classify: give model=<run directory of an earlier nanoshape analyze>")
     from nanoshape.groups import load_classifier
 
     path = Path(cfg.model)
+    model_run = path if path.is_dir() else path.parent.parent
     if path.is_dir():
         path = path / "groups" / "classifier.skops"
     try:
         load_classifier(path)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"nanoshape classify: {error}") from None
+    if os.path.abspath(cfg.output) == os.path.abspath(model_run):
+        raise SystemExit(f"nanoshape classify: output={cfg.output} is the run directory of the model {cfg.model}; "
+                         f"its results would be replaced. Give another output= (the default is nanoshape-classified)")
     return _run_analyze(cfg, command="classify", classifier=str(path))
 
 
-def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> Path:
+class _Bars:
+    """The CLI's progress display: micrographs done, and the stage in hand (tqdm, on stderr)."""
+
+    #: stages of the run as a whole (their item goes after the bar, not into its label)
+    _END_STAGES = ("gather", "group", "classifier", "report")
+
+    def __init__(self, n_files: int):
+        from tqdm import tqdm
+
+        self.files = tqdm(total=n_files, desc="analysing", unit="micrograph", position=0)
+        self.stage = tqdm(total=1, desc="starting", position=1, leave=False,
+                          bar_format="{desc} {bar} {n_fmt}/{total_fmt} {postfix}")
+
+    def __call__(self, event) -> None:
+        if event.stage == "micrographs":
+            self.files.update(event.done - self.files.n)
+            self.files.set_postfix_str(event.item[-40:])
+            return
+        at_end = event.stage in self._END_STAGES
+        label = event.stage if at_end or not event.item else f"{event.item[-30:]}: {event.stage}"
+        if self.stage.desc != label or self.stage.total != max(event.total, 1):
+            self.stage.reset(total=max(event.total, 1))
+            self.stage.set_description_str(label, refresh=False)
+        self.stage.n = event.done
+        self.stage.set_postfix_str(event.item[-30:] if at_end else "", refresh=False)
+        self.stage.refresh()  # stages are few and slow: show each at once
+
+    def close(self) -> None:
+        self.stage.close()
+        self.files.close()
+
+
+def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> int:
     from omegaconf import OmegaConf
-    from tqdm import tqdm
 
     from nanoshape.config import to_options
     from nanoshape.crop import CropOptions
     from nanoshape.examples import bundled_examples_dir
-    from nanoshape.io import find_micrographs
+    from nanoshape.io import PIXEL_SIZE_NM_RANGE, find_inputs
     from nanoshape.groups import GroupOptions
     from nanoshape.imagefit import ImageFitOptions
     from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, ShapeOptions, run_analysis
     from nanoshape.refine import RefineOptions
     from nanoshape.scalebar import ScaleBarOptions
+    from nanoshape.rundir import RunDirectoryError, check_output
     from nanoshape.segment import SegmentOptions
 
-    if cfg.pixel_size_nm is not None and not (cfg.pixel_size_nm > 0 and cfg.pixel_size_nm < float("inf")):
-        raise SystemExit(f"nanoshape {command}: pixel_size_nm must be a positive number of nm, got {cfg.pixel_size_nm}")
+    low, high = PIXEL_SIZE_NM_RANGE
+    if cfg.pixel_size_nm is not None and not (low <= cfg.pixel_size_nm <= high):
+        raise SystemExit(f"nanoshape {command}: pixel_size_nm must be a number of nm from {low:g} to {high:g}, "
+                         f"got {cfg.pixel_size_nm}")
     source = cfg.input or str(bundled_examples_dir())
     if not cfg.input:
         print(f"nanoshape {command}: no input given; analysing the bundled examples in {source}")
     try:
-        n_files = len(find_micrographs(source))
+        n_files = len(find_inputs(source)[0])
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"nanoshape {command}: {error}") from None
     if n_files == 0:
@@ -122,12 +172,15 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> Path:
             groups=to_options(GroupOptions, cfg.groups),
             report=cfg.report,
             classifier=classifier,
+            max_megapixels=cfg.max_megapixels,
         )
     except (ValueError, TypeError) as error:
         raise SystemExit(f"nanoshape {command}: {error}") from None
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    try:  # a path that cannot take the results stops the run before any micrograph is read
+        check_output(output)
+    except RunDirectoryError as error:
+        raise SystemExit(f"nanoshape {command}: {error}") from None
     if options.shape.cnn:
         from nanoshape.cnn import load_model
 
@@ -136,9 +189,19 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> Path:
         except (FileNotFoundError, ValueError) as error:
             raise SystemExit(f"nanoshape {command}: cannot load the shape model: {error} "
                              "(shape.cnn=false analyses without shape parameters)") from None
-    with tqdm(total=n_files, desc="analysing", unit="micrograph") as bar:
+    bars = _Bars(n_files)
+    try:
         summary = run_analysis(source, output, options, distribute=DistributeOptions(scheduler=cfg.scheduler, workers=cfg.workers),
-                               progress=lambda stem: (bar.set_postfix_str(stem), bar.update()))
+                               progress=bars, overwrite=cfg.overwrite, config_yaml=OmegaConf.to_yaml(cfg))
+    except RunDirectoryError as error:
+        raise SystemExit(f"nanoshape {command}: {error}") from None
+    except OSError as error:  # writing the run's tables or report: a full disk, a vanished folder
+        where = f" {error.filename}" if error.filename else ""
+        raise SystemExit(f"nanoshape {command}: could not write{where}: {error.strerror or error}. The micrographs "
+                         f"finished so far are kept in {output}; free the space (or fix the folder) and run the same "
+                         f"command again to finish") from None
+    finally:
+        bars.close()
     unit = "nm" if "major_axis_mean_nm" in summary else "px"
     print(f"nanoshape {command}: {summary['particles']} particles in {summary['micrographs_analysed']} micrograph(s)"
           + (f", {summary['micrographs_resumed']} resumed" if summary["micrographs_resumed"] else ""))
@@ -155,10 +218,17 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> Path:
     print(f"  results: {output / 'particles.csv'}, overlays in {output / 'overlays'}, summary in {output / 'summary.json'}")
     if (output / "report.html").exists():
         print(f"  report: {output / 'report.html'}")
-    return output
+    if summary["micrographs_analysed"] == 0:
+        print(f"nanoshape {command}: no micrograph could be analysed (exit status {EXIT_NOTHING_ANALYSED})", file=sys.stderr)
+        return EXIT_NOTHING_ANALYSED
+    if summary["files_skipped"]:
+        print(f"nanoshape {command}: {len(summary['files_skipped'])} file(s) skipped (exit status {EXIT_SOME_SKIPPED})",
+              file=sys.stderr)
+        return EXIT_SOME_SKIPPED
+    return EXIT_OK
 
 
-def _run_evaluate(cfg) -> Path:
+def _run_evaluate(cfg) -> int:
     import json
 
     from nanoshape.evaluate import evaluate_folder
@@ -188,10 +258,10 @@ def _run_evaluate(cfg) -> Path:
     for skip in scores["skipped"]:
         print(f"  skipped {skip['image']}: {skip['reason']}")
     print(f"  scores: {output}")
-    return output
+    return EXIT_OK
 
 
-def _run_train(cfg) -> Path:
+def _run_train(cfg) -> int:
     import json
 
     from tqdm import tqdm
@@ -220,7 +290,7 @@ def _run_train(cfg) -> Path:
           f"median |log p error| {figures['median_abs_error_log_p']:.3f}")
     crop_args = f" crop.context={options.crop.context:g}" if options.crop.context > 0 else ""
     print(f"  use it with: nanoshape analyze shape.model={model_dir}{crop_args} ...")
-    return model_dir
+    return EXIT_OK
 
 
 def _run_train_segmentation(cfg) -> Path:
@@ -281,8 +351,35 @@ COMMANDS: dict[str, tuple[str, Callable]] = {
 def _usage() -> str:
     lines = ["usage: nanoshape <command> [key=value ...] [--help]", "", "commands:"]
     lines += [f"  {name:<19} {doc}" for name, (doc, _) in COMMANDS.items()]
-    lines += ["", "Options are Hydra overrides; `nanoshape <command> --help` lists them with their defaults."]
+    lines += ["", "Options are Hydra overrides; `nanoshape <command> --help` lists them with their defaults.",
+              "Exit statuses: 0 done, 1 stopped with a message, 2 invalid command or option, 3 some files skipped,",
+              "4 no micrograph analysed."]
     return "\n".join(lines)
+
+
+def _refused_overrides(overrides: list[str]) -> str | None:
+    """Why overrides that nanoshape would silently ignore or add are refused, or None.
+
+    Hydra accepts ``hydra.*`` settings (``hydra.run.dir``: nanoshape never changes directory;
+    ``output=`` says where results go) and ``+key`` / ``++key`` / ``~key`` (adding or removing
+    keys the schema does not have); none of them would do anything here.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return None  # compose reports the syntax error itself
+    for override in parsed:
+        key = override.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            return (f"{override.input_line!r}: nanoshape does not use Hydra's own settings (it never changes "
+                    f"directory or writes Hydra logs); output= says where the results go")
+        if override.type != OverrideType.CHANGE:
+            return (f"{override.input_line!r}: every option of nanoshape exists already; set it with {key}=<value> "
+                    f"(adding or deleting keys with +, ++ or ~ would do nothing). `--help` lists the options")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,26 +391,29 @@ def main(argv: list[str] | None = None) -> int:
     command, overrides = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"nanoshape: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     from omegaconf import OmegaConf
 
     from nanoshape.config import COMMAND_SCHEMAS, compose
 
     wants_help = any(arg in ("-h", "--help") for arg in overrides)
     overrides = [arg for arg in overrides if arg not in ("-h", "--help")]
+    refused = _refused_overrides(overrides)
+    if refused:
+        print(f"nanoshape {command}: invalid configuration: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         cfg = compose(command, overrides)
     except Exception as error:  # Hydra's composition errors say which override is wrong
         message = str(error).strip()
         print(f"nanoshape {command}: invalid configuration: {message}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if wants_help:
         doc = textwrap.dedent(COMMAND_SCHEMAS[command].__doc__ or "")
         print(f"nanoshape {command}: {COMMANDS[command][0]}\n\n{doc.strip()}\n\nOptions with their defaults:\n")
         print(OmegaConf.to_yaml(cfg))
         return 0
-    COMMANDS[command][1](cfg)
-    return 0
+    return COMMANDS[command][1](cfg)
 
 
 if __name__ == "__main__":

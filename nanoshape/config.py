@@ -138,7 +138,12 @@ class AnalyzeCommand:
       input: a micrograph, a folder of micrographs, or a glob (quote it in the shell).
         Empty analyses the example micrographs bundled with nanoshape.
       output: the run directory (particles.csv/.parquet, labels/, overlays/,
-        summary.json, config.yaml). Rerunning into the same directory resumes.
+        summary.json, config.yaml, run.json; complete.json once finished). Rerunning into
+        the same directory resumes when the inputs hold the same bytes and the options that
+        change results are the same; otherwise the run stops and names what differs. One
+        run writes into a directory at a time.
+      overwrite: delete the results already in output= and start over (needed to rerun
+        into a directory with other inputs or options).
       pixel_size_nm: pixel size for every micrograph, overriding the files' calibration and
         scale bars; null uses each file's own, else its burned-in scale bar (and reports
         sizes in px where neither gives one).
@@ -152,6 +157,12 @@ class AnalyzeCommand:
       workers: parallel worker processes (Dask); 0 = serial, -1 = one per core when
         there are at least 8 micrographs and 4 cores (on fewer cores XLA already uses them all).
       scheduler: address of an existing Dask scheduler to use instead (tcp://host:8786).
+        Dask sends pickles between this process, the scheduler and its workers, and
+        unpickling runs code: use only a cluster you trust (your own, reachable by no one
+        else, ideally over TLS), as anyone who can connect to it can run code in this
+        process and read your micrographs.
+      max_megapixels: largest micrograph read (height x width, millions of pixels); a file
+        whose header declares more is skipped with its reason before it is decoded.
       segment: segmentation (lengths in units of the typical particle radius found).
       crop: how particles are cut and normalised for the CNN.
       shape: the CNN (shape.model= a trained model) and whether to refine its parameters.
@@ -164,6 +175,7 @@ class AnalyzeCommand:
 
     input: str = ""
     output: str = "nanoshape-results"
+    overwrite: bool = False
     pixel_size_nm: Optional[float] = None
     scale_bar: str = ""
     scale_bars: str = ""
@@ -172,6 +184,7 @@ class AnalyzeCommand:
     save_crops: bool = False
     workers: int = -1
     scheduler: str = ""
+    max_megapixels: float = 300.0
     segment: schema(SegmentOptions) = field(default_factory=lambda: _default(SegmentOptions))
     crop: schema(CropOptions) = field(default_factory=lambda: _default(CropOptions))
     shape: schema(ShapeOptions) = field(default_factory=lambda: _default(ShapeOptions))
@@ -190,11 +203,13 @@ class ClassifyCommand(AnalyzeCommand):
     Attributes:
       model: the run directory of an earlier ``nanoshape analyze`` (its
         groups/classifier.skops is used), or that .skops file itself. Loaded with skops,
-        trusting only the types an SVM pipeline holds; never pickle.
+        only when it holds exactly the types of a StandardScaler + SVC pipeline; never pickle.
+      output: the run directory of this run (never the model's run directory).
       (every other option as for ``nanoshape analyze``)
     """
 
     model: str = ""
+    output: str = "nanoshape-classified"
 
 
 @dataclass

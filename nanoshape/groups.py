@@ -31,18 +31,21 @@ choice go to the run's summary. Everything is deterministic for a given seed.
 :func:`train_classifier` fits a multiclass RBF support-vector machine on the group labels
 (scikit-learn; C and gamma by a 10-fold cross-validated grid search on an 80 % training
 split; accuracy and confusion matrix on the held-out 20 %; 10-fold cross-validated
-accuracy on all particles). :func:`save_classifier` writes it with skops, whose loader
-refuses types not listed as trusted, so opening a classifier from elsewhere cannot run
-code (no pickle).
+accuracy on all particles). :func:`save_classifier` writes it with skops (no pickle),
+atomically, with its metadata and the file's SHA-256 beside it; :func:`load_classifier`
+reads the file's type list first and loads only a file made of exactly the types a
+``Pipeline(StandardScaler, SVC)`` holds, so a file from elsewhere can neither run code nor
+pass off another model (a ``DummyClassifier`` answering one group for every particle).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -255,17 +258,21 @@ def _cophenetic(x: np.ndarray) -> float:
     return float(cophenet(linkage(x, method="ward"), distances)[0])
 
 
-def cluster_particles(table: pd.DataFrame, options: GroupOptions = GroupOptions()) -> Grouping:
-    """Group the particles of a table (see the module docstring)."""
+def cluster_particles(table: pd.DataFrame, options: GroupOptions = GroupOptions(),
+                      progress: Callable[[int, int], None] | None = None) -> Grouping:
+    """Group the particles of a table (see the module docstring).
+
+    ``progress(done, total)`` is called after each (dataset, method, K) fit.
+    """
     from threadpoolctl import threadpool_limits
 
     # these fits are small: BLAS threads only contend (a Gaussian mixture on 180 particles
     # took 17 s with two threads beside JAX, 0.24 s with one)
     with threadpool_limits(1):
-        return _cluster_particles(table, options)
+        return _cluster_particles(table, options, progress)
 
 
-def _cluster_particles(table: pd.DataFrame, options: GroupOptions) -> Grouping:
+def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None) -> Grouping:
     from sklearn.metrics import silhouette_score
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -291,6 +298,8 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions) -> Grouping:
     common = _standardise(raw[sample], all_columns)
     rows, by_k = [], []
     candidates = {}
+    total = len(datasets) * len(options.methods) * max(0, min(hi, len(sample) - 1) - lo + 1)
+    done = 0
     for dataset in datasets:
         columns = dataset_columns(table, dataset, options)
         x = _standardise(design_matrix(table.iloc[sample], columns), columns)
@@ -299,6 +308,9 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions) -> Grouping:
             best = None
             for k in range(lo, min(hi, len(sample) - 1) + 1):
                 labels = _fit_labels(x, method, k, options.seed)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
                 if len(np.unique(labels)) < 2:
                     continue
                 score = float(silhouette_score(x, labels))
@@ -415,37 +427,111 @@ def train_classifier(table: pd.DataFrame, labels: np.ndarray, columns: tuple[str
                       confusion=confusion, best_params=best)
 
 
-_TRUSTED = ["numpy.dtype", "sklearn.pipeline.Pipeline", "sklearn.preprocessing._data.StandardScaler", "sklearn.svm._classes.SVC"]
+#: every (module, class) a skops file of Pipeline(StandardScaler, SVC) holds, and nothing else:
+#: the containers of its state, numpy arrays and scalars, and the three estimators
+_CLASSIFIER_TYPES = frozenset({
+    ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "str"), ("builtins", "int"),
+    ("builtins", "float"), ("builtins", "bool"), ("builtins", "NoneType"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy", "float64"), ("numpy", "float32"), ("numpy", "int64"),
+    ("numpy", "int32"), ("numpy", "bool_"),
+    ("sklearn.pipeline", "Pipeline"), ("sklearn.preprocessing._data", "StandardScaler"), ("sklearn.svm._classes", "SVC"),
+})
+_CLASSIFIER_NODES = frozenset({"DictNode", "ListNode", "TupleNode", "JsonNode", "TypeNode", "NdArrayNode", "ObjectNode",
+                               "DTypeNode", "NoneNode"})
+_CLASSIFIER_META_KEYS = ("columns", "groups", "test_accuracy", "cv_accuracy_mean", "cv_accuracy_std", "confusion",
+                         "best_params")
 
 
 def save_classifier(classifier: Classifier, path: str | Path) -> Path:
-    """Write the classifier (skops: no pickle) and its metadata beside it (``.json``)."""
+    """Write the classifier (skops: no pickle) and its metadata beside it (``.json``, with the
+    SHA-256 of the .skops file), each atomically: a failed or killed save leaves the previous
+    pair whole, and a .json that does not belong to its .skops is refused on loading."""
     import skops.io as sio
 
+    from nanoshape.rundir import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sio.dump(classifier.pipeline, path)
-    meta = {"format": "nanoshape-classifier-1", **classifier.summary()}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    data = {}
+
+    def dump(tmp: Path) -> None:
+        sio.dump(classifier.pipeline, tmp)
+        data["sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
+
+    atomic_write(path, dump)
+    meta = {"format": "nanoshape-classifier-1", "skops_sha256": data["sha256"], **classifier.summary()}
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return path
 
 
+def _classifier_types(path: Path) -> set[tuple[str, str, str]]:
+    """(module, class, skops loader) of every object a skops file describes, read from its schema only."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+    found = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node or "__module__" in node:
+                found.add((str(node.get("__module__")), str(node.get("__class__")), str(node.get("__loader__"))))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
 def load_classifier(path: str | Path) -> Classifier:
-    """Load a classifier saved by :func:`save_classifier`; only the SVM pipeline's own types
-    are trusted, anything else in the file is refused."""
+    """Load a classifier saved by :func:`save_classifier`.
+
+    Only a file made of exactly the types of a ``Pipeline(StandardScaler, SVC)``
+    (:data:`_CLASSIFIER_TYPES`) is loaded; anything else in it is refused by name before
+    skops builds a single object.
+
+    Raises:
+      FileNotFoundError: no classifier (or its .json) at ``path``.
+      ValueError: the file is damaged or truncated, its .json lacks keys or belongs to
+        another file, or it holds types a nanoshape classifier does not.
+    """
     import skops.io as sio
 
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
         raise FileNotFoundError(f"{path}: no classifier (and its .json) here; `nanoshape analyze` writes classifier.skops")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != "nanoshape-classifier-1":
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{meta_path}: cannot be read ({type(error).__name__}: {error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != "nanoshape-classifier-1":
         raise ValueError(f"{meta_path}: not a nanoshape classifier")
-    untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in _TRUSTED]
-    if untrusted:
-        raise ValueError(f"{path}: refusing to load types that a nanoshape classifier does not contain: {untrusted}")
-    pipeline = sio.load(path, trusted=[t for t in sio.get_untrusted_types(file=path)])
+    missing = [key for key in _CLASSIFIER_META_KEYS if key not in meta]
+    if missing:
+        raise ValueError(f"{meta_path}: lacks {missing}; it was damaged or not written by nanoshape")
+    if "skops_sha256" in meta and meta["skops_sha256"] != hashlib.sha256(path.read_bytes()).hexdigest():
+        raise ValueError(f"{meta_path} does not belong to {path} (the file's SHA-256 differs from the one recorded)")
+    try:
+        types = _classifier_types(path)
+    except Exception as error:  # BadZipFile, a missing or broken schema.json
+        raise ValueError(f"{path}: not a readable classifier (truncated or damaged?): {type(error).__name__}: {error}") from None
+    foreign = sorted(f"{module}.{name}" for module, name, loader in types
+                     if (module, name) not in _CLASSIFIER_TYPES or loader not in _CLASSIFIER_NODES)
+    if foreign:
+        raise ValueError(f"{path}: refusing to load types that a nanoshape classifier (StandardScaler + SVC) does not "
+                         f"contain: {foreign}")
+    try:
+        pipeline = sio.load(path, trusted=sorted({f"{module}.{name}" for module, name, _ in types}))
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable classifier (truncated or damaged?): {type(error).__name__}: {error}") from None
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    steps = [type(step) for _, step in getattr(pipeline, "steps", [])] if isinstance(pipeline, Pipeline) else []
+    if steps != [StandardScaler, SVC]:
+        raise ValueError(f"{path}: holds {type(pipeline).__name__} {[t.__name__ for t in steps]}, not the "
+                         f"StandardScaler + SVC pipeline a nanoshape classifier is")
     return Classifier(pipeline=pipeline, columns=tuple(meta["columns"]), groups=tuple(meta["groups"]),
                       test_accuracy=meta["test_accuracy"], cv_accuracy=(meta["cv_accuracy_mean"], meta["cv_accuracy_std"]),
                       confusion=np.asarray(meta["confusion"]), best_params=meta["best_params"])

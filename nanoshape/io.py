@@ -27,10 +27,14 @@ import numpy as np
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
+    "MAX_PIXELS",
+    "PIXEL_SIZE_NM_RANGE",
     "Micrograph",
     "MicrographError",
+    "find_inputs",
     "find_micrographs",
     "read_micrograph",
+    "write_csv",
     "write_tiff",
 ]
 
@@ -47,8 +51,17 @@ _PILLOW_KINDS = frozenset({"png", "jpeg", "bmp", "gif"})
 _KIND_NAMES = {"tiff": "TIFF", "png": "PNG", "jpeg": "JPEG", "bmp": "BMP", "gif": "GIF", "dm": "Gatan DM",
                "mrc": "MRC", "hdf5": "EMD (HDF5)"}
 
-# A pixel size outside this range (nm) cannot come from a microscope: 0.1 pm to 1 mm.
-_PIXEL_SIZE_NM_RANGE = (1e-4, 1e6)
+#: A pixel size outside this range (nm) cannot come from a microscope: 0.1 pm to 1 mm.
+PIXEL_SIZE_NM_RANGE = (1e-4, 1e6)
+_PIXEL_SIZE_NM_RANGE = PIXEL_SIZE_NM_RANGE
+#: Largest image (height x width) read by default: a 16k x 16k montage fits; a header that
+#: declares more is refused before anything is decoded (1.2 GB as float32, and the analysis
+#: needs several times that).
+MAX_PIXELS = 300_000_000
+# Stored values whose magnitude lies outside [2^-64, 2^64] are scaled by a power of two
+# (exact) before the float32 conversion: float32 cannot hold 1e40, and the analysis's
+# statistics lose precision on values of 1e-30.
+_VALUE_MAGNITUDE_LOG2_RANGE = (-64, 64)
 # Resolution tags in inch/cm are calibrations only for pixels this small; larger ones
 # (72 dpi = 352,778 nm, even 4800 dpi = 5,292 nm) are the dpi an image editor writes.
 _RESOLUTION_TAG_MAX_NM = 1000.0
@@ -126,31 +139,39 @@ def _describe_array(array: Any) -> str:
 # --------------------------------------------------------------------------- public API
 
 
-def read_micrograph(path: str | os.PathLike, *, pixel_size_nm: float | None = None) -> Micrograph:
+def read_micrograph(path: str | os.PathLike, *, pixel_size_nm: float | None = None,
+                    max_pixels: int = MAX_PIXELS) -> Micrograph:
     """Read one micrograph file into float32 pixels with its pixel size.
 
     The format is chosen by the suffix and checked against the file's first bytes; a file
     whose content is another supported format (a PNG named ``.tif``) is read as what it is,
     with a warning. Colour images become grey (the channel itself where R = G = B, else
     BT.709 luminance with a warning), stacks give their first frame (with a warning), and
-    non-finite pixels are replaced by the median of the finite ones (with a warning).
+    non-finite pixels are replaced by the median of the finite ones (with a warning), and
+    values of a magnitude float32 cannot hold well (above 2^64 or below 2^-64, e.g. counts
+    scaled by 1e36 or 1e-30) are scaled by a power of two (with a warning; the intensity
+    columns are then in those units).
 
     Args:
       path: the file; its suffix must be one of :data:`SUPPORTED_SUFFIXES`.
       pixel_size_nm: nm per pixel to use instead of the metadata (``meta`` keeps both).
+      max_pixels: largest height x width read; a TIFF, PNG, JPEG, BMP or MRC header that
+        declares more is refused before its pixels are decoded (DM and EMD files are
+        checked once read).
 
     Returns:
       The :class:`Micrograph`.
 
     Raises:
       MicrographError: the file is missing, empty, truncated or corrupt, of an unsupported
-        type, not a 2-D image, all non-finite, or ``pixel_size_nm`` is not a positive number.
+        type, not a 2-D image, too large, all non-finite, or ``pixel_size_nm`` is not a
+        number in :data:`PIXEL_SIZE_NM_RANGE`.
     """
     path = Path(path)
     if pixel_size_nm is not None:
         pixel_size_nm = _check_override(path, pixel_size_nm)
     kind = _check_file(path)
-    notes = _Notes()
+    notes = _Notes(max_pixels)
     head = _read_head(path)
     found = _sniff(head)
     if found is not None and found != kind:
@@ -179,8 +200,10 @@ def read_micrograph(path: str | os.PathLike, *, pixel_size_nm: float | None = No
     except Exception as error:
         raise MicrographError(path, f"cannot be read as {_KIND_NAMES[kind]} (truncated or corrupt file?): "
                                     f"{type(error).__name__}: {error}") from error
-    pixels = _to_float32(_to_grey_2d(path, raw, layout, notes))
-    del raw  # free the stored samples now (a 16k x 16k uint16 image is 512 MB)
+    grey = _to_grey_2d(path, raw, layout, notes)
+    _check_pixel_count(path, *grey.shape, notes)
+    pixels = _to_float32(_scale_extreme_values(grey, notes))
+    del raw, grey  # free the stored samples now (a 16k x 16k uint16 image is 512 MB)
     _apply_value_calibration(pixels, notes)
     _replace_non_finite(path, pixels, notes)
     size_nm = _resolve_pixel_size(pixel_size_nm, notes)
@@ -188,40 +211,95 @@ def read_micrograph(path: str | os.PathLike, *, pixel_size_nm: float | None = No
 
 
 def find_micrographs(spec: str | os.PathLike) -> list[Path]:
-    """List the micrograph files a user means by one input.
+    """List the micrograph files a user means by one input (:func:`find_inputs` without its notes)."""
+    return find_inputs(spec)[0]
+
+
+def find_inputs(spec: str | os.PathLike) -> tuple[list[Path], list[str]]:
+    """List the micrograph files a user means by one input, and what was passed over.
 
     Args:
       spec: a file (returned as is, whatever its suffix, so a bad one is reported when read),
         a folder (its files with a supported suffix, sorted, not recursive, hidden files
         skipped) or a glob pattern (``**`` recurses; matches without a supported suffix are
-        dropped).
+        dropped). Symbolic links that lead nowhere (dangling, or a loop) are listed, so
+        that reading them reports why they were skipped. Files inside the result folders
+        of a nanoshape run directory (``labels/``, ``overlays/``, ...) are results, not
+        micrographs: they are passed over, with a note.
 
     Returns:
-      The paths, sorted.
+      The paths, sorted, and notes (one line per run directory passed over).
 
     Raises:
       MicrographError: the path does not exist, or the folder or pattern holds no micrograph.
     """
+    from nanoshape.rundir import run_directory_holding
+
     text = os.path.expanduser(os.fspath(spec))
     path = Path(text)
     if path.is_file():
-        return [path]
+        return [path], []
     if path.is_dir():
-        files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+        entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+        files = [p for p in entries if p.is_file() or _is_broken_link(p)]
         found = sorted(p for p in files if p.suffix.lower() in SUPPORTED_SUFFIXES)
-        if not found:
-            raise MicrographError(path, f"no micrographs in this folder ({len(files)} other files; "
-                                        f"supported suffixes: {_suffix_list()})")
-        return found
-    if any(char in text for char in "*?["):
+        what = "no micrographs in this folder"
+    elif any(char in text for char in "*?["):
         matches = [Path(m) for m in glob.glob(text, recursive=True)]
-        files = [p for p in matches if p.is_file()]
+        files = [p for p in matches if p.is_file() or _is_broken_link(p)]
         found = sorted({p for p in files if p.suffix.lower() in SUPPORTED_SUFFIXES})
-        if not found:
-            raise MicrographError(path, f"the pattern matches no micrographs ({len(files)} other files; "
-                                        f"supported suffixes: {_suffix_list()})")
-        return found
-    raise MicrographError(path, "no such file or folder")
+        what = "the pattern matches no micrographs"
+    else:
+        if _is_broken_link(path):
+            return [path], []
+        raise MicrographError(path, "no such file or folder")
+    runs: dict[Path, int] = {}
+    kept = []
+    for file in found:
+        run = run_directory_holding(file)
+        if run is None:
+            kept.append(file)
+        else:
+            runs[run] = runs.get(run, 0) + 1
+    notes = [f"passed over {n} file(s) in the result folders of the nanoshape run directory {run}" for run, n in runs.items()]
+    if not kept:
+        others = f"{len(files) - len(found)} other files" + (f", {len(found)} in nanoshape run directories" if runs else "")
+        raise MicrographError(path, f"{what} ({others}; supported suffixes: {_suffix_list()})")
+    return kept, notes
+
+
+def _is_broken_link(path: Path) -> bool:
+    """A symbolic link whose target does not exist (or that loops)."""
+    try:
+        return path.is_symlink() and not path.exists()
+    except OSError:
+        return True
+
+
+def write_csv(table, path: str | os.PathLike) -> None:
+    """Write a table as CSV that a spreadsheet opens as data, never as formulas.
+
+    Text cells starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (which
+    Excel, LibreOffice and Google Sheets would evaluate: ``=HYPERLINK(...)`` in a file name)
+    get a leading ``'``, as OWASP recommends; numbers are left alone. The parquet tables
+    keep the text as it is. A carriage return inside a cell would end the row for most
+    readers unless the cell is quoted, and the csv writer quotes only for the characters of
+    its line ending: a table holding one is written with RFC 4180's CRLF line endings.
+    """
+    out = table.copy()
+    has_cr = False
+    for column in out.columns:
+        if out[column].dtype == object or str(out[column].dtype) in ("string", "str"):
+            out[column] = out[column].map(_spreadsheet_text)
+            has_cr = has_cr or bool(out[column].map(lambda v: isinstance(v, str) and "\r" in v).any())
+    out.to_csv(path, index=False, lineterminator="\r\n" if has_cr else "\n")
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _spreadsheet_text(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def write_tiff(path: str | os.PathLike, pixels: np.ndarray, *, pixel_size_nm: float | None = None) -> None:
@@ -265,7 +343,8 @@ def write_tiff(path: str | os.PathLike, pixels: np.ndarray, *, pixel_size_nm: fl
 class _Notes:
     """What a reader learns about a file besides its pixels."""
 
-    def __init__(self):
+    def __init__(self, max_pixels: int = MAX_PIXELS):
+        self.max_pixels = max_pixels
         self.meta: dict[str, Any] = {}
         self.warnings: list[str] = []
         self.candidates: list[tuple[str, float]] = []  # (source, pixel size nm), best first
@@ -320,14 +399,63 @@ def _is_positive_number(value: Any) -> bool:
 
 
 def _check_override(path: Path, value: Any) -> float:
-    if not _is_positive_number(value):
-        raise MicrographError(path, f"the pixel size given ({value!r} nm) must be a positive, finite number")
+    low, high = PIXEL_SIZE_NM_RANGE
+    if not (_is_positive_number(value) and low <= value <= high):
+        raise MicrographError(path, f"the pixel size given ({value!r} nm) must be a number from {low:g} to {high:g} nm")
     return float(value)
+
+
+def _check_pixel_count(path: Path, height: int, width: int, notes: _Notes) -> None:
+    """Refuse an image larger than ``max_pixels`` (call before decoding where the header tells)."""
+    if int(height) * int(width) > notes.max_pixels:
+        raise MicrographError(path, f"declares {int(height)} x {int(width)} pixels ({int(height) * int(width) / 1e6:.0f} "
+                                    f"million), more than the {notes.max_pixels / 1e6:.0f} million pixels read at most "
+                                    f"(max_megapixels=); refused before decoding")
+
+
+def _scale_extreme_values(image: np.ndarray, notes: _Notes) -> np.ndarray:
+    """``image`` times a power of two where its magnitude is beyond float32's comfortable range."""
+    if image.dtype.kind != "f" or image.size == 0:
+        return image
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN image is refused later
+        low_value, high_value = float(np.nanmin(image)), float(np.nanmax(image))
+    if math.isnan(low_value):
+        return image
+    if math.isfinite(low_value) and math.isfinite(high_value):
+        magnitude = max(abs(low_value), abs(high_value))
+    else:  # infinities are replaced later; measure the finite values
+        finite = np.isfinite(image)
+        magnitude = float(np.max(np.abs(image[finite]))) if finite.any() else 0.0
+    if magnitude == 0.0:
+        return image
+    exponent = math.frexp(magnitude)[1]
+    low, high = _VALUE_MAGNITUDE_LOG2_RANGE
+    if low <= exponent <= high:
+        return image
+    shift = 16 - exponent  # the largest magnitude lands in [2^15, 2^16), like 16-bit counts
+    notes.warn(f"pixel values reach {magnitude:.3g}, beyond what float32 holds well; multiplied by 2^{shift} "
+               f"(the intensity columns are in these units)")
+    notes.meta["value_scale"] = {"factor_log2": shift, "formula": "value = stored * 2**factor_log2"}
+    return np.ldexp(image, shift)
 
 
 def _check_file(path: Path) -> str:
     """The format the suffix promises, after checking that the file is there and not empty."""
     if not path.exists():
+        if _is_broken_link(path):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            try:
+                path.resolve(strict=True)
+            except RuntimeError:
+                raise MicrographError(path, f"a symbolic link that loops (to {target})") from None
+            except OSError as error:
+                if error.errno == 40:  # ELOOP
+                    raise MicrographError(path, f"a symbolic link that loops (to {target})") from None
+            raise MicrographError(path, f"a broken symbolic link: its target {target} does not exist")
         raise MicrographError(path, "file not found")
     if path.is_dir():
         raise MicrographError(path, "is a folder, not a file (find_micrographs lists the files in a folder)")
@@ -528,6 +656,7 @@ def _read_tiff(path: Path, notes: _Notes) -> tuple[np.ndarray, str]:
         if np.dtype(page.dtype).kind == "c":
             raise MicrographError(path, "holds complex values (an FFT?), not a micrograph")
         _check_tiff_complete(path, page)
+        _check_pixel_count(path, page.imagelength, page.imagewidth, notes)
         raw = _tiff_pixels(path, page, notes)
         raw, layout = _tiff_layout(path, page, raw, notes)
         _tiff_calibrations(tif, page, notes)
@@ -774,6 +903,7 @@ def _read_pillow(path: Path, head: bytes, notes: _Notes) -> tuple[np.ndarray, st
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             notes.warn(f"holds {frames} frames; only the first was read")
+        _check_pixel_count(path, image.size[1], image.size[0], notes)
         image.load()
         if head[:8] == b"\x89PNG\r\n\x1a\n" and head[24] == 16 and head[25] in (2, 4, 6):
             notes.warn("16-bit colour PNG: Pillow reads it at 8-bit precision; save as 16-bit greyscale to keep it")
@@ -917,6 +1047,7 @@ def _read_mrc(path: Path, notes: _Notes) -> tuple[np.ndarray, str]:
             if data.ndim == 3 and data.shape[0] > 1:
                 notes.warn(f"holds {data.shape[0]} frames; only the first was read")
             frame = data[(0,) * (data.ndim - 2)] if data.ndim > 2 else data
+            _check_pixel_count(path, *frame.shape[-2:], notes)
             # one copy out of the memory map, straight to float32
             image = np.array(frame, dtype=np.float32)
             size_x, size_y = float(mrc.voxel_size.x), float(mrc.voxel_size.y)

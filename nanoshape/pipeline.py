@@ -5,9 +5,12 @@ One micrograph goes read -> segment -> features -> crops (-> CNN -> refinement) 
 :func:`run_analysis` drives a whole run: each micrograph's results are written
 atomically as it finishes (``parts/particles/<stem>.parquet`` last, after
 ``parts/dropped/``, ``parts/info/``, ``labels/<stem>.tif`` and ``overlays/<stem>.png``), so a rerun of the same command skips finished micrographs; a
-file that cannot be read is recorded with its reason and the run goes on; at the end the
-parts are gathered into ``particles.csv`` / ``particles.parquet`` and ``summary.json``.
-The output layout is the contract of DESIGN.md.
+file that cannot be read, analysed or written is recorded with its reason and the run goes
+on; at the end the parts are gathered into ``particles.csv`` / ``particles.parquet`` and
+``summary.json``. :mod:`nanoshape.rundir` keeps the run directory honest: one run writes
+at a time, a rerun resumes only with the same inputs and result-changing options, damaged
+parts are redone, and ``complete.json`` is written last. The output layout is the
+contract of DESIGN.md.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +28,19 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from nanoshape import rundir
 from nanoshape.crop import CropOptions, crop_labels, window_sides
 from nanoshape.features import measure
-from nanoshape.io import Micrograph, MicrographError, find_micrographs, read_micrograph, write_tiff
+from nanoshape.io import Micrograph, MicrographError, find_inputs, read_micrograph, write_csv, write_tiff
 from nanoshape.groups import GroupOptions
 from nanoshape.imagefit import ImageFitOptions
 from nanoshape.refine import RefineOptions
 from nanoshape.scalebar import ScaleBarOptions, calibrate, parse_label, read_scale_bar_labels
+from nanoshape.rundir import atomic_write as _atomic_write
 from nanoshape.segment import SegmentOptions, segment
 
-__all__ = ["ShapeOptions", "AnalyzeOptions", "DistributeOptions", "ImageResult", "analyze_micrograph", "process_file", "run_analysis"]
+__all__ = ["ShapeOptions", "AnalyzeOptions", "DistributeOptions", "ImageResult", "Progress", "analyze_micrograph",
+           "process_file", "run_analysis", "run_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class AnalyzeOptions:
       report: write report.html (with figures/ and tables/) at the end of the run.
       classifier: a classifier saved by an earlier run (groups/classifier.skops): sort the
         particles into its groups instead of finding new ones (``nanoshape classify``).
+      max_megapixels: largest micrograph read (height x width, in millions of pixels); a
+        file whose header declares more is skipped before it is decoded.
     """
 
     pixel_size_nm: float | None = None
@@ -103,6 +112,7 @@ class AnalyzeOptions:
     groups: GroupOptions = field(default_factory=GroupOptions)
     report: bool = True
     classifier: str = ""
+    max_megapixels: float = 300.0
 
     def __post_init__(self):
         if self.scale_bar and parse_label(self.scale_bar) is None:
@@ -117,6 +127,36 @@ class AnalyzeOptions:
             if label:
                 return label
         return self.scale_bar
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands, for a progress bar (the library itself never prints).
+
+    Attributes:
+      stage: ``micrographs`` (one step per micrograph finished, ``item`` its stem); a step of
+        the micrograph ``item``: ``read``, ``segment``, ``features``, ``crops``, ``cnn``,
+        ``image_fit``, ``refine`` (these three count particles, in chunks), ``write``; or a
+        stage at the end of the run: ``gather``, ``group`` (one step per grouping tried),
+        ``classifier``, ``report`` (one step per section, ``item`` its name).
+      done, total: steps done of the stage's total.
+      item: what the stage works on.
+    """
+
+    stage: str
+    done: int
+    total: int
+    item: str = ""
+
+
+def _report(progress: Callable[[Progress], None] | None, stage: str, done: int, total: int, item: str = "") -> None:
+    if progress is not None:
+        progress(Progress(stage, done, total, item))
+
+
+#: particles per call of the CNN, the image fit and the refinement inside one micrograph:
+#: a micrograph of 20,000 particles reports its progress in steps of this many
+SHAPE_CHUNK = 2048
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,27 +178,36 @@ class ImageResult:
     info: dict[str, Any]
 
 
-def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = AnalyzeOptions()) -> ImageResult:
-    """Segment, measure and crop every particle of one micrograph."""
+def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = AnalyzeOptions(),
+                       progress: Callable[[Progress], None] | None = None) -> ImageResult:
+    """Segment, measure and crop every particle of one micrograph (``progress``: see :class:`Progress`)."""
     timings: dict[str, float] = {}
+    stem = micrograph.stem
+    _report(progress, "segment", 0, 1, stem)
     start = time.perf_counter()
     seg = segment(micrograph.pixels, options.segment)
     timings["segment_s"] = time.perf_counter() - start
+    _report(progress, "segment", 1, 1, stem)
 
     start = time.perf_counter()
     table = measure(seg.labels, micrograph.pixels, pixel_size_nm=micrograph.pixel_size_nm)
     timings["features_s"] = time.perf_counter() - start
     _add_segmentation_columns(table, seg)
+    _report(progress, "features", 1, 1, stem)
 
     start = time.perf_counter()
     crops = crop_labels(micrograph.pixels, seg.labels, table["particle_id"].to_numpy(), options=options.crop)
     timings["crop_s"] = time.perf_counter() - start
+    _report(progress, "crops", 1, 1, stem)
 
     if options.shape.cnn:
         sides = (window_sides(seg.labels, table["particle_id"].to_numpy(), options.crop)
                  if options.shape.image_fit else None)
-        _add_shape_parameters(table, crops, options, timings, window_px=sides, pixel_size_nm=micrograph.pixel_size_nm)
+        _add_shape_parameters(table, crops, options, timings, window_px=sides, pixel_size_nm=micrograph.pixel_size_nm,
+                              progress=(lambda stage, done, total: _report(progress, stage, done, total, stem))
+                              if progress else None)
 
+    table["nan_reason"] = nan_reasons(table, options)
     table.insert(0, "image", micrograph.stem)
     table["pixel_size_nm"] = micrograph.pixel_size_nm if micrograph.pixel_size_nm is not None else np.nan
     table["pixel_size_source"] = micrograph.meta.get("pixel_size_source") or "none: sizes in px"
@@ -231,6 +280,41 @@ def _add_segmentation_columns(table: pd.DataFrame, seg) -> None:
         table["segmentation_flag"] = np.full(len(table), "", dtype=object)
 
 
+#: why a measurement can be NaN (no value can be infinite): column prefix -> reason
+_NAN_REASONS = {
+    "nearest_neighbour_distance": "the only particle kept in its micrograph",
+    "intensity_contrast": "the background's median intensity is 0, so a relative contrast is undefined",
+}
+
+
+def nan_reasons(table: pd.DataFrame, options: AnalyzeOptions = AnalyzeOptions()) -> pd.Series:
+    """Per particle, each measurement that is NaN and why (missing when none is): the ``nan_reason`` column.
+
+    NaN means "no value", never a failed computation: a stage switched off leaves its
+    columns NaN (``shape.image_fit=false``, ``shape.refine=false``), and two features have
+    no value for some particles (:data:`_NAN_REASONS`).
+    """
+    off = {}
+    if options.shape.cnn and not options.shape.image_fit:
+        off.update(dict.fromkeys(("p_image", "d_image", "l_ratio_image", "phi_image", "jaccard_image"), "shape.image_fit=false"))
+    if options.shape.cnn and not options.shape.refine:
+        off["jaccard_refined"] = "shape.refine=false"
+    numeric = table.select_dtypes("number")
+    missing = numeric.isna().to_numpy()
+    out = np.full(len(table), np.nan, dtype=object)
+    if missing.any():
+        patterns, which = np.unique(missing, axis=0, return_inverse=True)
+        for k, pattern in enumerate(patterns):
+            by_reason: dict[str, list[str]] = {}
+            for column in numeric.columns[pattern]:
+                reason = off.get(column) or next((why for prefix, why in _NAN_REASONS.items() if column.startswith(prefix)),
+                                                 "not computed for this particle")
+                by_reason.setdefault(reason, []).append(column)
+            out[np.asarray(which).ravel() == k] = "; ".join(f"{' '.join(c)}: {why}" for why, c in by_reason.items())
+    # missing rather than "": the CSV reads back what the parquet holds
+    return pd.Series(out, index=table.index, dtype="str")
+
+
 #: shape columns, in order (the CNN's values keep the suffix ``_cnn`` once refined, the
 #: image fit's the suffix ``_image``: NaN when the image fit is off)
 SHAPE_COLUMNS = ("p", "d", "l_ratio", "phi", "p_cnn", "d_cnn", "l_ratio_cnn", "phi_cnn", "p_log_std", "l_ratio_log_std",
@@ -238,8 +322,21 @@ SHAPE_COLUMNS = ("p", "d", "l_ratio", "phi", "p_cnn", "d_cnn", "l_ratio_cnn", "p
                  "jaccard_refined", "fit_converged")
 
 
+def _in_chunks(run: Callable[[slice], dict[str, np.ndarray]], n: int, stage: str, progress) -> dict[str, np.ndarray]:
+    """``run`` over slices of at most :data:`SHAPE_CHUNK` particles, joined; progress after each."""
+    parts = []
+    for begin in range(0, n, SHAPE_CHUNK):
+        parts.append(run(slice(begin, min(begin + SHAPE_CHUNK, n))))
+        if progress is not None:
+            progress(stage, min(begin + SHAPE_CHUNK, n), n)
+    if len(parts) == 1:
+        return parts[0]
+    return {key: np.concatenate([np.asarray(part[key]) for part in parts]) for key in parts[0]}
+
+
 def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: AnalyzeOptions, timings: dict,
-                          window_px: np.ndarray | None = None, pixel_size_nm: float | None = None) -> None:
+                          window_px: np.ndarray | None = None, pixel_size_nm: float | None = None,
+                          progress: Callable[[str, int, int], None] | None = None) -> None:
     """Append the CNN's (the image fit's, and the refined) shape parameters to the particle table in place.
 
     ``jaccard_cnn`` is the Jaccard index between the CNN's shape, placed at the particle's
@@ -265,7 +362,8 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
         raise ValueError(f"the shape model {options.shape.model or '(shipped)'} reads {wanted}-channel crops (a context "
                          f"window); set crop.context as the model was trained, not {options.crop.context}")
     # the first two channels (intensity, mask) do not depend on crop.context
-    cnn = predict(model, crops[..., :wanted], batch_size=options.shape.batch_size)
+    cnn = _in_chunks(lambda part: predict(model, crops[part, ..., :wanted], batch_size=options.shape.batch_size), n,
+                     "cnn", progress)
     masks = crops[..., 1]
     timings["cnn_s"] = time.perf_counter() - start
 
@@ -280,7 +378,9 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
         from nanoshape.imagefit import fit_image
 
         start = time.perf_counter()
-        fitted = fit_image(crops, cnn, window_px=window_px, options=options.image_fit)
+        fitted = _in_chunks(lambda part: fit_image(crops[part], {k: np.asarray(v)[part] for k, v in cnn.items()},
+                                                   window_px=None if window_px is None else window_px[part],
+                                                   options=options.image_fit), n, "image_fit", progress)
         timings["image_fit_s"] = time.perf_counter() - start
         shape = dict(cnn) | {k: fitted[k] for k in ("p", "d", "l_ratio", "phi")}
         image = {f"{k}_image": fitted[k] for k in ("p", "d", "l_ratio", "phi")}
@@ -288,7 +388,8 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
                        crops.shape[1], pixel_size_nm)
     if options.shape.refine:
         start = time.perf_counter()
-        fit = refine(masks, shape, options=options.refine)
+        fit = _in_chunks(lambda part: refine(masks[part], {k: np.asarray(v)[part] for k, v in shape.items()},
+                                             options=options.refine), n, "refine", progress)
         timings["refine_s"] = time.perf_counter() - start
         final = {k: fit[k] for k in ("p", "d", "l_ratio", "phi")}
         # refine scores its start exactly as fit_jaccard would (same placement, same grid)
@@ -305,18 +406,6 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
               "jaccard_cnn": jaccard_cnn, "jaccard_refined": jaccard_refined, "fit_converged": converged}
     for column in SHAPE_COLUMNS:
         table[column] = np.asarray(values[column])
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file in the same folder and rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _save_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
@@ -339,33 +428,47 @@ def _save_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
 
 
 def _write_image_result(output: Path, micrograph: Micrograph, result: ImageResult, options: AnalyzeOptions) -> None:
-    stem = micrograph.stem
-    _atomic_write(output / "labels" / f"{stem}.tif",
+    paths = rundir.part_paths(output, micrograph.stem)
+    _atomic_write(paths["labels"],
                   lambda tmp: write_tiff(tmp, result.labels.astype(np.uint32), pixel_size_nm=micrograph.pixel_size_nm))
     if options.overlays:
-        _save_overlay(output / "overlays" / f"{stem}.png", micrograph.pixels, result.labels)
+        _save_overlay(paths["overlay"], micrograph.pixels, result.labels)
     if options.save_crops:
-        _atomic_write(output / "crops" / f"{stem}.npy", lambda tmp: np.save(tmp, result.crops, allow_pickle=False))
-    _atomic_write(output / "parts" / "dropped" / f"{stem}.parquet", lambda tmp: result.dropped.to_parquet(tmp, index=False))
-    _atomic_write(output / "parts" / "info" / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(result.info, indent=1)))
+        _atomic_write(paths["crops"], lambda tmp: np.save(tmp, result.crops, allow_pickle=False))
+    _atomic_write(paths["dropped"], lambda tmp: result.dropped.to_parquet(tmp, index=False))
+    _atomic_write(paths["info"], lambda tmp: tmp.write_text(json.dumps(result.info, indent=1)))
     # the particle table is written last: its presence marks the micrograph as finished
-    _atomic_write(output / "parts" / "particles" / f"{stem}.parquet", lambda tmp: result.particles.to_parquet(tmp, index=False))
+    _atomic_write(paths["particles"], lambda tmp: result.particles.to_parquet(tmp, index=False))
 
 
-def process_file(path: str | os.PathLike, output: str | os.PathLike, options: AnalyzeOptions) -> dict[str, Any]:
+def process_file(path: str | os.PathLike, output: str | os.PathLike, options: AnalyzeOptions, *,
+                 sha256: str | None = None, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
     """Analyse one file into the run directory; the unit of work of serial and Dask runs.
 
+    Args:
+      path, output, options: the file, the run directory, the analysis options.
+      sha256: the SHA-256 of the file's bytes, recorded with its results (computed when not
+        given): a rerun resumes the micrograph only while the file holds the same bytes.
+      progress: called as the micrograph's stages advance (:class:`Progress`).
+
     Returns ``{"stem", "status": "done" | "resumed" | "skipped", "reason"}``; never raises
-    for a bad micrograph (the reason is recorded instead).
+    for a bad micrograph, nor for a failure to write its results (the reason is recorded
+    instead).
     """
     path, output = Path(path), Path(output)
     stem = path.stem
-    if (output / "parts" / "particles" / f"{stem}.parquet").exists():
+    unnameable = rundir.name_problem(output, stem)
+    if unnameable:
+        return {"stem": stem, "file": str(path), "status": "skipped", "reason": unnameable}
+    if rundir.part_paths(output, stem)["particles"].exists():
         return {"stem": stem, "file": str(path), "status": "resumed"}
     try:
-        micrograph = read_micrograph(path, pixel_size_nm=options.pixel_size_nm)
+        _report(progress, "read", 0, 1, stem)
+        micrograph = read_micrograph(path, pixel_size_nm=options.pixel_size_nm,
+                                     max_pixels=int(options.max_megapixels * 1e6))
         micrograph = calibrate(micrograph, options.calibration, label=options.scale_bar_label(path))
-        result = analyze_micrograph(micrograph, options)
+        result = analyze_micrograph(micrograph, options, progress)
+        result.info["sha256"] = sha256 or rundir.file_sha256(path)
     except MicrographError as error:
         return {"stem": stem, "file": str(path), "status": "skipped", "reason": error.reason}
     except MemoryError:
@@ -373,8 +476,19 @@ def process_file(path: str | os.PathLike, output: str | os.PathLike, options: An
     except Exception as error:  # one bad micrograph must not end the run: record it, go on
         return {"stem": stem, "file": str(path), "status": "skipped",
                 "reason": f"analysis failed: {type(error).__name__}: {error}"}
-    _write_image_result(output, micrograph, result, options)
+    try:
+        _report(progress, "write", 0, 1, stem)
+        _write_image_result(output, micrograph, result, options)
+    except Exception as error:  # a full disk, a name too long for the file system, ...
+        return {"stem": stem, "file": str(path), "status": "skipped", "reason": _write_failure(error)}
     return {"stem": stem, "file": str(path), "status": "done"}
+
+
+def _write_failure(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"its results could not be written: {error.strerror}{where}"
+    return f"its results could not be written: {type(error).__name__}: {error}"
 
 
 @dataclass(frozen=True)
@@ -406,29 +520,44 @@ def run_analysis(
     options: AnalyzeOptions = AnalyzeOptions(),
     *,
     distribute: DistributeOptions = DistributeOptions(workers=0),
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    overwrite: bool = False,
+    config_yaml: str | None = None,
 ) -> dict[str, Any]:
     """Analyse every micrograph of ``inputs`` into the run directory ``output``.
 
     Args:
-      inputs: a file, a folder, a glob, or several of these.
-      output: the run directory (created; a rerun resumes, skipping finished micrographs).
+      inputs: a file, a folder, a glob, or several of these (files in the result folders of
+        nanoshape run directories are passed over, with a warning).
+      output: the run directory (created). A rerun resumes, skipping finished micrographs,
+        when its inputs hold the same bytes and its result-changing options
+        (:func:`run_fingerprint`) are the same; damaged parts are redone.
       options: the analysis options.
       distribute: serial, on a local Dask cluster, or on an existing one. Results are the
         same either way: each micrograph is analysed independently and deterministically.
-      progress: called with each micrograph's stem as it finishes (the CLI's progress bar).
+      progress: called with a :class:`Progress` as micrographs finish and, in serial runs,
+        as each micrograph's stages advance, then through grouping and the report.
+      overwrite: delete the results already in ``output`` and start over.
+      config_yaml: the run's configuration, written to ``config.yaml`` once the run
+        directory has accepted the run.
 
     Returns:
       the summary written to ``summary.json``.
+
+    Raises:
+      nanoshape.rundir.RunDirectoryError: ``output`` cannot be written, another run is
+        writing there, or it holds results of other inputs or options (nothing is changed).
+      OSError: writing the run's tables failed (a full disk); finished micrographs stay.
     """
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(output)
     run_start = time.perf_counter()
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths: list[Path] = []
+    notes: list[str] = []
     for spec in specs:
-        paths.extend(find_micrographs(spec))
+        found, passed_over = find_inputs(spec)
+        paths.extend(found)
+        notes.extend(passed_over)
     skipped: list[dict[str, str]] = []
     unique: dict[str, Path] = {}
     for path in paths:
@@ -436,27 +565,73 @@ def run_analysis(
             skipped.append({"file": str(path), "reason": f"same file stem as {unique[path.stem]}; results are keyed by stem"})
         else:
             unique[path.stem] = path
-    records = _run_files(list(unique.values()), output, options, distribute, progress)
-    skipped += [{"file": r["file"], "reason": r["reason"]} for r in records if r["status"] == "skipped"]
-    resumed = sum(r["status"] == "resumed" for r in records)
-    summary = _gather(output, list(unique), skipped, resumed, time.perf_counter() - run_start, options)
-    if options.report:
-        from nanoshape.report import write_report
+    if options.classifier and Path(os.path.abspath(output)) in Path(os.path.abspath(options.classifier)).parents:
+        raise rundir.RunDirectoryError(f"the classifier {options.classifier} lies inside the output {output}, whose "
+                                       f"groups/ this run replaces; choose another output=")
+    digests = {stem: rundir.file_sha256(path) for stem, path in unique.items()}
+    with rundir.open_run(output, run_fingerprint(options), overwrite=overwrite):
+        if config_yaml is not None:
+            _atomic_write(output / "config.yaml", lambda tmp: tmp.write_text(config_yaml))
+        plan = rundir.plan_resume(output, {stem: (unique[stem], digests[stem]) for stem in unique},
+                                  overlays=options.overlays, crops=options.save_crops)
+        notes += [f"{stem}: its saved results were damaged ({why}); analysed again" for stem, why in plan.redone.items()]
+        records = _run_files(list(unique.values()), output, options, distribute, progress, digests)
+        skipped += [{"file": r["file"], "reason": r["reason"]} for r in records if r["status"] == "skipped"]
+        resumed = sum(r["status"] == "resumed" for r in records)
+        analysed = {r["stem"] for r in records if r["status"] != "skipped"}
+        summary = _gather(output, [stem for stem in unique if stem in analysed], skipped, resumed,
+                          time.perf_counter() - run_start, options, notes, progress)
+        if options.report:
+            from nanoshape.report import write_report
 
-        write_report(output, seed=options.groups.seed)
+            write_report(output, seed=options.groups.seed,
+                         progress=(lambda done, total, section: _report(progress, "report", done, total, section))
+                         if progress else None)
+        else:  # an earlier run's report would describe other results
+            (output / "report.html").unlink(missing_ok=True)
+            for folder in ("figures", "tables"):
+                shutil.rmtree(output / folder, ignore_errors=True)
+        rundir.mark_complete(output, {"micrographs_analysed": summary["micrographs_analysed"],
+                                      "files_skipped": len(summary["files_skipped"]), "particles": summary["particles"]})
     return summary
 
 
-def _remove_stale_temporaries(output: Path) -> None:
-    """Delete half-written files left by a killed run (see :func:`_atomic_write`)."""
-    for folder in (output, *(output / name for name in ("parts/particles", "parts/dropped", "parts/info", "labels",
-                                                          "overlays", "crops"))):
-        if folder.is_dir():
-            for stale in folder.glob(".*.tmp-*"):
-                stale.unlink(missing_ok=True)
+def run_fingerprint(options: AnalyzeOptions) -> dict[str, Any]:
+    """What shapes each micrograph's saved results: a rerun resumes only where this is the same.
+
+    The options of the stages that run per micrograph (pixel size, scale bars, segmentation,
+    crops, the CNN, the image fit, the refinement, the overlays and crops written) and the
+    digests of the shape model's files, of the segmentation model's (learned method) and of
+    the scale-bar label file. Grouping, the classifier and the report are redone at the end
+    of every run, and the number of segmentation threads, the largest micrograph read and
+    where the run is distributed do not change any result, so they are left out.
+    """
+    values = dataclasses.asdict(options)
+    for name in ("group", "groups", "report", "classifier", "max_megapixels"):
+        values.pop(name)
+    values["segment"].pop("threads", None)
+    model = None
+    if options.shape.cnn:
+        from nanoshape.cnn import default_model_dir
+
+        folder = Path(options.shape.model or default_model_dir())
+        if (folder / "model").is_dir() and not (folder / "model.json").exists():
+            folder = folder / "model"  # a training run directory, as load_model reads it
+        model = rundir.folder_sha256(folder)
+    segmenter = None
+    if options.segment.method == "learned":
+        from nanoshape.segnet import default_segnet_dir
+
+        folder = Path(options.segment.model or default_segnet_dir())
+        if (folder / "model").is_dir():
+            folder = folder / "model"  # a training run directory, as load_segnet reads it
+        segmenter = rundir.folder_sha256(folder)
+    labels = rundir.file_sha256(options.scale_bars) if options.scale_bars else None
+    return {"options": values, "shape_model_sha256": model, "segmentation_model_sha256": segmenter,
+            "scale_bars_sha256": labels}
 
 
-def _run_files(paths, output, options, distribute: DistributeOptions, progress) -> list[dict[str, Any]]:
+def _run_files(paths, output, options, distribute: DistributeOptions, progress, digests) -> list[dict[str, Any]]:
     workers = distribute.workers
     if workers < 0:
         cores = os.cpu_count() or 1
@@ -465,9 +640,8 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress) 
     if not distribute.scheduler and (workers <= 1 or len(paths) <= 1):
         records = []
         for path in paths:
-            records.append(process_file(path, output, options))
-            if progress:
-                progress(path.stem)
+            records.append(process_file(path, output, options, sha256=digests[path.stem], progress=progress))
+            _report(progress, "micrographs", len(records), len(paths), path.stem)
         return records
     import logging
 
@@ -486,13 +660,13 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress) 
         # one process per core already: filter threads inside each would only compete
         options = dataclasses.replace(options, segment=dataclasses.replace(options.segment, threads=1))
     try:
-        futures = [client.submit(process_file, str(path), str(output), options, pure=False) for path in paths]
+        futures = [client.submit(process_file, str(path), str(output), options, sha256=digests[path.stem], pure=False)
+                   for path in paths]
         records = []
         for future in as_completed(futures):
             record = future.result()
             records.append(record)
-            if progress:
-                progress(record["stem"])
+            _report(progress, "micrographs", len(records), len(paths), record["stem"])
         return records
     finally:
         client.close()
@@ -500,7 +674,7 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress) 
             cluster.close()
 
 
-def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions") -> dict[str, Any]:
+def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", progress=None) -> dict[str, Any]:
     """Shape groups of the run's particles and the classifier trained on them (groups/)."""
     from nanoshape.groups import cluster_particles, save_classifier, train_classifier
 
@@ -509,7 +683,9 @@ def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions") -> 
     if options.classifier:
         return _classify(folder, particles, options.classifier)
     try:
-        grouping = cluster_particles(particles, options.groups)
+        grouping = cluster_particles(particles, options.groups,
+                                     progress=(lambda done, total: _report(progress, "group", done, total))
+                                     if progress else None)
     except ValueError as error:
         particles["group"] = 0
         return {"groups": 0, "groups_skipped_reason": str(error)}
@@ -522,11 +698,13 @@ def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions") -> 
     _atomic_write(folder / "grouping.json", lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
     out = {"groups": grouping.k, "grouping": info}
     try:
+        _report(progress, "classifier", 0, 1)
         classifier = train_classifier(particles, grouping.labels, grouping.columns, options.groups)
     except ValueError as error:
         out["classifier_skipped_reason"] = str(error)
         return out
     save_classifier(classifier, folder / "classifier.skops")
+    _report(progress, "classifier", 1, 1)
     out["classifier"] = {k: v for k, v in classifier.summary().items() if k != "confusion"}
     return out
 
@@ -551,9 +729,15 @@ def _classify(folder: Path, particles: pd.DataFrame, path: str) -> dict[str, Any
 
 
 def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resumed: int, seconds: float,
-            options: "AnalyzeOptions") -> dict[str, Any]:
-    """Concatenate the finished parts into the run's tables and write summary.json."""
+            options: "AnalyzeOptions", notes: list[str] = (), progress=None) -> dict[str, Any]:
+    """Concatenate the finished parts into the run's tables and write summary.json.
+
+    ``notes``: warnings about the run as a whole (inputs passed over, parts redone).
+    """
     tables, dropped, infos = [], [], []
+    _report(progress, "gather", 0, 1)
+    # groups/ is redone (or, with group=false, dropped) in every run: nothing of an earlier grouping may stay
+    shutil.rmtree(output / "groups", ignore_errors=True)
     for stem in stems:
         part = output / "parts" / "particles" / f"{stem}.parquet"
         if not part.exists():
@@ -564,13 +748,13 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
             dropped.append(pd.read_parquet(drop_part))
         infos.append(json.loads((output / "parts" / "info" / f"{stem}.json").read_text()))
     particles = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image", "particle_id"])
-    grouped = _group(output, particles, options) if options.group and len(particles) else {}
-    _atomic_write(output / "particles.csv", lambda tmp: particles.to_csv(tmp, index=False))
+    grouped = _group(output, particles, options, progress) if options.group and len(particles) else {}
+    _atomic_write(output / "particles.csv", lambda tmp: write_csv(particles, tmp))
     _atomic_write(output / "particles.parquet", lambda tmp: particles.to_parquet(tmp, index=False))
     dropped_table = pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame()
-    _atomic_write(output / "dropped.csv", lambda tmp: dropped_table.to_csv(tmp, index=False))
+    _atomic_write(output / "dropped.csv", lambda tmp: write_csv(dropped_table, tmp))
 
-    warnings = []
+    warnings = list(notes)
     no_scale = [info["image"] for info in infos if info["pixel_size_nm"] is None]
     if no_scale:
         warnings.append(
@@ -603,6 +787,7 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
         },
     }
     _atomic_write(output / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2, default=_json_default)))
+    _report(progress, "gather", 1, 1)
     return summary
 
 

@@ -5,7 +5,10 @@
 ``parts/info/``) and writes ``figures/*.png``, ``tables/*.csv`` and ``report.html``: one
 page with every figure inlined (base64 PNG) and no script, stylesheet or font from
 anywhere else, so it opens offline and can be mailed as one file. Every string that comes
-from data (file names, reasons, warnings) is HTML-escaped.
+from data (file names, reasons, warnings) is text everywhere: HTML-escaped in the page,
+drawn without mathtext in figures (a ``$...$`` in a file name is not TeX), kept a string
+(``001`` stays ``001``; the tables are read from parquet), and neutralised in the CSV
+tables where a spreadsheet would run it as a formula.
 
 :func:`save_sheet` draws a sheet of rendered shapes (``nanoshape render``).
 """
@@ -18,11 +21,15 @@ import html
 import io
 import json
 import math
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+
+from nanoshape.io import write_csv
+from nanoshape.rundir import atomic_write
 
 __all__ = ["save_sheet", "write_report", "REPORT_SECTIONS"]
 
@@ -89,11 +96,18 @@ class _Page:
         self.run = run
         self.figures = run / "figures"
         self.tables = run / "tables"
-        self.figures.mkdir(exist_ok=True)
-        self.tables.mkdir(exist_ok=True)
+        # figures and tables of an earlier report (of more micrographs, say) must not stay
+        for folder in (self.figures, self.tables):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
         self.parts: list[str] = []
+        self.progress: Callable[[int, int, str], None] | None = None
+        self.sections_done = 0
 
     def section(self, ident: str, title: str) -> None:
+        if self.progress is not None:
+            self.progress(self.sections_done, len(REPORT_SECTIONS), ident)
+        self.sections_done += 1
         self.parts.append(f'<h2 id="{ident}">{html.escape(title)}</h2>')
 
     def text(self, text: str) -> None:
@@ -111,7 +125,7 @@ class _Page:
                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
     def table(self, frame: pd.DataFrame, name: str, *, digits: int = 3, index: bool = False) -> None:
-        frame.to_csv(self.tables / f"{name}.csv", index=index)
+        write_csv(frame.reset_index() if index else frame, self.tables / f"{name}.csv")
         shown = frame.copy()
         for column in shown.columns:
             if pd.api.types.is_float_dtype(shown[column]):
@@ -300,7 +314,7 @@ def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, limi
             rgb[sel] = 0.45 * rgb[sel] + 0.55 * colours[(g - 1) % len(colours)]
         fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
         ax.imshow(rgb, interpolation="nearest")
-        ax.set_title(stem, fontsize=9)
+        ax.set_title(stem, fontsize=9, parse_math=False)
         ax.axis("off")
         info = json.loads((page.run / "parts" / "info" / f"{stem}.json").read_text())
         if info.get("pixel_size_nm"):
@@ -382,13 +396,18 @@ def _montage(page: _Page, items: list[tuple[pd.Series, np.ndarray]], colours: np
     page.figure(fig, name, caption)
 
 
-def write_report(run: str | Path, *, seed: int = 0) -> Path:
-    """Write ``report.html`` (and ``figures/``, ``tables/``) for a run directory."""
+def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int, str], None] | None = None) -> Path:
+    """Write ``report.html`` (and ``figures/``, ``tables/``) for a run directory.
+
+    ``progress(done, total, section)`` is called as each section starts.
+    """
     run = Path(run)
     summary = json.loads((run / "summary.json").read_text())
-    particles = pd.read_csv(run / "particles.csv") if (run / "particles.csv").stat().st_size else pd.DataFrame()
+    # parquet keeps the names as they are (particles.csv neutralises some, and "001" would read back as 1)
+    particles = pd.read_parquet(run / "particles.parquet") if (run / "particles.parquet").exists() else pd.DataFrame()
     plt = _plt()
     page = _Page(run)
+    page.progress = progress
     unit = _unit(particles) if len(particles) else "px"
     groups_dir = run / "groups"
     grouping = json.loads((groups_dir / "grouping.json").read_text()) if (groups_dir / "grouping.json").exists() else None
@@ -548,6 +567,8 @@ p.warn {{ color: #a50; }}
 </body></html>
 """
     out = run / "report.html"
-    out.write_text(document, encoding="utf-8")
+    atomic_write(out, lambda tmp: tmp.write_text(document, encoding="utf-8"))
     _micrograph_and_labels.cache_clear()
+    if progress is not None:
+        progress(len(REPORT_SECTIONS), len(REPORT_SECTIONS), "written")
     return out

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from skimage.draw import disk, polygon
-from skimage.measure import perimeter as skimage_perimeter
-from skimage.measure import regionprops_table
+from skimage.measure import find_contours, regionprops_table
 
 from nanoshape.features import FEATURES, feature_columns, measure
 
@@ -31,7 +30,8 @@ def test_every_feature_is_documented_and_named_with_its_unit():
 def test_rectangle_has_its_exact_geometry():
     row = measure(_rectangle(), pixel_size_nm=None).iloc[0]
     assert row.area_px2 == 3000
-    assert row.perimeter_px == pytest.approx(2 * (99 + 29))  # through boundary pixel centres, as skimage
+    # the outline at half height: the pixel edges, each corner cut by half a pixel's diagonal
+    assert row.perimeter_px == pytest.approx(2 * (100 + 30) - 4 + 4 * math.sqrt(0.5))
     assert row.feret_min_px == pytest.approx(30.0)
     assert row.feret_max_px == pytest.approx(math.hypot(100, 30))
     # the moment ellipse of a w x h rectangle has axes 4 w / sqrt(12), 4 h / sqrt(12)
@@ -95,7 +95,9 @@ def test_agrees_with_scikit_image_on_many_shapes():
     np.testing.assert_allclose(ours.intensity_min, ref.intensity_min)
     np.testing.assert_allclose(ours.intensity_max, ref.intensity_max)
     for pid in ours.index:
-        assert ours.loc[pid, "perimeter_px"] == pytest.approx(skimage_perimeter(labels == pid))
+        contours = find_contours(np.pad(labels == pid, 1).astype(float), 0.5)
+        length = sum(np.linalg.norm(np.diff(c, axis=0), axis=1).sum() for c in contours)
+        assert ours.loc[pid, "perimeter_px"] == pytest.approx(length)
     # the hull of the pixel squares is scikit-image's (rasterised) hull of the pixel
     # centres grown by half a pixel all round: they differ by about half a hull perimeter
     difference = ours.convex_area_px2 - ref.area_convex
@@ -128,3 +130,43 @@ def test_empty_and_invalid_inputs():
         measure(np.zeros((5, 5), np.int32), np.zeros((6, 5)))
     with pytest.raises(ValueError, match="pixel_size_nm"):
         measure(np.zeros((5, 5), np.int32), pixel_size_nm=0.0)
+
+
+def test_circularity_and_convexity_stay_within_their_definitions_down_to_one_pixel():
+    labels = np.zeros((40, 40), np.int32)
+    labels[2, 2] = 1
+    labels[6, 6:8] = 2
+    labels[10, 10], labels[11, 11] = 3, 3  # two pixels touching at a corner: two pieces of outline
+    labels[20:23, 20:23] = 4
+    table = measure(labels, np.ones(labels.shape)).set_index("particle_id")
+    # one pixel: the diamond through its edge midpoints, area 1/2, side sqrt(1/2)
+    assert table.loc[1, "perimeter_px"] == pytest.approx(4 * math.sqrt(0.5))
+    assert table.loc[1, "circularity"] == pytest.approx(math.pi / 4)
+    assert table.loc[3, "perimeter_px"] == pytest.approx(8 * math.sqrt(0.5))
+    numbers = table.select_dtypes("number")
+    assert np.isfinite(numbers.drop(columns=["nearest_neighbour_distance_px"]).to_numpy()).all()
+    assert (table.circularity > 0).all() and (table.circularity <= 1).all()
+    assert (table.convexity > 0).all() and (table.convexity <= 1).all()
+
+
+def test_circularity_of_digital_discs_is_near_090_at_every_size_and_never_above_1():
+    rng = np.random.default_rng(0)
+    values = {}
+    for radius in (3, 10, 40):
+        for _ in range(8):
+            labels = np.zeros((2 * radius + 10,) * 2, np.int32)
+            centre = radius + 5 + rng.uniform(-0.5, 0.5, 2)
+            labels[disk(tuple(centre), radius + rng.uniform(-0.5, 0.5), shape=labels.shape)] = 1
+            values.setdefault(radius, []).append(measure(labels).circularity[0])
+    for radius, found in values.items():
+        assert 0.84 <= min(found) and max(found) <= 1.0, (radius, found)
+    assert np.mean(values[40]) == pytest.approx(0.90, abs=0.01)
+    # random polygons: still within the definition
+    labels = np.zeros((400, 400), np.int32)
+    for i in range(16):
+        cy, cx = 50 + 100 * (i // 4), 50 + 100 * (i % 4)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(3, 9)))
+        radius = rng.uniform(2, 45, len(angles))
+        labels[polygon(cy + radius * np.sin(angles), cx + radius * np.cos(angles), labels.shape)] = i + 1
+    table = measure(labels)
+    assert (table.circularity <= 1).all() and (table.convexity <= 1).all() and (table.solidity <= 1).all()

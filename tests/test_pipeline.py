@@ -152,3 +152,34 @@ def test_the_image_fit_feeds_the_refinement(scene_dir):
     assert (fitted.jaccard_refined != plain.jaccard_refined).mean() > 0.5
     assert (fitted.jaccard_refined >= fitted.jaccard_image - 0.02).all()
     assert fitted.jaccard_refined.median() >= fitted.jaccard_image.median()
+
+
+def test_shape_stages_report_progress_in_chunks_and_give_the_unchunked_particles(scene_dir, monkeypatch):
+    """A micrograph of many particles runs the CNN, the image fit and the refinement in chunks,
+    reporting after each (issue 24: 20,000 particles showed no progress for 15 minutes)."""
+    from nanoshape import pipeline
+    from nanoshape.io import read_micrograph
+
+    micrograph = read_micrograph(scene_dir / "sparse.tif")
+    whole = pipeline.analyze_micrograph(micrograph).particles
+    n = len(whole)
+    monkeypatch.setattr(pipeline, "SHAPE_CHUNK", n // 3 + 1)
+    events = []
+    chunked = pipeline.analyze_micrograph(micrograph, progress=events.append).particles
+    pd.testing.assert_frame_equal(chunked, whole)
+    step = n // 3 + 1
+    for stage in ("cnn", "image_fit", "refine"):
+        assert [(e.done, e.total) for e in events if e.stage == stage] == [(step, n), (2 * step, n), (n, n)]
+    assert [e.stage for e in events][:2] == ["segment", "segment"] and {e.item for e in events} == {"sparse"}
+    assert whole.nan_reason.isna().all()
+
+
+def test_every_nan_measurement_has_its_reason():
+    from nanoshape.pipeline import ShapeOptions, nan_reasons
+
+    table = pd.DataFrame({"nearest_neighbour_distance_nm": [np.nan, 1.0, 2.0], "p_image": [np.nan, np.nan, np.nan],
+                          "area_nm2": [1.0, 2.0, 3.0]})
+    reasons = nan_reasons(table, AnalyzeOptions(shape=ShapeOptions(image_fit=False)))
+    assert reasons[0] == "nearest_neighbour_distance_nm: the only particle kept in its micrograph; p_image: shape.image_fit=false"
+    assert reasons[1] == reasons[2] == "p_image: shape.image_fit=false"
+    assert nan_reasons(table[["area_nm2"]]).isna().all()

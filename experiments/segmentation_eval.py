@@ -145,6 +145,7 @@ def worst_overlays(images: pd.DataFrame, kept: dict, out: Path, n: int) -> None:
             ax.axis("off")
         fig.suptitle(row.image)
         fig.tight_layout()
+        (folder / f"{row.image}.png").parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(folder / f"{row.image}.png", dpi=80)
         plt.close(fig)
 

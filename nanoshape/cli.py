@@ -293,7 +293,7 @@ def _run_train(cfg) -> int:
     return EXIT_OK
 
 
-def _run_train_segmentation(cfg) -> Path:
+def _run_train_segmentation(cfg) -> int:
     import json
 
     from tqdm import tqdm
@@ -334,7 +334,7 @@ def _run_train_segmentation(cfg) -> Path:
               f"precision {pooled['precision']:.3f}, recall {pooled['recall']:.3f}, "
               f"median per-image F1 {pooled['median_image_f1']:.3f}")
     print(f"  use it with: nanoshape analyze segment.model={model_dir} ...")
-    return model_dir
+    return EXIT_OK
 
 
 #: name -> (one-line description, runner). Runners import their heavy modules themselves.

@@ -268,16 +268,23 @@ SEGMENTATION_COLUMNS = ("segmentation_score", "segmentation_level", "segmentatio
 
 
 def _add_segmentation_columns(table: pd.DataFrame, seg) -> None:
-    """Append the segmentation's score, pyramid level and self-check flag of each particle in place."""
+    """Append the segmentation's score, pyramid level and self-check flag of each particle in place.
+
+    A particle without a flag has it missing (not ""), so particles.csv reads back what
+    particles.parquet holds; the classical segmentation gives no score (NaN) and level -1.
+    """
     if seg.particles is not None and len(seg.particles):
         by_id = seg.particles.set_index("particle_id")
         ids = table["particle_id"].to_numpy()
-        for column in SEGMENTATION_COLUMNS:
-            table[column] = by_id[column].reindex(ids).to_numpy()
+        table["segmentation_score"] = by_id["segmentation_score"].reindex(ids).to_numpy()
+        table["segmentation_level"] = by_id["segmentation_level"].reindex(ids).to_numpy()
+        flags = by_id["segmentation_flag"].reindex(ids).to_numpy(dtype=object)
     else:
         table["segmentation_score"] = np.full(len(table), np.nan)
         table["segmentation_level"] = np.full(len(table), -1, np.int64)
-        table["segmentation_flag"] = np.full(len(table), "", dtype=object)
+        flags = np.full(len(table), "", dtype=object)
+    flags = np.where(pd.isna(flags) | (flags == ""), np.nan, flags)
+    table["segmentation_flag"] = pd.Series(flags, index=table.index, dtype="str")
 
 
 #: why a measurement can be NaN (no value can be infinite): column prefix -> reason

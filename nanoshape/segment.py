@@ -145,7 +145,7 @@ class SegmentOptions:
         0 = one per CPU core (at most 8). Runs that already use one process per core set 1.
     """
 
-    method: str = "classical"
+    method: str = "learned"
     model: str = ""
     polarity: str = "auto"
     particle_diameter_px: float | None = None
@@ -800,6 +800,14 @@ def _removals(labels: np.ndarray, overlay: np.ndarray, options: SegmentOptions
             touching = np.zeros(n + 1, dtype=bool)
             touching[np.unique(labels[ndi.binary_dilation(overlay, structure=_EIGHT)])] = True
             reason[(ids > 0) & touching & ~mostly] = "joined to scale bar/text"
+        else:
+            # the learned detector separates particles from graphics: a particle only loses
+            # the 2-px margin find_overlays adds around them, and is dropped when the
+            # graphics themselves cover part of it (its outline is hidden)
+            core = ndi.binary_erosion(overlay, structure=_EIGHT, iterations=2, border_value=1)
+            hidden = np.bincount(labels[core], minlength=n + 1) > 0
+            reason[(ids > 0) & hidden & ~mostly] = "joined to scale bar/text"
+            labels = np.where(overlay & ~mostly[labels], 0, labels)
     if options.remove_border:
         border = _border_ids(labels)
         reason[border[reason[border] == ""]] = "touches border"

@@ -298,9 +298,16 @@ def _upsample(x: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
     return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
 
 
-def _to_full(labels: np.ndarray, level: Level, shape: tuple[int, int], foreground_threshold: float) -> np.ndarray:
+def _to_full(labels: np.ndarray, level: Level, shape: tuple[int, int], foreground_threshold: float,
+             finer: Level | None = None) -> np.ndarray:
     """A level's instance labels on the micrograph's grid: nearest-neighbour blocks, the
-    edge redrawn where the bilinearly upsampled foreground crosses the threshold."""
+    edge redrawn where the bilinearly upsampled foreground crosses the threshold.
+
+    With ``finer`` (the level of twice the resolution), the edge is drawn from its
+    foreground instead, within the level's own particle grown by one block; the particle's
+    interior (its own foreground shrunk by one block) stays particle whatever the finer
+    level says of it, as a particle twice the finer level's size can look hollow to it.
+    """
     from skimage.segmentation import expand_labels
 
     f = level.factor
@@ -308,7 +315,11 @@ def _to_full(labels: np.ndarray, level: Level, shape: tuple[int, int], foregroun
         return labels
     up = np.repeat(np.repeat(labels, f, axis=0), f, axis=1)[: shape[0], : shape[1]]
     fg = _upsample(level.foreground[..., None], f, shape)[..., 0] > foreground_threshold
-    return np.where(fg, expand_labels(up, distance=f), 0).astype(np.int32)
+    if finer is None:
+        return np.where(fg, expand_labels(up, distance=f), 0).astype(np.int32)
+    fine = _upsample(finer.foreground[..., None], finer.factor, shape)[..., 0] > foreground_threshold
+    interior = ndi.binary_erosion(fg, iterations=f)
+    return np.where(fine | interior, expand_labels(up, distance=f), 0).astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -327,6 +338,8 @@ class DetectOptions:
       consistency_weight: score lost per octave between a candidate's own equivalent
         diameter and the network's mean predicted size over it.
       min_score: candidates scoring less are not particles.
+      finer_edges: draw the edge of a particle found on a coarse level from the foreground
+        of the level of twice its resolution (thin arms and sharp corners survive).
     """
 
     foreground_threshold: float = 0.5
@@ -336,6 +349,7 @@ class DetectOptions:
     min_new_fraction: float = 0.7
     consistency_weight: float = 0.15
     min_score: float = 0.65
+    finer_edges: bool = True
 
 
 def detect(levels: list[Level], shape: tuple[int, int], target_diameter_px: float,
@@ -392,7 +406,8 @@ def detect(levels: list[Level], shape: tuple[int, int], target_diameter_px: floa
     full_cache: dict[int, tuple[np.ndarray, list]] = {}
     for score, k, i in sorted(candidates, key=lambda c: -c[0]):
         if k not in full_cache:
-            full = _to_full(level_labels[k], levels[k], shape, options.foreground_threshold)
+            full = _to_full(level_labels[k], levels[k], shape, options.foreground_threshold,
+                            levels[k - 1] if options.finer_edges and k > 0 else None)
             full_cache[k] = (full, ndi.find_objects(full))
         full, boxes = full_cache[k]
         if i > len(boxes) or boxes[i - 1] is None:

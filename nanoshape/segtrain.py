@@ -499,7 +499,7 @@ def run_segmentation_training(
                  progress=(lambda step, record: progress("training", step, options.steps, f"loss {record['loss']:.3f}"))
                  if progress else None)
     model_dir = run_dir / "model"
-    segment_options = SegmentOptions(model=str(model_dir))
+    segment_options = SegmentOptions(method="learned", model=str(model_dir))
     figures = {}
     # parts trained on are not scored: with split=all nothing annotated is left to score
     parts = {"train": ["validation"], "fit": ["validation", "development"], "all": []}[split]

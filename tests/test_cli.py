@@ -132,3 +132,13 @@ def test_train_segmentation_trains_a_small_detector_and_says_its_figures(tmp_pat
     assert 0.0 <= figures["rendered"]["f1"] <= 1.0
     assert (out / "model" / "segnet.json").exists()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    # the figures are the new detector's (they were once the classical segmentation's)
+    from nanoshape.evaluate import match_instances
+    from nanoshape.segment import SegmentOptions, segment
+
+    image = np.asarray(Image.open(data / "images" / "m2.png"), np.float32)
+    truth = np.asarray(Image.open(data / "masks" / "m2.png")).astype(np.int64)
+    for method, model in (("learned", str(out / "model")), ("classical", "")):
+        found = match_instances(segment(image, SegmentOptions(method=method, model=model)).labels, truth)
+        assert (found["tp"] == figures["validation"]["tp"] and found["fp"] == figures["validation"]["fp"]) == \
+            (method == "learned"), (method, found, figures["validation"])

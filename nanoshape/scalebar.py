@@ -671,14 +671,20 @@ def _line_readings(text: np.ndarray, line, model, keep: int = 3) -> list[tuple[f
     for i, pair in _touching_digits(text, line, points, model):
         starting.setdefault(i, []).append((i + 1, pair))
     bounds = _words(line)
-    # a reading starts at the line's first glyph, and not where strokes too faint to cut
-    # lie just left of it: "0.5 nm" must not read as "5 nm" where its "0." is set apart or
-    # lost to the threshold, nor "250" as "50"
+    # a reading starts at the line's first glyph, and not where a stroke lies just left of
+    # it: "0.5 nm" must not read as "5 nm" where its "0." is set apart or cut off, nor
+    # "250" as "50". A stroke: a connected blob of ink past half ink and past 3 robust
+    # standard deviations of the background's noise (scattered noise is no blob)
     height = max(g.y1 for g in line) - min(g.y0 for g in line)
     top, bottom, left = min(g.y0 for g in line), max(g.y1 for g in line), line[0].x0
-    before = text[top:bottom, max(0, left - height) : max(0, left - 1)]
-    if int((before > 0.5).sum()) >= max(3, 0.03 * height * height):
-        return []
+    window = text[top:bottom, max(0, left - height) : max(0, left - 1)]
+    if window.size:
+        from nanoshape.glyphs import _background_noise
+
+        base, noise = _background_noise(text)
+        blobs, n = ndi.label(window > max(0.5, base + 3 * noise))
+        if n and int(np.bincount(blobs.ravel())[1:].max()) >= max(3, 0.03 * height * height):
+            return []
     best: dict[str, tuple[float, float]] = {}
 
     def finish(logp: float, spelled: str, weakest: float) -> None:

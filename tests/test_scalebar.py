@@ -156,7 +156,7 @@ def test_find_bars_ignores_particles_and_boxes():
 
 
 _OPEN = pytest.mark.xfail(strict=True, reason="issue 22 open: the reader abstains on many rendered labels "
-                          "(87 of 200 read in experiments/scale_bars/results/rendered_summary.json)")
+                          "(95 of 200 read in experiments/scale_bars/results/rendered_summary.json)")
 
 
 @pytest.mark.parametrize("case", [0, 1, 2, pytest.param(3, marks=_OPEN)])
@@ -184,7 +184,7 @@ def test_read_scale_bar_reads_a_label_touching_a_particle():
     assert reading.pixel_size_nm == pytest.approx(2000 / 200, rel=0.01), reading
 
 
-def test_a_reading_starts_at_the_line_s_first_glyph_with_no_ink_left_of_it():
+def test_a_reading_starts_at_the_line_s_first_glyph_with_no_stroke_left_of_it():
     from nanoshape.glyphs import cut_glyphs, render_label
     from nanoshape.scalebar import _line_readings
 

@@ -609,6 +609,7 @@ def _pairing_cost(bar: Bar, box: tuple[int, int, int, int, str]) -> float:
 _SYMBOLS = {**{d: (d,) for d in "0123456789"}, "n": ("n",), "m": ("m",), "u": ("u", "µ"), "Å": ("Å",),
             "nm": ("nm",), "um": ("um", "µm")}
 _UNIT_STEPS = {"nm": "end", "um": "end", "Å": "end", "n": "n", "u": "u", "m": "m"}
+_NUMBER_STATES = {"zero", "point", *(f"int{k}" for k in range(1, 5)), *(f"frac{k}" for k in range(1, 4))}
 
 
 def _next_state(state: str, symbol: str) -> str | None:
@@ -642,7 +643,8 @@ def _line_readings(text: np.ndarray, line, model, keep: int = 3) -> list[tuple[f
     """Every label a line of glyphs can be read as, with its probability, most probable first.
 
     The line's pieces are joined into glyphs every way :func:`nanoshape.glyphs.spans`
-    allows; a reading is a run of whole words (gaps wider than 0.35 line heights) from
+    allows; a reading is a run of whole words (gaps wider than 0.35 line heights; its
+    number within one word, as "1 0 um" is a "1.0 um" whose point was lost) from
     the line's first glyph, with no ink just left of it (a number's leading digits spaced
     apart, or too faint to cut, must not be left off), whose glyphs spell a label of the
     grammar (:func:`_next_state`), and its probability the product of its glyphs'
@@ -702,9 +704,12 @@ def _line_readings(text: np.ndarray, line, model, keep: int = 3) -> list[tuple[f
                     if state == "end":
                         finish(logp, spelled, weakest)
             moves = [(position + 1, {(".",): (1.0, 1.0)})] if points[position] else starting.get(position, [])
+            gap = position in bounds and position > start
             for logp, state, spelled, weakest in here:
                 for stop, symbols in moves:
                     for sequence, (q, least) in symbols.items():
+                        if gap and state in _NUMBER_STATES and (sequence[0].isdigit() or sequence[0] == "."):
+                            continue  # a number is one word: a gap in it held a point the cut lost
                         following = state
                         for symbol in sequence:
                             following = _next_state(following, symbol) if following is not None else None

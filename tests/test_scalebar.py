@@ -195,6 +195,20 @@ def test_a_reading_starts_at_the_line_s_first_glyph_with_no_stroke_left_of_it():
     assert _line_readings(text, line[2:], load_glyph_model()) == []
 
 
+def test_a_number_is_one_word():
+    from nanoshape.glyphs import cut_glyphs, is_point, render_label
+    from nanoshape.scalebar import _line_readings
+
+    text, _ = render_label("1.0um", "DejaVuSans.ttf", 20)
+    line = cut_glyphs(text)[0]
+    assert _line_readings(text, line, load_glyph_model())[0][1] == "1.0um"
+    # the point lost (too faint to cut): "1" and "0um" are two words, and never "10 um"
+    point = next(g for g in line if is_point(g, line))
+    text[point.y0 : point.y1, point.x0 : point.x1] = 0
+    readings = _line_readings(text, [g for g in line if g is not point], load_glyph_model())
+    assert all(spelled != "10um" for _, spelled, _ in readings)
+
+
 def test_two_touching_digits_are_read_split():
     from nanoshape.glyphs import cut_glyphs, render_label
     from nanoshape.scalebar import _line_readings
@@ -320,7 +334,7 @@ def test_glyph_model_is_small_and_reads_rendered_glyphs():
 
 def test_hand_measured_floor():
     """The reader against 53 hand-measured micrographs: none wrong, and a floor on the share
-    read within 2 % at what the reader reaches now (32 of 51, 2026-12-06). The issue's target
+    read within 2 % at what the reader reaches now (33 of 51, 2026-12-06). The issue's target
     is 90 %: not met yet (see experiments/scale_bars/results/hand_summary.json)."""
     if not DATA.is_dir():
         pytest.skip(f"{DATA} is absent: the hand-measured micrographs live in ../shared/data beside the checkout")
@@ -330,7 +344,7 @@ def test_hand_measured_floor():
     wrong = scored[scored.outcome == "wrong"]
     assert wrong.empty, wrong[["file", "label", "read_label", "relative_error"]].to_string()
     within = (judged.outcome == "within 2 %").mean()
-    assert within >= 0.62, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
+    assert within >= 0.64, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
 
 
 def test_run_records_pixel_size_source_per_micrograph(tmp_path, scene):

@@ -808,11 +808,11 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
     """Read the label beside a bar with the glyph classifier and the label grammar.
 
     The lines of text above, below, or on the bar's rows to either side, in the bar's
-    colour (a label is drawn in it), are read nearest first; the first
-    whose most probable reading as a label (:func:`_line_readings`) has a probability and
-    a share of the line's readings of at least ``min_confidence`` gives the label
-    (:func:`_accept`). Each polarity and ink (:func:`_label_lines`) gives at most one
-    label; where two of them name different lengths, none is taken.
+    colour (a label is drawn in it), are read nearest first; the first whose most probable
+    reading as a label (:func:`_line_readings`) has every glyph, and a share of the line's
+    readings, of at least ``min_confidence`` gives the label (:func:`_accept`). Each ink
+    (as it is, strokes only: :func:`_label_lines`) gives at most one label; where two
+    name different lengths, none is taken.
 
     Returns:
       (label as ``"100 nm"``, its length in nm, its confidence, the line's box (top,

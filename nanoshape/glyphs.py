@@ -9,7 +9,8 @@ micrograph is needed. Its weights ship in ``nanoshape/data/glyphs.npz``;
 ``python experiments/scale_bars/train_glyphs.py`` retrains them in a few minutes on a CPU.
 
 The same two functions cut glyphs in training and in use: :func:`ink` turns grey values
-into ink (0 background .. 1 text) for one text polarity, and :func:`cut_glyphs` labels its
+into ink (0 background .. 1 text) for one text polarity (as they are, or strokes only: a
+top-hat that drops particles touching the text), and :func:`cut_glyphs` labels its
 connected components, joins the pieces of one glyph stacked above each other (the ring of
 Å) and groups the glyphs into lines of text. The classes are the digits, the unit letters
 (n, m, u, µ, Å) with the pairs that touch at small sizes (nm, um, µm), and ``other``.
@@ -39,6 +40,7 @@ __all__ = [
     "ink",
     "load_glyph_model",
     "patches",
+    "spans",
     "render_label",
     "save_glyph_model",
     "train_glyph_model",
@@ -106,25 +108,43 @@ class Glyph:
         return self.x1 - self.x0
 
 
-def ink(grey: np.ndarray, polarity: str) -> np.ndarray:
+def ink(grey: np.ndarray, polarity: str, *, level: float | None = None, background: float | None = None,
+        strokes_px: int = 0) -> np.ndarray:
     """Grey values as ink for text of one polarity: 0 at the background, 1 at the text.
 
-    The background is the median of ``grey``, the text level its 1st (dark text) or 99th
-    (light text) percentile.
+    Where the label's own grey value and its background's are known (a label is drawn in
+    its bar's colour, on its bar's background) they set the scale; else the background is
+    the median of ``grey`` and the text level its 1st (dark text) or 99th (light text)
+    percentile.
+
+    With ``strokes_px``, only what is narrower than that counts as ink: the grey values
+    less their morphological opening (light text) or their closing less them (dark text),
+    a top-hat with a ``strokes_px`` square, over the same contrast. Text strokes are
+    thinner than particles, so a particle touching the label, or a background that changes
+    along it (a particle's halo, uneven illumination), drops out while the strokes stay.
 
     Args:
       grey: (H, W) grey values of a region around a label.
       polarity: ``"dark"`` or ``"light"`` text.
+      level: the text's grey value, where known.
+      background: the background's grey value, where known (used with ``level``).
+      strokes_px: the side of the top-hat's square, wider than the label's strokes; 0: none.
 
     Returns:
       (H, W) float32 in [0, 1].
     """
     grey = np.asarray(grey, dtype=np.float32)
-    background = float(np.median(grey))
-    level = float(np.percentile(grey, 1 if polarity == "dark" else 99))
+    sign = 1.0 if polarity == "light" else -1.0
+    if level is None or background is None or (level - background) * sign <= 0:
+        background = float(np.median(grey))
+        level = float(np.percentile(grey, 1 if polarity == "dark" else 99))
     span = level - background
     if abs(span) < 1e-6:
         return np.zeros_like(grey)
+    if strokes_px:
+        square = (strokes_px, strokes_px)
+        detail = grey - ndi.grey_opening(grey, size=square) if sign > 0 else ndi.grey_closing(grey, size=square) - grey
+        return np.clip(detail / abs(span), 0.0, 1.0).astype(np.float32)
     return np.clip((grey - background) / span, 0.0, 1.0).astype(np.float32)
 
 
@@ -149,11 +169,11 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
     # the background's noise (3.5 robust standard deviations) so noise does not join glyphs
     # (ink is clipped at the background, the median: its 75th percentile is 0.674 sigma);
     # on a noisy background the ink is smoothed first (0.8 px), which strokes survive
-    noise = float(np.percentile(ink_image, 75)) / 0.674
+    base, noise = _background_noise(ink_image)
     if noise > 0.1:
         ink_image = ndi.gaussian_filter(ink_image, 0.8)
-        noise = float(np.percentile(ink_image, 75)) / 0.674
-    low = min(0.6, max(0.25, 3.0 * noise))
+        base, noise = _background_noise(ink_image)
+    low = min(0.6, max(0.25, base + 3.0 * noise))
     high = max(0.5, low + 0.2)
     labels, n = ndi.label(ink_image > low, structure=np.ones((3, 3), bool))
     if n:
@@ -179,11 +199,14 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
     # lines grow left to right: a glyph joins the line whose last glyph is beside it (gap
     # within 1.2 heights), on the same rows (overlap of half the lower one) and of a like
     # height (0.5-2x), or sits small on its baseline (a decimal point); a particle next to
-    # the text is no glyph's neighbour and starts its own line
+    # the text is no glyph's neighbour and starts its own line; of several lines, it joins
+    # the one it fits best (the most rows shared with its last glyph, as a fraction), so a
+    # speck of noise beside the text does not take the next glyph into a line of its own
     joined.sort(key=lambda b: b[2])
     lines: list[list[list[int]]] = []
     for box in joined:
         height = box[1] - box[0]
+        best, best_fit = None, -1.0
         for line in lines:
             tallest = max(b[1] - b[0] for b in line)
             last = max((b for b in line if b[1] - b[0] > 0.45 * tallest), key=lambda b: b[3])  # not a point
@@ -193,8 +216,11 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
             alike = 0.5 <= height / max(last_height, 1) <= 2.0 and overlap >= 0.5 * min(height, last_height)
             point = height <= 0.45 * last_height and abs(box[1] - last[1]) <= max(2, 0.2 * last_height)
             if -2 <= gap <= 1.2 * max(height, last_height) and (alike or point):
-                line.append(box)
-                break
+                fit = overlap / max(height, last_height, 1)
+                if fit > best_fit:
+                    best, best_fit = line, fit
+        if best is not None:
+            best.append(box)
         else:
             lines.append([box])
     out = []
@@ -205,6 +231,21 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
     return out
 
 
+def _background_noise(ink_image: np.ndarray) -> tuple[float, float]:
+    """The background's ink level and its noise (a robust standard deviation): the median
+    of the pixels under half ink and its distance to their 75th percentile over 0.674.
+
+    Text and particles (half ink or more) are left out, so a region crowded with particles
+    does not pass for a noisy one; a background a little off the ink's zero (its grey value
+    estimated from elsewhere) moves the median, not the spread.
+    """
+    values = ink_image[ink_image < 0.5]
+    if values.size < 16:
+        return 0.0, 0.0
+    median, upper = np.percentile(values, (50, 75))
+    return float(median), float(upper - median) / 0.674
+
+
 def is_point(glyph: Glyph, line: list[Glyph]) -> bool:
     """A decimal point: small, about square, on the line's baseline (the median glyph
     bottom, so a µ's descender does not move it), at most a third of the median glyph
@@ -213,6 +254,40 @@ def is_point(glyph: Glyph, line: list[Glyph]) -> bool:
     baseline = float(np.median([g.y1 for g in line]))
     return (glyph.height <= 0.35 * height and glyph.width <= 0.45 * height
             and abs(glyph.y1 - baseline) <= max(2.0, 0.15 * height))
+
+
+#: The top-hat's side for strokes-only ink (:func:`ink`): wider than the strokes of labels up
+#: to 40 px high in bold faces, narrower than most particles beside them.
+STROKES_PX = 11
+#: A glyph is cut into at most this many pieces (a serif font's hairlines lost to the threshold).
+MAX_PIECES = 3
+
+
+def spans(line: list[Glyph]) -> list[tuple[int, int, Glyph]]:
+    """The glyphs a line may hold: every run of 1 to MAX_PIECES consecutive pieces that are
+    not decimal points, as (first piece, one past the last, their joint box).
+
+    The glyph cutter may break a glyph at a thin stroke (an ``n`` into two stems); the
+    reader classifies every run and lets the label's grammar and the runs' probabilities
+    choose. The classifier is trained on whole glyphs (touching pairs other than ``nm``,
+    ``um``, ``µm`` as ``other``), so a run that is not one glyph reads as ``other`` or
+    with a low probability, which a reading built on it carries as its weakest glyph.
+    """
+    points = [is_point(g, line) for g in line]
+    height = max(g.height for g in line)
+    out = []
+    for i in range(len(line)):
+        if points[i]:
+            continue
+        for j in range(i + 1, min(len(line), i + MAX_PIECES) + 1):
+            if points[j - 1]:
+                break
+            part = line[i:j]
+            box = Glyph(min(g.y0 for g in part), max(g.y1 for g in part), part[0].x0, max(g.x1 for g in part))
+            if j - i > 1 and box.width > 2.5 * height:
+                break
+            out.append((i, j, box))
+    return out
 
 
 def patches(ink_image: np.ndarray, glyphs: list[Glyph]) -> tuple[np.ndarray, np.ndarray]:
@@ -411,9 +486,12 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = N
     """Glyph patches cut from rendered, degraded labels, with their classes.
 
     Each label is drawn at a random size (digit height 6-40 px), stroke width and stretch,
-    on a random grey background with optional blobs (particles) near it, blurred, noised,
-    JPEG-compressed and inverted at random; then cut with :func:`ink` and :func:`cut_glyphs`
-    exactly as in use. A glyph's class is the characters whose centres it covers.
+    on a random grey background, plain or textured, with optional blobs (particles) near
+    it, blurred, noised, JPEG-compressed and inverted at random; then made ink with
+    :func:`ink` (at the text's own grey level; as it is or strokes only, at random) and cut
+    with :func:`cut_glyphs`, as in use. A glyph's class is the characters whose centres it
+    covers (a touching pair such as ``nm`` is one class; any other pair, a particle or a
+    glyph joined to one is ``other``).
 
     Args:
       seed: the random seed.
@@ -443,6 +521,9 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = N
         if rng.random() < 0.3:
             text_level = background + (1 if text_level > background else -1) * rng.uniform(0.25, 0.5)
         grey = background + (text_level - background) * text_ink
+        if rng.random() < 0.3:  # a textured background (a support film, a crystal's fringes)
+            texture = ndi.gaussian_filter(rng.normal(0, 1, grey.shape), rng.uniform(1, 4))
+            grey = grey + rng.uniform(0.05, 0.2) * texture / max(float(texture.std()), 1e-6) * (1 - text_ink)
         grey, blobs = _add_blobs(rng, grey, cap) if rng.random() < 0.35 else (grey, np.zeros(grey.shape, bool))
         grey = ndi.gaussian_filter(grey, rng.uniform(0.0, 0.9)) if rng.random() < 0.7 else grey
         grey = grey + rng.normal(0, rng.uniform(0, 0.08), grey.shape)
@@ -452,7 +533,10 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = N
             Image.fromarray((grey * 255).astype(np.uint8)).save(buffer, format="JPEG", quality=int(rng.integers(30, 95)))
             grey = np.asarray(Image.open(buffer), np.float32) / 255.0
         polarity = "dark" if text_level < background else "light"
-        cut = ink(grey, polarity)
+        # the label's own grey and its background's, as a bar's give them in use; as is,
+        # or strokes only, as the reader reads each label both ways
+        cut = ink(grey, polarity, level=float(text_level), background=float(background),
+                  strokes_px=STROKES_PX if rng.random() < 0.5 else 0)
         for line in cut_glyphs(cut):
             keep, classes = [], []
             for glyph in line:

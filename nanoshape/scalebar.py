@@ -8,10 +8,13 @@ included), :func:`read_scale_bar` reads the label beside a bar with the glyph cl
 abstains; :func:`calibrate` decides a micrograph's pixel size from the override, the
 file's metadata and the bar, and records where it came from and every disagreement.
 
-The bar is measured end to end, from the first to the last pixel past half-way between the
-background and the bar, outline included; the label must be read with every glyph above
-the classifier's confidence floor and parse as a number and a length unit, else the
-micrograph stays in px and the reason is recorded.
+The bar is measured end to end, to a fraction of a pixel, between the half-level crossings
+of its ends, outline included. The label is read as a whole: the glyphs cut beside the
+bar (as they are and as strokes only) are joined and split every way that may make a
+glyph, and the label grammar (a number and a length unit) picks the most probable
+reading; it is taken where every one of its glyphs is above the classifier's confidence
+floor and no other reading of the line competes, else the micrograph stays in px and the
+reason is recorded.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "ScaleBarOptions",
     "ScaleBarReading",
     "calibrate",
+    "explain_label",
     "find_bars",
     "is_bar_box",
     "is_beside",
@@ -48,6 +52,9 @@ LABEL_UNITS_NM = {"pm": 1e-3, "å": 0.1, "a": 0.1, "nm": 1.0, "µm": 1e3, "um": 
 # fractions of the grey range from each extreme at which bars are looked for: drawn bars
 # sit at the extreme, on backgrounds from near it (a white bar on a light SEM image) to far
 _THRESHOLDS = (0.06, 0.2, 0.4)
+#: The largest pixel size a label read from a bar may give, nm per px (a light
+#: microscope's tens of micrometres): beyond it a unit was misread ("nm" as "mm").
+_LARGEST_NM = 1e5
 _LABEL = re.compile(r"^\s*(\d+(?:[.,]\d+)?)\s*(pm|å|a|nm|µm|um|mm)\s*$")
 
 
@@ -64,7 +71,8 @@ class ScaleBarOptions:
         bar is drawn to the nearest pixel) or ``"scale_bar"``. Either way a warning says so.
       tolerance: relative disagreement of bar and metadata that raises a warning.
       min_confidence: every glyph of a label must be classified with at least this
-        probability, else the label is not trusted.
+        probability, and the label must hold this share of its line's readings, else the
+        label is not trusted.
     """
 
     read: bool = True
@@ -92,6 +100,8 @@ class Bar:
       bar_value, background_value: the bar's and the surroundings' grey values.
       hollow: an outlined, hollow bar (two parallel lines closed at the ends).
       outlined: an outline of opposite contrast closes around the bar (counted in its length).
+      span_px: the length end to end to a fraction of a pixel, between the half-level
+        crossings of the bar's ends (0 where not measured: ``length_px`` is used).
     """
 
     x0_px: int
@@ -103,11 +113,17 @@ class Bar:
     background_value: float
     hollow: bool = False
     outlined: bool = False
+    span_px: float = 0.0
 
     @property
     def length_px(self) -> int:
-        """The bar's length end to end in px."""
+        """The bar's length end to end in whole px (first to last pixel of the bar)."""
         return self.x1_px - self.x0_px + 1
+
+    @property
+    def exact_length_px(self) -> float:
+        """The bar's length end to end to a fraction of a pixel, where measured."""
+        return self.span_px if self.span_px > 0 else float(self.length_px)
 
     @property
     def thickness_px(self) -> int:
@@ -124,7 +140,8 @@ class ScaleBarReading:
       label: the label as read (``"100 nm"``) or given; empty where none.
       value_nm: the label in nm.
       bar: the bar measured, None where none was found.
-      confidence: the lowest glyph probability of the label (1.0 for a label given by the user).
+      confidence: the lowest probability of one of the label's glyphs, or the label's share
+        of its line's readings where that is lower (1.0 for a label given by the user).
       source: ``'scale bar: "100 nm" = 212 px'``, or empty.
       reason: why no pixel size was taken from the bar (empty when one was).
     """
@@ -253,36 +270,98 @@ def _chains(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, slack: int =
     return [(int(rows[c[0]]), int(rows[c[-1]]), c) for c in finished]
 
 
-def _box_margin(mask: np.ndarray, first: int, x0: int, x1: int, rows: int = 6) -> bool:
-    """Whether a run is the margin of a filled box: the mask goes on up both of its ends."""
-    if first < rows:
-        return False
-    left = mask[first - rows : first, x0 : x0 + 3].mean()
-    right = mask[first - rows : first, max(x0, x1 - 2) : x1 + 1].mean()
-    return bool(left >= 0.8 and right >= 0.8)
+def _box_margin(mask: np.ndarray, first: int, last: int, x0: int, x1: int, rows: int = 6) -> bool:
+    """Whether a run of rows first..last is the margin of a filled box: the mask goes on up
+    (or down) both of its ends, and between them, up (down) to where the ends stop, a row is
+    covered again (the box's fill or far side). End ticks also rise at both ends, but only
+    background lies between them; a bar drawn on the box lies between its margins."""
+    ends = [slice(x0, x0 + 3), slice(max(x0, x1 - 2), x1 + 1)]
+    for step, edge in ((-1, first), (1, last)):
+        reach = 0
+        while 0 <= edge + step * (reach + 1) < mask.shape[0] and all(mask[edge + step * (reach + 1), end].any()
+                                                                      for end in ends):
+            reach += 1
+        if reach < rows:
+            continue
+        span = slice(first - reach, first) if step < 0 else slice(last + 1, last + reach + 1)
+        if mask[span, x0 : x1 + 1].mean(axis=1).max() >= 0.75:
+            return True
+    return False
 
 
-def _coverage(mask: np.ndarray, row: int, x0: int, x1: int) -> float:
-    if row < 0 or row >= mask.shape[0]:
-        return 0.0
-    return float(mask[row, x0 : x1 + 1].mean())
+def _median_int(values: list[int]) -> int:
+    """The median of a few integers, rounded down (np.median's, without its overhead)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) // 2
 
 
-def _half_level_ends(line: np.ndarray, start: int, stop: int, bar_value: float, background: float) -> tuple[int, int]:
-    """First and last index of the run past half-way from ``background`` to ``bar_value``
-    that holds the middle of [start, stop]."""
+def _half_level_ends(line: np.ndarray, start: int, stop: int, bar_value: float, background: float,
+                     around: np.ndarray | None = None) -> tuple[int, int, float, float]:
+    """First and last index of the bar on a profile through it, each end at half level of its
+    own step, and the sub-pixel positions where the profile crosses those levels.
+
+    The run past half-way from ``background`` to ``bar_value`` that holds the middle of
+    [start, stop] is found first; each of its ends is then moved to the last pixel past half
+    way between the bar and the plateau 2-4 px beyond that end, where that plateau is
+    past half-way and goes on above or below the bar (``around``: the profile 2 px above
+    and below, whichever is nearer the bar's value), so a particle touching the bar (darker
+    than half-way, but not as dark as the bar) is not counted in it, while a paler end
+    drawn within the bar's own rows is; or out to the half level of the step to a plateau
+    beyond the background (a white bar's end on a dark particle). The sub-pixel ends are where the profile crosses
+    half-way between the bar and what lies 2-4 px beyond each end, interpolated linearly
+    between the bar's last pixel and the next (a sharp end falls half-way between them, so
+    the span between the crossings equals the count of pixels end to end).
+    """
     half = 0.5 * (bar_value + background)
-    inside = line < half if bar_value < background else line > half
+    sign = 1.0 if bar_value > background else -1.0
+    inside = (line - half) * sign > 0
     middle = (start + stop) // 2
     if not inside[middle]:
-        return start, stop
+        return start, stop, start - 0.5, stop + 0.5
     left = middle
     while left > 0 and inside[left - 1]:
         left -= 1
     right = middle
     while right < line.size - 1 and inside[right + 1]:
         right += 1
-    return left, right
+    # the bar's own level on this profile (its inner rows: a thin blurred bar's box median
+    # takes in its paler edge rows), and the pixels within 3 robust standard deviations of
+    # it (drawn bars are uniform), or 8 % of the contrast where that is more
+    bar_value = float(np.median(line[left : right + 1]))
+    spread = 1.4826 * float(np.median(np.abs(line[left : right + 1] - bar_value)))
+    near = np.abs(line - bar_value) <= max(3 * spread, 0.08 * abs(bar_value - background))
+    ends, edges = [], []
+    for end, step in ((left, -1), (right, 1)):
+        inner = end
+        while inner != middle and not near[inner]:
+            inner -= step
+        beyond = [inner + step * k for k in (2, 3, 4)]
+        if all(0 <= b < line.size for b in beyond):
+            outside = float(np.median(line[beyond]))
+            step_half = 0.5 * (bar_value + outside)
+            beside = float(np.median(around[beyond])) if around is not None else outside
+            # a paler end drawn within the bar's own rows is kept; else the end is cut at the
+            # half level of its own step: toward a particle touching the bar (past half-way),
+            # or out to a particle of the other colour the bar is drawn over (a white bar's
+            # end on a dark particle is past half-way to the background, not to the particle)
+            pale_end = (outside - half) * sign > 0 and (beside - half) * sign <= 0
+            if not pale_end:
+                position = inner
+                while 0 <= position + step < line.size and (line[position + step] - step_half) * sign > 0:
+                    position += step
+                end = position
+        ends.append(end)
+        # where the profile crosses half-way between the bar and what lies 2-4 px beyond
+        # this end (the background, a particle, a box), between the end and the next pixel
+        after = end + step
+        fraction = 0.5
+        beyond = [end + step * k for k in (2, 3, 4)]
+        if all(0 <= b < line.size for b in beyond) and line[end] != line[after]:
+            level = 0.5 * (bar_value + float(np.median(line[beyond])))
+            fraction = float(np.clip((line[end] - level) / (line[end] - line[after]), 0.0, 1.0))
+        edges.append(end + step * fraction)
+    return ends[0], ends[1], edges[0], edges[1]
 
 
 def _outline_reach(line: np.ndarray, end: int, step: int, bar_value: float, background: float) -> int:
@@ -315,17 +394,19 @@ def _outline_reach(line: np.ndarray, end: int, step: int, bar_value: float, back
 def find_bars(image: np.ndarray, *, max_bars: int = 8) -> list[Bar]:
     """Find horizontal scale bars: uniform rectangles set off from the rows above and below.
 
-    Each polarity is thresholded at 6, 20 and 40 % of the grey range from its extreme; runs
-    of bar-coloured pixels at least 2.5 % of the width long (12 px at least) are chained
-    over consecutive rows whose ends agree within 1 px; a chain is a bar when it is at
-    least 2x as long as thick, the rows just above and below it cover under 75 % of its
-    span (so a particle's widest rows are not) and the colour does not go on up both its
-    ends (so a label box's margin is not). The ends are read on the profile averaged over
-    the bar's inner rows, half-way between the bar and the background 6-10 px beside it;
-    an outline of opposite contrast closing around both ends is part of the bar; a bar
-    within 25 % of the grey range of its background needs such an outline or must be
-    drawn (uniform, at the image's extreme grey value); two thin
-    parallel lines closed at the ends (a hollow bar) become one bar, and one bar found at
+    Each polarity of the image and of its 3x3 median is thresholded at 6, 20 and 40 % of
+    the grey range from its extreme; runs of bar-coloured pixels at least 2.5 % of the
+    width long (12 px at least) are chained over consecutive rows whose ends agree within
+    1 px; a chain is a bar when it is at least 2x as long as thick, the rows just above and
+    below it cover under 75 % of its span (so a particle's widest rows are not) and it is
+    not the margin of a filled box (the colour going on up or down both its ends to a covered row;
+    end ticks rise with background between them). The ends are read on the profile
+    averaged over the bar's inner rows, half-way between the bar and the background 6-10 px
+    beside it, or between the bar and whatever touches its end where that is past half-way
+    (a particle); an outline of opposite contrast closing around both ends is part of the
+    bar; a bar within 25 % of the grey range of its background needs such an outline or
+    must be drawn (uniform, at the image's extreme grey value); two thin parallel lines
+    closed at the ends (a hollow bar) become one bar, and one bar found at
     several thresholds or beside its own halo is kept once.
 
     Args:
@@ -344,23 +425,31 @@ def find_bars(image: np.ndarray, *, max_bars: int = 8) -> list[Bar]:
         return []
     min_length = max(12, int(0.025 * width))
     found: list[Bar] = []
-    for polarity, fraction in [(p, f) for p in ("dark", "light") for f in _THRESHOLDS]:
-        mask = image <= lo + fraction * (hi - lo) if polarity == "dark" else image >= hi - fraction * (hi - lo)
+    # the image as it is, and its 3x3 median: noise and JPEG speckle at a bar's edge break
+    # its runs into rows of unequal ends, while a 1 px line survives only the former
+    smooth = ndi.median_filter(image, 3)
+    for source, polarity, fraction in [(m, p, f) for m in (image, smooth) for p in ("dark", "light") for f in _THRESHOLDS]:
+        mask = source <= lo + fraction * (hi - lo) if polarity == "dark" else source >= hi - fraction * (hi - lo)
         rows, starts, ends = _row_runs(mask, min_length)
         if rows.size == 0 or rows.size > 200_000:
             continue
+        # per-row running counts of the mask: the coverage of any row span in O(1)
+        counts = np.zeros((height + 4, width + 1), np.int32)
+        counts[2:-2, 1:] = np.cumsum(mask, axis=1)
+        start_list, end_list = starts.tolist(), ends.tolist()
         for first, last, chain in _chains(rows, starts, ends):
-            x0 = int(np.median(starts[chain]))
-            x1 = int(np.median(ends[chain]))
-            length, thickness = x1 - x0 + 1, last - first + 1
+            thickness = last - first + 1
+            x0, x1 = _median_int([start_list[k] for k in chain]), _median_int([end_list[k] for k in chain])
+            length = x1 - x0 + 1
             if length < 2 * thickness or (thickness == 1 and length < 20):
                 continue
-            above = min(_coverage(mask, first - k, x0, x1) for k in (1, 2))
-            below = min(_coverage(mask, last + k, x0, x1) for k in (1, 2))
-            if max(above, below) >= 0.75 or _box_margin(mask, first, x0, x1):
+            cover = lambda row: (counts[row + 2, x1 + 1] - counts[row + 2, x0]) / length if -2 <= row < height + 2 else 0.0
+            above = min(cover(first - 1), cover(first - 2))
+            below = min(cover(last + 1), cover(last + 2))
+            if max(above, below) >= 0.75 or _box_margin(mask, first, last, x0, x1):
                 continue
             bar = _measure(image, polarity, first, last, x0, x1)
-            if bar is not None:
+            if bar is not None and not _box_margin(mask, first, last, bar.x0_px, bar.x1_px):
                 found.append(bar)
     found = _merge_hollow(found)
     found.sort(key=lambda b: -b.length_px)
@@ -385,10 +474,16 @@ def _measure(image: np.ndarray, polarity: str, first: int, last: int, x0: int, x
         return None
     # one profile averaged over the bar's inner rows: noise averages out, ends stay sharp
     line = image[list(rows)].mean(axis=0)
-    left, right = _half_level_ends(line, x0, x1, bar_value, background)
+    above, below = image[max(0, first - 2)], image[min(height - 1, last + 2)]
+    around = np.where(np.abs(above - bar_value) < np.abs(below - bar_value), above, below)
+    left, right, left_edge, right_edge = _half_level_ends(line, x0, x1, bar_value, background, around)
     reach_left = _outline_reach(line, left, -1, bar_value, background)
     reach_right = _outline_reach(line, right, 1, bar_value, background)
-    outlined = bool(reach_left and reach_right)
+    # an outline closes around all four sides, hugging the bar: a box of the other colour
+    # behind bar and label reaches on above or below, and is not part of the bar
+    column = image[:, left + 1 : right].mean(axis=1) if right - left >= 3 else image[:, left : right + 1].mean(axis=1)
+    outlined = bool(reach_left and reach_right and _outline_reach(column, first, -1, bar_value, background)
+                    and _outline_reach(column, last, 1, bar_value, background))
     grey_range = float(image.max()) - float(image.min())
     contrast = abs(bar_value - background)
     extreme = float(image.min()) if bar_value < background else float(image.max())
@@ -396,9 +491,11 @@ def _measure(image: np.ndarray, polarity: str, first: int, last: int, x0: int, x
     drawn = abs(bar_value - extreme) <= 0.06 * grey_range and float(inner.std()) <= 0.25 * contrast
     if outlined:  # an outline closes around the bar: it is part of it
         left, right = left - reach_left, right + reach_right
+        left_edge, right_edge = left - 0.5, right + 0.5
     elif contrast < 0.25 * grey_range and not drawn:
         return None  # faint and not a uniform, saturated drawing: texture, not a bar
-    return Bar(int(left), int(right), first, last, polarity, bar_value, background, outlined=outlined)
+    return Bar(int(left), int(right), first, last, polarity, bar_value, background, outlined=outlined,
+               span_px=float(right_edge - left_edge))
 
 
 def _merge_hollow(bars: list[Bar]) -> list[Bar]:
@@ -460,13 +557,25 @@ def is_beside(bar: Bar, top: int, bottom: int, left: int, right: int) -> bool:
 
 
 def _label_lines(image: np.ndarray, bar: Bar):
-    """The lines of text beside a bar, per text polarity: (ink, lines, region origin)."""
-    from nanoshape.glyphs import cut_glyphs, ink
+    """The lines of text beside a bar, per text polarity and ink (as is, and strokes only:
+    :func:`nanoshape.glyphs.ink`): (ink, [(distance to the bar, glyphs, line box)])."""
+    from nanoshape.glyphs import STROKES_PX, cut_glyphs, ink
 
     y0, x0, region = label_region(image, bar)
+    # the label's background: the median of the region on the far side of half-way from
+    # the bar's grey value (the bar's own background, measured a few px from it, takes in
+    # the label's strokes where the label is that near)
+    half = 0.5 * (bar.bar_value + bar.background_value)
+    far = region[region < half] if bar.bar_value > bar.background_value else region[region > half]
+    paper = float(np.median(far)) if far.size else bar.background_value
     out = []
-    for polarity in ("dark", "light"):
-        text = ink(region, polarity)
+    for polarity, strokes_px in [(p, s) for p in ("dark", "light") for s in (0, STROKES_PX)]:
+        # a label is drawn in its bar's colour on its bar's background: their grey values
+        # set the ink's scale (for text of the other colour, the region's own levels); each
+        # is read as it is and as strokes only (a top-hat: particles touching it dropped)
+        same = polarity == bar.polarity
+        text = ink(region, polarity, level=bar.bar_value if same else None, background=paper if same else None,
+                   strokes_px=strokes_px)
         # the bar and 3 px around it (outline, blur) are not text: text sitting on the bar
         # would otherwise join its glyphs through the bar's edge
         text[max(0, bar.y0_px - y0 - 3) : bar.y1_px - y0 + 4, max(0, bar.x0_px - x0 - 3) : bar.x1_px - x0 + 4] = 0
@@ -478,61 +587,191 @@ def _label_lines(image: np.ndarray, bar: Bar):
             left, right = line[0].x0 + x0, line[-1].x1 + x0
             if is_beside(bar, top, bottom, left, right):
                 distance = max(top - bar.y1_px - 1, bar.y0_px - bottom, 0) + max(left - bar.x1_px - 1, bar.x0_px - right, 0)
-                lines.append((distance, line))
+                lines.append((distance, line, (top, bottom, left, right, polarity)))
         out.append((text, sorted(lines, key=lambda item: item[0])))
     return out
 
 
-def _read_line(text: np.ndarray, line, model) -> tuple[list[tuple[str, float]], list]:
-    """(glyph text, probability) of each glyph of a line (a decimal point has probability 1),
-    and the line's glyphs, where a glyph read as ``other`` that is two touching digits
-    ("00" at small sizes) is split at its narrowest column when both halves read as digits."""
-    from nanoshape.glyphs import CLASSES, classify_glyphs, is_point, patches
+def _pairing_cost(bar: Bar, box: tuple[int, int, int, int, str]) -> float:
+    """How far a label line (top, bottom, left, right, text polarity) is from being its
+    bar's label: text of another colour than the bar comes after all of the bar's colour
+    (labels are drawn in their bar's colour); then its gap to the bar, plus a quarter of
+    its centre's offset from the bar's centre where it is above or below (labels are
+    centred on their bars)."""
+    top, bottom, left, right, polarity = box
+    vertical = max(top - bar.y1_px - 1, bar.y0_px - bottom, 0)
+    horizontal = max(left - bar.x1_px - 1, bar.x0_px - right, 0)
+    offset = abs(0.5 * (left + right) - 0.5 * (bar.x0_px + bar.x1_px + 1)) if vertical else 0.0
+    return (0.0 if polarity == bar.polarity else 1e6) + vertical + horizontal + 0.25 * offset
+
+
+#: What each symbol of a label's grammar is, as the glyph classifier's classes (µ and u alike).
+_SYMBOLS = {**{d: (d,) for d in "0123456789"}, "n": ("n",), "m": ("m",), "u": ("u", "µ"), "Å": ("Å",),
+            "nm": ("nm",), "um": ("um", "µm")}
+_UNIT_STEPS = {"nm": "end", "um": "end", "Å": "end", "n": "n", "u": "u", "m": "m"}
+_NUMBER_STATES = {"zero", "point", *(f"int{k}" for k in range(1, 5)), *(f"frac{k}" for k in range(1, 4))}
+
+
+def _next_state(state: str, symbol: str) -> str | None:
+    """The label grammar, one symbol at a time: a number (no leading zero but in "0.x", at
+    most 4 digits before the point and 3 after) and a unit (nm, µm/um, Å, mm); None where
+    ``symbol`` cannot follow."""
+    digit = symbol.isdigit()
+    if state == "start":
+        return ("zero" if symbol == "0" else "int1") if digit else None
+    if state == "zero":
+        return "point" if symbol == "." else None
+    if state.startswith("int") or state.startswith("frac"):
+        count = int(state[-1])
+        if digit:
+            if state.startswith("int") and count < 4:
+                return f"int{count + 1}"
+            if state.startswith("frac") and count < 3:
+                return f"frac{count + 1}"
+            return None
+        if symbol == ".":
+            return "point" if state.startswith("int") else None
+        return _UNIT_STEPS.get(symbol)
+    if state == "point":
+        return "frac1" if digit else None
+    if state in ("n", "u", "m"):
+        return "end" if symbol == "m" else None
+    return None
+
+
+def _line_readings(text: np.ndarray, line, model, keep: int = 3) -> list[tuple[float, str, float]]:
+    """Every label a line of glyphs can be read as, with its probability, most probable first.
+
+    The line's pieces are joined into glyphs every way :func:`nanoshape.glyphs.spans`
+    allows; a reading is a run of whole words (gaps wider than 0.35 line heights; its
+    number within one word, as "1 0 um" is a "1.0 um" whose point was lost) from
+    the line's first glyph, with no ink just left of it (a number's leading digits spaced
+    apart, or too faint to cut, must not be left off), whose glyphs spell a label of the
+    grammar (:func:`_next_state`), and its probability the product of its glyphs'
+    probabilities of being the symbols it spells (decimal points, found by their shape,
+    count 1). A glyph broken at a hairline reads as ``other`` in pieces and whole when
+    joined, so the joined reading wins; a glyph that is two touching digits reads as
+    ``other`` whole and as its two halves split (:func:`_touching_digits`).
+
+    Returns:
+      (probability, text such as ``"0.2um"``, the smallest probability of one of its
+      glyphs), one per distinct label, most probable first.
+    """
+    from nanoshape.glyphs import CLASSES, classify_glyphs, is_point, patches, spans
 
     points = [is_point(g, line) for g in line]
-    others = [g for g, point in zip(line, points) if not point]
-    probabilities = iter(classify_glyphs(*patches(text, others), model))
-    tokens, glyphs = [], []
-    for glyph, point in zip(line, points):
-        if point:
-            tokens.append((".", 1.0))
-            glyphs.append(glyph)
-            continue
-        p = next(probabilities)
-        token = (CLASSES[int(p.argmax())], float(p.max()))
-        halves = _split_pair(text, glyph, model) if token[0] == "other" else None
-        if halves is not None:
-            tokens.extend(halves[0])
-            glyphs.extend(halves[1])
-        else:
-            tokens.append(token)
-            glyphs.append(glyph)
-    return tokens, glyphs
+    runs = spans(line)
+    if not runs:
+        return []
+    probabilities = classify_glyphs(*patches(text, [box for _, _, box in runs]), model)
+    index = {c: k for k, c in enumerate(CLASSES)}
+    # the moves from each piece: (one past the last piece, {symbols: (probability, weakest)})
+    starting: dict[int, list[tuple[int, dict[tuple[str, ...], tuple[float, float]]]]] = {}
+    for (i, j, _), p in zip(runs, probabilities):
+        symbols = {s: float(sum(p[index[c]] for c in classes)) for s, classes in _SYMBOLS.items()}
+        starting.setdefault(i, []).append((j, {(s,): (q, q) for s, q in symbols.items() if q > 1e-4}))
+    for i, pair in _touching_digits(text, line, points, model):
+        starting.setdefault(i, []).append((i + 1, pair))
+    bounds = _words(line)
+    # a reading starts at the line's first glyph, and not where a stroke lies just left of
+    # it: "0.5 nm" must not read as "5 nm" where its "0." is set apart or cut off, nor
+    # "250" as "50". A stroke: a connected blob of ink past half ink and past 3 robust
+    # standard deviations of the background's noise (scattered noise is no blob)
+    height = max(g.y1 for g in line) - min(g.y0 for g in line)
+    top, bottom, left = min(g.y0 for g in line), max(g.y1 for g in line), line[0].x0
+    window = text[top:bottom, max(0, left - height) : max(0, left - 1)]
+    if window.size:
+        from nanoshape.glyphs import _background_noise
+
+        base, noise = _background_noise(text)
+        blobs, n = ndi.label(window > max(0.5, base + 3 * noise))
+        if n and int(np.bincount(blobs.ravel())[1:].max()) >= max(3, 0.03 * height * height):
+            return []
+    best: dict[str, tuple[float, float]] = {}
+
+    def finish(logp: float, spelled: str, weakest: float) -> None:
+        if math.exp(logp) > best.get(spelled, (0.0, 0.0))[0]:
+            best[spelled] = (math.exp(logp), weakest)
+
+    for start in bounds[:1]:
+        # hypotheses at each position: (log probability, grammar state, text, weakest
+        # glyph's probability), a few per state
+        hypotheses: dict[int, list[tuple[float, str, str, float]]] = {start: [(0.0, "start", "", 1.0)]}
+        for position in range(start, len(line)):
+            here = hypotheses.get(position, [])
+            if position in bounds and position > start:
+                for logp, state, spelled, weakest in here:
+                    if state == "end":
+                        finish(logp, spelled, weakest)
+            moves = [(position + 1, {(".",): (1.0, 1.0)})] if points[position] else starting.get(position, [])
+            gap = position in bounds and position > start
+            for logp, state, spelled, weakest in here:
+                for stop, symbols in moves:
+                    for sequence, (q, least) in symbols.items():
+                        if gap and state in _NUMBER_STATES and (sequence[0].isdigit() or sequence[0] == "."):
+                            continue  # a number is one word: a gap in it held a point the cut lost
+                        following = state
+                        for symbol in sequence:
+                            following = _next_state(following, symbol) if following is not None else None
+                        if following is not None:
+                            hypotheses.setdefault(stop, []).append(
+                                (logp + math.log(q), following, spelled + "".join(sequence), min(weakest, least)))
+            for stop in {stop for stop, _ in moves}:
+                pool = sorted(hypotheses.get(stop, []), reverse=True)
+                kept, per_state = [], {}
+                for hypothesis in pool:
+                    if per_state.get(hypothesis[1], 0) < keep:
+                        per_state[hypothesis[1]] = per_state.get(hypothesis[1], 0) + 1
+                        kept.append(hypothesis)
+                hypotheses[stop] = kept
+        for logp, state, spelled, weakest in hypotheses.get(len(line), []):
+            if state == "end":
+                finish(logp, spelled, weakest)
+    return sorted(((p, t, w) for t, (p, w) in best.items()), reverse=True)
 
 
-def _split_pair(text: np.ndarray, glyph, model):
-    """Two digits touching in one glyph, split at the column of least ink in its middle
-    third; None unless the glyph is 0.7-1.6 heights wide and both halves read as digits."""
+def _touching_digits(text: np.ndarray, line, points: list[bool], model):
+    """Glyphs that may be two touching digits ("00" at small sizes, a serif "20"): each one
+    0.7-1.6 heights wide, split at the column of least ink in its middle third, with the
+    two most probable digits of each half as pairs.
+
+    Returns:
+      [(index of the glyph in the line, {(digit, digit): (probability, weakest)})].
+    """
     from nanoshape.glyphs import CLASSES, Glyph, classify_glyphs, patches
 
-    if not 0.7 * glyph.height <= glyph.width <= 1.6 * glyph.height:
-        return None
-    columns = text[glyph.y0 : glyph.y1, glyph.x0 : glyph.x1].sum(axis=0)
-    lo, hi = glyph.width // 3, max(glyph.width // 3 + 1, 2 * glyph.width // 3)
-    cut = glyph.x0 + lo + int(np.argmin(columns[lo:hi]))
-    halves = []
-    for x0, x1 in ((glyph.x0, cut), (cut + 1, glyph.x1)):
-        if x1 - x0 < 2:
-            return None
-        rows = np.flatnonzero(text[glyph.y0 : glyph.y1, x0:x1].max(axis=1) > 0.5)
-        if rows.size == 0:
-            return None
-        halves.append(Glyph(glyph.y0 + int(rows[0]), glyph.y0 + int(rows[-1]) + 1, x0, x1))
-    p = classify_glyphs(*patches(text, halves), model)
-    tokens = [(CLASSES[int(q.argmax())], float(q.max())) for q in p]
-    if not all(t.isdigit() for t, _ in tokens):
-        return None
-    return tokens, halves
+    digits = [k for k, c in enumerate(CLASSES) if c.isdigit()]
+    candidates, halves = [], []
+    for i, glyph in enumerate(line):
+        if points[i] or not 0.7 * glyph.height <= glyph.width <= 1.6 * glyph.height:
+            continue
+        columns = text[glyph.y0 : glyph.y1, glyph.x0 : glyph.x1].sum(axis=0)
+        lo, hi = glyph.width // 3, max(glyph.width // 3 + 1, 2 * glyph.width // 3)
+        cut = glyph.x0 + lo + int(np.argmin(columns[lo:hi]))
+        pair = []
+        for x0, x1 in ((glyph.x0, cut), (cut + 1, glyph.x1)):
+            rows = np.flatnonzero(text[glyph.y0 : glyph.y1, x0:x1].max(axis=1) > 0.5) if x1 - x0 >= 2 else []
+            if len(rows) == 0:
+                break
+            pair.append(Glyph(glyph.y0 + int(rows[0]), glyph.y0 + int(rows[-1]) + 1, x0, x1))
+        if len(pair) == 2:
+            candidates.append(i)
+            halves.extend(pair)
+    if not candidates:
+        return []
+    probabilities = classify_glyphs(*patches(text, halves), model)
+    out = []
+    for n, i in enumerate(candidates):
+        first, second = probabilities[2 * n], probabilities[2 * n + 1]
+        options = {}
+        for a in sorted(digits, key=lambda k: -first[k])[:2]:
+            for b in sorted(digits, key=lambda k: -second[k])[:2]:
+                q1, q2 = float(first[a]), float(second[b])
+                if q1 * q2 > 1e-4:
+                    options[(CLASSES[a], CLASSES[b])] = (q1 * q2, min(q1, q2))
+        if options:
+            out.append((i, options))
+    return out
 
 
 def _words(line) -> list[int]:
@@ -541,65 +780,96 @@ def _words(line) -> list[int]:
     return [0] + [i for i in range(1, len(line)) if line[i].x0 - line[i - 1].x1 > 0.35 * height] + [len(line)]
 
 
-def _parse_tokens(tokens: list[tuple[str, float]], line, min_confidence: float) -> tuple[str, float, float] | None:
-    """The longest run of whole words of confident glyphs that reads as a label:
-    (text, nm, lowest probability). Words are never cut, so a misread or unsure glyph
-    of the number ("0.2") cannot leave a wrong number ("2") behind."""
-    best = None
-    bounds = _words(line)
-    for i, start in enumerate(bounds[:-1]):
-        for stop in bounds[i + 1 :]:
-            window = tokens[start:stop]
-            if min(p for _, p in window) < min_confidence:
-                continue
-            text = "".join(t for t, _ in window)
-            parsed = parse_label(text)
-            if parsed is not None and (best is None or len(window) > best[3]):
-                best = (_pretty(text, parsed[1]), parsed[0], min(p for _, p in window), len(window))
-    return None if best is None else best[:3]
-
-
 def _pretty(text: str, unit: str) -> str:
     """``'100nm'`` -> ``'100 nm'``; ``'2um'`` -> ``'2 µm'``."""
     return f"{re.match(r'[0-9.,]+', text).group(0)} {unit}"
 
 
-def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, model=None) -> tuple[str, float, float] | None:
-    """Read the label beside a bar with the glyph classifier.
-
-    The lines of text above, below, or on the bar's rows to either side (dark and light
-    text) are read nearest first; the first with a run of glyphs, every one classified with
-    at least ``min_confidence``, that parses as a number and a length unit is the label.
+def _accept(readings: list[tuple[float, str, float]], min_confidence: float) -> tuple[str, float, float] | None:
+    """The label a line's readings give: the most probable, where each of its glyphs is the
+    symbol it spells with probability at least ``min_confidence``, and so is its share of
+    all the line's readings (two readings of one line that are both probable, from two ways
+    of joining its pieces, are a doubt).
 
     Returns:
-      (label as ``"100 nm"``, its length in nm, the lowest glyph probability), or None.
+      (label as ``"100 nm"``, nm, confidence: the smaller of weakest glyph and share) or None.
     """
-    best = None
+    if not readings:
+        return None
+    probability, spelled, weakest = readings[0]
+    confidence = min(weakest, probability / sum(r[0] for r in readings))
+    parsed = parse_label(spelled)
+    if confidence < min_confidence or parsed is None:
+        return None
+    return _pretty(spelled, parsed[1]), parsed[0], confidence
+
+
+def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, model=None) -> tuple[str, float, float] | None:
+    """Read the label beside a bar with the glyph classifier and the label grammar.
+
+    The lines of text above, below, or on the bar's rows to either side, in the bar's
+    colour (a label is drawn in it), are read nearest first; the first whose most probable
+    reading as a label (:func:`_line_readings`) has every glyph, and a share of the line's
+    readings, of at least ``min_confidence`` gives the label (:func:`_accept`). Each ink
+    (as it is, strokes only: :func:`_label_lines`) gives at most one label; where two
+    name different lengths, none is taken.
+
+    Returns:
+      (label as ``"100 nm"``, its length in nm, its confidence, the line's box (top,
+      bottom, left, right in px, text polarity)), or None.
+    """
+    found = []
     for text, candidates in _label_lines(image, bar):
-        for _, line in candidates:
-            parsed = _parse_tokens(*_read_line(text, line, model), min_confidence)
-            if parsed is not None:
-                if best is None or parsed[2] > best[2]:
-                    best = parsed
+        for _, line, box in candidates:
+            if box[4] != bar.polarity:
+                break  # a label is drawn in its bar's colour
+            accepted = _accept(_line_readings(text, line, model), min_confidence)
+            if accepted is not None:
+                found.append((*accepted, box))
                 break
-    return best
+    if not found or len({round(f[1], 9) for f in found}) > 1:
+        return None
+    return max(found, key=lambda f: f[2])
+
+
+def explain_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, model=None) -> list[dict[str, Any]]:
+    """What the reader sees beside a bar, line by line (for diagnosis).
+
+    Returns:
+      Per candidate line, nearest first: ``text`` (its most probable reading as a label,
+      ``?`` where it has none), ``confidence`` (that reading's weakest glyph's probability), ``second``
+      (the next reading and its probability), ``glyphs`` (pieces cut) and ``accepted``
+      (what :func:`read_label` takes from it, or None).
+    """
+    out = []
+    for text, candidates in _label_lines(image, bar):
+        for _, line, _ in candidates:
+            readings = _line_readings(text, line, model)
+            out.append({"text": readings[0][1] if readings else "?", "confidence": readings[0][2] if readings else 0.0,
+                        "second": f"{readings[1][1]} {readings[1][0]:.2f}" if len(readings) > 1 else "",
+                        "readings": readings[:6], "glyphs": len(line), "accepted": _accept(readings, min_confidence)})
+    return out
 
 
 def read_scale_bar(image: np.ndarray, *, label: str = "", min_confidence: float = 0.9, model=None,
                    reader=None) -> ScaleBarReading:
     """The pixel size a micrograph's burned-in scale bar gives, or why it gives none.
 
-    Every bar :func:`find_bars` finds is tried with its label (:func:`read_label`). A bar
-    running into the image's left or right edge may be cut and is not used. Two bars whose
-    labels give pixel sizes more than 2 % apart: no answer.
+    Every bar :func:`find_bars` finds is tried with its label (:func:`read_label`); a line
+    of text is the label of the bar beside it that it pairs with best
+    (:func:`_pairing_cost`), and gives none to another. A bar running into the image's
+    left or right edge may be cut and is not used, nor one within the line of text read as
+    its label (a stroke of it), nor a reading whose pixel size is over 100 µm per px (a
+    misread unit). Two bars whose labels give pixel sizes more than 2 % apart:
+    no answer.
 
     Args:
       image: (H, W) grey values.
       label: the label, given by the user (the bar's length is still measured); empty reads it.
       min_confidence: lowest glyph probability accepted.
       model: the glyph classifier (the shipped one by default).
-      reader: ``reader(image, bar, min_confidence) -> (label, nm, confidence) | None`` to
-        read labels another way (an OCR engine, for comparison); default :func:`read_label`.
+      reader: ``reader(image, bar, min_confidence) -> (label, nm, confidence[, line box]) | None``
+        to read labels another way (an OCR engine, for comparison); default :func:`read_label`.
 
     Returns:
       A :class:`ScaleBarReading` (``pixel_size_nm`` None with a ``reason`` where it abstains).
@@ -630,8 +900,32 @@ def read_scale_bar(image: np.ndarray, *, label: str = "", min_confidence: float 
         if read is None:
             reasons.append(f"no label read with confidence beside the {bar.length_px} px bar")
             continue
-        found.append(_reading(read[0], read[1], bar, read[2], width, reasons))
-    found = [r for r in found if r.pixel_size_nm is not None]
+        box = read[3] if len(read) > 3 else None
+        if box is not None and box[0] <= bar.y1_px and bar.y0_px < box[1] and box[2] <= bar.x1_px and bar.x0_px < box[3]:
+            # a "bar" among the label's own glyphs is a stroke of them (the foot of a 2)
+            reasons.append(f"the {bar.length_px} px bar lies within the line of its label: a stroke of the text")
+            continue
+        reading = _reading(read[0], read[1], bar, read[2], width, reasons)
+        if reading.pixel_size_nm is not None and reading.pixel_size_nm > _LARGEST_NM:
+            # no microscope that images nanocrystals gives such a pixel: a misread unit ("nm" as "mm")
+            reasons.append(f"{reading.source} gives {reading.pixel_size_nm:.3g} nm per px, more than {_LARGEST_NM:g}")
+            continue
+        if reading.pixel_size_nm is not None:
+            found.append((reading, box))
+    # one line of text is one bar's label: the bar beside it that it pairs with best
+    # (nearest, centred on it), whether or not the label was read beside that bar too
+    kept = []
+    for reading, box in found:
+        if box is not None:
+            rivals = [b for b in bars if not _touches_edge(b, width) and is_beside(b, *box[:4])
+                      and not (box[0] <= b.y1_px and b.y0_px < box[1] and box[2] <= b.x1_px and b.x0_px < box[3])]
+            paired = min(rivals, key=lambda b: _pairing_cost(b, box)) if rivals else reading.bar
+            if paired is not reading.bar:
+                reasons.append(f'"{reading.label}" was read beside the {reading.bar.length_px} px bar, but it is '
+                               f"nearer the {paired.length_px} px bar's place for a label")
+                continue
+        kept.append(reading)
+    found = kept
     if not found:
         return ScaleBarReading(None, bar=bars[0], reason="; ".join(dict.fromkeys(reasons)) or "no bar with a label")
     sizes = np.array([r.pixel_size_nm for r in found])
@@ -646,7 +940,7 @@ def _reading(text: str, value_nm: float, bar: Bar, confidence: float, width: int
     if _touches_edge(bar, width):
         reasons.append(f"{source}, but the bar runs into the image edge and may be cut")
         return ScaleBarReading(None, label=text, value_nm=value_nm, bar=bar, confidence=confidence)
-    size = value_nm / bar.length_px
+    size = value_nm / bar.exact_length_px
     return ScaleBarReading(size, label=text, value_nm=value_nm, bar=bar, confidence=confidence, source=source)
 
 

@@ -46,6 +46,28 @@ def test_parse_label_rejects(text):
     assert parse_label(text) is None
 
 
+def _spells_a_label(symbols: list[str]) -> bool:
+    from nanoshape.scalebar import _next_state
+
+    state = "start"
+    for symbol in symbols:
+        state = _next_state(state, symbol)
+        if state is None:
+            return False
+    return state == "end"
+
+
+@pytest.mark.parametrize("symbols, ok", [
+    (["1", "0", "0", "nm"], True), (["1", "0", "0", "n", "m"], True), (["0", ".", "5", "um"], True),
+    (["2", ".", "5", "u", "m"], True), (["5", "Å"], True), (["1", "m", "m"], True), (["2", "5", "0", "0", "nm"], True),
+    (["0", "2", "nm"], False),  # a leading zero: "0.2" with its point lost, never "02"
+    (["2", "nm", "m"], False), (["nm"], False), ([".", "5", "nm"], False), (["1", ".", "nm"], False),
+    (["1", "0", "0"], False), (["1", "2", "3", "4", "5", "nm"], False), (["1", "n"], False), (["1", "um", "1"], False),
+])
+def test_label_grammar(symbols, ok):
+    assert _spells_a_label(symbols) == ok
+
+
 @pytest.mark.parametrize("colour, background", [("white", 60.0), ("black", 200.0)])
 @pytest.mark.parametrize("length", [37, 120, 251])
 def test_find_bars_measures_drawn_bars_exactly(colour, background, length):
@@ -70,6 +92,60 @@ def test_find_bars_counts_ticks_and_outline(scene):
     assert (bar.x0_px, bar.x1_px) == (49, 151)
 
 
+def test_find_bars_does_not_count_a_particle_touching_the_bar():
+    yy, xx = np.mgrid[0:200, 0:300]
+    image = np.full((200, 300), 200.0, np.float32)
+    image[(yy - 104) ** 2 + (xx - 163) ** 2 < 15 ** 2] = 70.0  # darker than half-way, not as dark as the bar
+    image[100:108, 50:150] = 0.0
+    bar = find_bars(image)[0]
+    assert (bar.x0_px, bar.x1_px) == (50, 149)
+    assert bar.exact_length_px == pytest.approx(100, abs=0.1)
+
+
+def test_find_bars_keeps_a_pale_end_drawn_within_the_bar():
+    image = np.full((200, 300), 170.0, np.float32)
+    image[100:104, 50:90] = 40.0
+    image[100:104, 90:93] = 70.0  # a paler end within the bar's own rows (resampled figures)
+    bar = find_bars(image)[0]
+    assert (bar.x0_px, bar.x1_px) == (50, 92)
+
+
+@pytest.mark.parametrize("blur_px", [0.6, 1.0])
+def test_find_bars_measures_blurred_bars_to_a_fraction_of_a_pixel(blur_px):
+    from scipy.ndimage import gaussian_filter
+
+    image = np.full((200, 300), 180.0, np.float32)
+    image[100:106, 41:114] = 0.0  # 73 px
+    bar = find_bars(gaussian_filter(image, blur_px))[0]
+    assert bar.exact_length_px == pytest.approx(73, abs=0.25)
+
+
+def test_find_bars_takes_a_white_bar_on_a_black_box_not_the_box(scene):
+    image, (x0, _, x1, _) = draw_scale_bar(scene, length_px=120, label="2.5um", colour="white", box=True, ticks=True,
+                                           thickness_px=8)
+    bar = find_bars(image)[0]
+    assert (bar.x0_px, bar.x1_px, bar.polarity, bar.outlined) == (x0, x1, "light", False)
+
+
+def test_find_bars_measures_a_white_bar_ending_on_a_dark_particle():
+    from scipy.ndimage import gaussian_filter
+
+    yy, xx = np.mgrid[0:200, 0:300]
+    image = np.full((200, 300), 200.0, np.float32)
+    image[(yy - 110) ** 2 + (xx - 45) ** 2 < 20 ** 2] = 60.0  # the bar's left end lies on it
+    image[100:109, 50:150] = 255.0
+    bar = find_bars(gaussian_filter(image, 0.8))[0]
+    assert bar.polarity == "light"
+    assert bar.exact_length_px == pytest.approx(100, abs=0.3)
+
+
+def test_find_bars_takes_a_bar_at_the_top_of_its_box_not_the_box(scene):
+    image, (x0, _, x1, _) = draw_scale_bar(scene, length_px=126, label="250nm", colour="white", box=True,
+                                           corner="top-left", label_above=False, thickness_px=9)
+    bar = find_bars(image)[0]
+    assert (bar.x0_px, bar.x1_px, bar.polarity) == (x0, x1, "light")
+
+
 def test_find_bars_ignores_particles_and_boxes():
     yy, xx = np.mgrid[0:256, 0:256]
     image = np.full((256, 256), 200.0, np.float32)
@@ -79,11 +155,11 @@ def test_find_bars_ignores_particles_and_boxes():
     assert find_bars(image) == []
 
 
-_OPEN = pytest.mark.xfail(strict=True, reason="issue 22 open: the glyph reader abstains on most rendered labels "
-                          "(35 of 200 read in experiments/scale_bars/results/rendered_summary.json)")
+_OPEN = pytest.mark.xfail(strict=True, reason="issue 22 open: the reader abstains on many rendered labels "
+                          "(95 of 200 read in experiments/scale_bars/results/rendered_summary.json)")
 
 
-@pytest.mark.parametrize("case", [pytest.param(0, marks=_OPEN), pytest.param(1, marks=_OPEN), 2, pytest.param(3, marks=_OPEN)])
+@pytest.mark.parametrize("case", [0, 1, 2, pytest.param(3, marks=_OPEN)])
 def test_read_scale_bar_on_rendered_micrographs(scene, case):
     fonts = ("DejaVuSans.ttf", "STIXGeneral.ttf", "DejaVuSans-Bold.ttf", "cmss10.ttf")
     labels = ("100 nm", "0.5 µm", "20nm", "2 um")
@@ -97,12 +173,69 @@ def test_read_scale_bar_on_rendered_micrographs(scene, case):
     assert reading.source == f'scale bar: "{reading.label}" = {lengths[case]} px'
 
 
+def test_read_scale_bar_reads_a_label_touching_a_particle():
+    yy, xx = np.mgrid[0:300, 0:400]
+    image = np.full((300, 400), 200.0, np.float32)
+    image, _ = draw_scale_bar(image, length_px=200, label="2 µm", font="DejaVuSansMono-Bold.ttf", cap_height_px=16,
+                              colour="black", corner="bottom-left", label_above=False)
+    particle = (yy - 314) ** 2 + (xx - 130) ** 2 < 22 ** 2  # dark, not as dark as the text, touching its µ
+    image = np.where(particle & (image > 100), 40.0, image)
+    reading = read_scale_bar(image)
+    assert reading.pixel_size_nm == pytest.approx(2000 / 200, rel=0.01), reading
+
+
+def test_a_reading_starts_at_the_line_s_first_glyph_with_no_stroke_left_of_it():
+    from nanoshape.glyphs import cut_glyphs, render_label
+    from nanoshape.scalebar import _line_readings
+
+    text, _ = render_label("0.5 nm", "DejaVuSans.ttf", 20)
+    line = cut_glyphs(text)[0]
+    assert _line_readings(text, line, load_glyph_model())[0][1] == "0.5nm"
+    # "0." left out of the line (set apart, or lost to the threshold) with its ink in place: not "5 nm"
+    assert _line_readings(text, line[2:], load_glyph_model()) == []
+
+
+def test_a_number_is_one_word():
+    from nanoshape.glyphs import cut_glyphs, is_point, render_label
+    from nanoshape.scalebar import _line_readings
+
+    text, _ = render_label("1.0um", "DejaVuSans.ttf", 20)
+    line = cut_glyphs(text)[0]
+    assert _line_readings(text, line, load_glyph_model())[0][1] == "1.0um"
+    # the point lost (too faint to cut): "1" and "0um" are two words, and never "10 um"
+    point = next(g for g in line if is_point(g, line))
+    text[point.y0 : point.y1, point.x0 : point.x1] = 0
+    readings = _line_readings(text, [g for g in line if g is not point], load_glyph_model())
+    assert all(spelled != "10um" for _, spelled, _ in readings)
+
+
+def test_two_touching_digits_are_read_split():
+    from nanoshape.glyphs import cut_glyphs, render_label
+    from nanoshape.scalebar import _line_readings
+
+    text, chars = render_label("200 nm", "DejaVuSans-Bold.ttf", 20, stroke=3)
+    middle = text.shape[0] // 2
+    text[middle - 1 : middle + 1, int(chars[0][2]) - 2 : int(chars[1][1]) + 2] = 1.0  # the 2 joined to the 0
+    line = cut_glyphs(text)[0]
+    assert len(line) == 4  # "20", "0", "n", "m"
+    probability, spelled, weakest = _line_readings(text, line, load_glyph_model())[0]
+    assert spelled == "200nm" and weakest >= 0.9
+
+
+def test_read_scale_bar_does_not_take_a_pixel_size_no_microscope_gives(scene):
+    # "50 mm" over 65 px is 0.77 mm per px: in a micrograph, "50 nm" with its n misread
+    image, _ = draw_scale_bar(scene, length_px=65, label="50 mm", cap_height_px=20, colour="white")
+    reading = read_scale_bar(image)
+    assert reading.pixel_size_nm is None
+    assert '"50 mm" = 65 px gives 7.6' in reading.reason and "nm per px, more than 100000" in reading.reason
+
+
 def test_read_scale_bar_abstains_without_a_label_and_takes_a_given_one(scene):
     plain, _ = draw_scale_bar(scene, length_px=150, label=".", cap_height_px=1)
     reading = read_scale_bar(plain)
     assert reading.pixel_size_nm is None and reading.reason
     given = read_scale_bar(plain, label="100nm")
-    assert given.pixel_size_nm == pytest.approx(100 / 150)
+    assert given.pixel_size_nm == pytest.approx(100 / 150, rel=1e-3)  # the bar's sub-pixel span
     assert given.source == 'scale bar: "100 nm" = 150 px'
     with pytest.raises(ValueError, match="not a number and a length unit"):
         read_scale_bar(plain, label="100 px")
@@ -201,7 +334,7 @@ def test_glyph_model_is_small_and_reads_rendered_glyphs():
 
 def test_hand_measured_floor():
     """The reader against 53 hand-measured micrographs: none wrong, and a floor on the share
-    read within 2 % at what the reader reaches now (27 of 51, 2026-12-06). The issue's target
+    read within 2 % at what the reader reaches now (33 of 51, 2026-12-06). The issue's target
     is 90 %: not met yet (see experiments/scale_bars/results/hand_summary.json)."""
     if not DATA.is_dir():
         pytest.skip(f"{DATA} is absent: the hand-measured micrographs live in ../shared/data beside the checkout")
@@ -211,7 +344,7 @@ def test_hand_measured_floor():
     wrong = scored[scored.outcome == "wrong"]
     assert wrong.empty, wrong[["file", "label", "read_label", "relative_error"]].to_string()
     within = (judged.outcome == "within 2 %").mean()
-    assert within >= 0.50, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
+    assert within >= 0.64, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
 
 
 def test_run_records_pixel_size_source_per_micrograph(tmp_path, scene):
@@ -235,10 +368,10 @@ def test_run_records_pixel_size_source_per_micrograph(tmp_path, scene):
     assert any("unlabelled: no pixel size" in w for w in summary["warnings"])
     particles = pd.read_csv(tmp_path / "run" / "particles.csv")
     bar_rows = particles[particles.image == "bar"]
-    assert len(bar_rows) and np.allclose(bar_rows.pixel_size_nm, 0.5)
+    assert len(bar_rows) and np.allclose(bar_rows.pixel_size_nm, 0.5, rtol=1e-3)
     assert (bar_rows.pixel_size_source == 'scale bar: "100 nm" = 200 px').all()
     assert (particles[particles.image == "unlabelled"].pixel_size_source == "none: sizes in px").all()
     given = run_analysis(folder, tmp_path / "run2", dataclasses.replace(options, scale_bars=str(tmp_path / "labels.csv")))
-    assert given["pixel_sizes"]["unlabelled"]["pixel_size_nm"] == pytest.approx(50 / 160)
+    assert given["pixel_sizes"]["unlabelled"]["pixel_size_nm"] == pytest.approx(50 / 160, rel=2e-3)  # sub-pixel span
     assert given["pixel_sizes"]["unlabelled"]["pixel_size_source"] == 'scale bar: "50 nm" = 160 px'
 

@@ -49,7 +49,7 @@ def make_case(rng: np.random.Generator, scene_image: np.ndarray) -> tuple[np.nda
                 corner=str(rng.choice(["bottom-right", "bottom-left", "top-right", "top-left"])),
                 colour=str(rng.choice(["white", "black"])), thickness_px=int(rng.integers(3, 12)),
                 label_above=bool(rng.random() < 0.6), box=bool(rng.random() < 0.3), ticks=bool(rng.random() < 0.2))
-    image, _ = draw_scale_bar(grey, length_px=length, label=label, font=font, cap_height_px=cap,
+    image, box = draw_scale_bar(grey, length_px=length, label=label, font=font, cap_height_px=cap,
                               corner=case["corner"], colour=case["colour"], thickness_px=case["thickness_px"],
                               label_above=case["label_above"], box=case["box"], ticks=case["ticks"])
     blur = float(rng.choice([0.0, 0.0, 0.5, 0.8]))
@@ -63,8 +63,20 @@ def make_case(rng: np.random.Generator, scene_image: np.ndarray) -> tuple[np.nda
         buffer = io.BytesIO()
         Image.fromarray(image.astype(np.uint8)).save(buffer, format="JPEG", quality=jpeg)
         image = np.asarray(Image.open(buffer), np.float32)
-    case.update(blur_px=blur, jpeg_quality=jpeg, pixel_size_nm=parse_label(label)[0] / length)
+    case.update(blur_px=blur, jpeg_quality=jpeg, pixel_size_nm=parse_label(label)[0] / length,
+                bar_x0_px=box[0], bar_y0_px=box[1], bar_x1_px=box[2], bar_y1_px=box[3])
     return image.astype(np.float32), case
+
+
+def cases(seed: int, scenes: int, per_scene: int):
+    """(image, case) for ``per_scene`` bars drawn on each of ``scenes`` rendered scenes."""
+    rng = np.random.default_rng(seed)
+    key = jax.random.key(seed)
+    for s in range(scenes):
+        scene = render_scene(jax.random.fold_in(key, s), SceneOptions(n_particles=int(rng.integers(20, 80))))
+        for _ in range(per_scene):
+            image, case = make_case(rng, np.asarray(scene.image))
+            yield image, {**case, "scene": s}
 
 
 def main() -> None:
@@ -75,25 +87,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     scenes, per_scene = (8, 3) if args.quick else (args.scenes, args.bars_per_scene)
-    rng = np.random.default_rng(args.seed)
-    key = jax.random.key(args.seed)
     rows, examples = [], []
     start = time.perf_counter()
-    for s in range(scenes):
-        scene = render_scene(jax.random.fold_in(key, s), SceneOptions(n_particles=int(rng.integers(20, 80))))
-        for b in range(per_scene):
-            image, case = make_case(rng, np.asarray(scene.image))
-            t0 = time.perf_counter()
-            reading = read_scale_bar(image)
-            seconds = time.perf_counter() - t0
-            error = reading.pixel_size_nm / case["pixel_size_nm"] - 1 if reading.pixel_size_nm else None
-            outcome = "abstained" if error is None else ("within 1 %" if abs(error) <= 0.01 else "wrong")
-            rows.append({**case, "scene": s, "read_label": reading.label, "read_pixel_size_nm": reading.pixel_size_nm,
-                         "read_bar_length_px": reading.bar.length_px if reading.bar else None,
-                         "relative_error": error, "outcome": outcome, "reason": reading.reason, "seconds": seconds})
-            if len(examples) < 8:
-                examples.append((image, f"{case['font']} '{case['label']}' {case['length_px']} px -> "
-                                        f"{reading.label or 'abstain'} {reading.bar.length_px if reading.bar else ''}"))
+    for image, case in cases(args.seed, scenes, per_scene):
+        t0 = time.perf_counter()
+        reading = read_scale_bar(image)
+        seconds = time.perf_counter() - t0
+        error = reading.pixel_size_nm / case["pixel_size_nm"] - 1 if reading.pixel_size_nm else None
+        outcome = "abstained" if error is None else ("within 1 %" if abs(error) <= 0.01 else "wrong")
+        rows.append({**case, "read_label": reading.label, "read_pixel_size_nm": reading.pixel_size_nm,
+                     "read_bar_length_px": reading.bar.length_px if reading.bar else None,
+                     "relative_error": error, "outcome": outcome, "reason": reading.reason, "seconds": seconds})
+        if len(examples) < 8:
+            examples.append((image, f"{case['font']} '{case['label']}' {case['length_px']} px -> "
+                                    f"{reading.label or 'abstain'} {reading.bar.length_px if reading.bar else ''}"))
     table = pd.DataFrame(rows)
     (HERE / "results").mkdir(exist_ok=True)
     suffix = "_quick" if args.quick else ""

@@ -433,7 +433,11 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
 
     page.section("groups", "Shape groups")
     if grouping:
+        for group, description in grouping.get("group_names", {}).items():
+            page.text(f"Group {group}: {description}.")
         page.text(grouping["reason"])
+        if (groups_dir / "groups.csv").exists():
+            page.table(pd.read_csv(groups_dir / "groups.csv"), "group_names")
         page.table(pd.read_csv(groups_dir / "comparison.csv"), "group_comparison")
     else:
         page.text("No groups: " + (summary.get("groups_skipped_reason") or "grouping was not run."))

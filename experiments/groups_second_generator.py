@@ -1,8 +1,8 @@
 """Shape groups on micrographs from a second generator that does not use eq. 1 (issue 20, item 5a).
 
     python experiments/groups_second_generator.py [--scenes 16] [--output runs/groups_second_generator]
-        (generation ~10 s, analysis ~1 min per scene on a 2-core CPU; --reuse regroups an
-         earlier analysis in a few seconds per scene)
+        (generation and analysis about 4 minutes of CPU on a 2-core machine; --reuse regroups
+         an earlier analysis in under a minute)
 
 The shapes are drawn explicitly, not from nanoshape's shape family: regular polygons with
 rounded corners (triangles, squares, hexagons) and rounded-rectangle platelets as a

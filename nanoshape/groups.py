@@ -446,6 +446,9 @@ _ORDER_NAMES = {3: "triangular plates", 4: "cubes", 5: "five-fold particles", 6:
 NAME_HARMONIC_MIN = 0.06
 #: solidity under this: arms (stars, multipods); compact shapes with rounded corners stay above 0.85
 NAME_CONCAVE_SOLIDITY = 0.75
+#: compact particles with a circularity under this and no harmonic above the next are stars with shallow arms
+#: (nanoshape's rendered stars: circularity 0.52, A_5 0.05); triangles read as low (0.64-0.73) but A_3 ~ 0.5
+NAME_STAR_CIRCULARITY, NAME_STAR_HARMONIC_MAX = 0.65, 0.2
 #: maximum / minimum Feret diameter from which particles are elongated, and from which they are rods
 NAME_ELONGATED, NAME_ROD = 1.35, 2.0
 
@@ -455,7 +458,8 @@ def shape_name(row: pd.Series | dict) -> str:
 
     From the mask alone: arms where the solidity is low (named by their count, the
     dominant order of the angular harmonics), rods and elongated particles by the Feret
-    ratio, then the dominant symmetry order m of ``angular_harmonic_m`` (m = 3..6, over
+    ratio, shallow-armed stars by a low circularity without a strong harmonic, then the
+    dominant symmetry order m of ``angular_harmonic_m`` (m = 3..6, over
     every order that is not its multiple): triangles, cubes, hexagons; no order standing
     out with harmonics above the pixelation is a sphere, several orders at once an
     irregular particle.
@@ -472,6 +476,8 @@ def shape_name(row: pd.Series | dict) -> str:
         return "rods"
     if aspect >= NAME_ELONGATED:
         return "elongated particles"
+    if float(row.get("circularity", 1.0)) < NAME_STAR_CIRCULARITY and harmonics[order] < NAME_STAR_HARMONIC_MAX:
+        return f"{order}-armed stars"  # shallow arms: a long outline, no strong corner of a polygon
     if harmonics[order] < NAME_HARMONIC_MIN:
         return "spheres"
     if rivals >= 0.6 * harmonics[order]:
@@ -541,6 +547,11 @@ class Classifier:
       cv_accuracy: mean and std of the cross-validated accuracy on all particles.
       confusion: confusion matrix on the held-out split (rows true, columns predicted).
       best_params: C and gamma chosen by the grid search.
+      centres, scales: (K, len(columns)) each group's mean and spread (standard deviation,
+        at least :data:`UNKNOWN_MIN_SCALE`) in the pipeline's standardised space; None for a
+        classifier saved before they existed (it then calls no particle unknown).
+      unknown_distance: a particle farther than this from every group is ``unknown``
+        (:data:`UNKNOWN`): the 99.5th percentile of the training particles' own distances.
     """
 
     pipeline: Any
@@ -550,21 +561,56 @@ class Classifier:
     cv_accuracy: tuple[float, float]
     confusion: np.ndarray
     best_params: dict[str, float]
+    centres: np.ndarray | None = None
+    scales: np.ndarray | None = None
+    unknown_distance: float | None = None
+
+    def distance(self, table: pd.DataFrame) -> np.ndarray:
+        """(n,) distance of each particle to the nearest group (NaN where a predictor is missing or the
+        classifier has no group geometry): max over predictors of |x - centre| / spread, in the
+        classifier's standardised space, so one predictor far outside every group suffices."""
+        x = design_matrix(table, self.columns)
+        out = np.full(len(table), np.nan)
+        ok = np.isfinite(x).all(axis=1)
+        if ok.any() and self.centres is not None:
+            out[ok] = _group_distance(self.pipeline[0].transform(x[ok]), self.centres, self.scales)
+        return out
 
     def predict(self, table: pd.DataFrame) -> np.ndarray:
-        """Group of each particle (0 where a predictor is missing)."""
+        """Group of each particle (0 where a predictor is missing, :data:`UNKNOWN` where it lies farther
+        than ``unknown_distance`` from every group)."""
         x = design_matrix(table, self.columns)
         out = np.zeros(len(table), dtype=np.int64)
         ok = np.isfinite(x).all(axis=1)
         if ok.any():
             out[ok] = self.pipeline.predict(x[ok])
+        if self.unknown_distance is not None:
+            out[self.distance(table) > self.unknown_distance] = UNKNOWN
         return out
 
     def summary(self) -> dict[str, Any]:
-        return {"columns": list(self.columns), "groups": [int(g) for g in self.groups],
-                "test_accuracy": self.test_accuracy, "cv_accuracy_mean": self.cv_accuracy[0],
-                "cv_accuracy_std": self.cv_accuracy[1], "confusion": self.confusion.tolist(),
-                "best_params": self.best_params}
+        out = {"columns": list(self.columns), "groups": [int(g) for g in self.groups],
+               "test_accuracy": self.test_accuracy, "cv_accuracy_mean": self.cv_accuracy[0],
+               "cv_accuracy_std": self.cv_accuracy[1], "confusion": self.confusion.tolist(),
+               "best_params": self.best_params}
+        if self.centres is not None:
+            out |= {"centres": self.centres.tolist(), "scales": self.scales.tolist(),
+                    "unknown_distance": self.unknown_distance}
+        return out
+
+
+#: the group of a particle that resembles no group of a classifier
+UNKNOWN = -1
+#: smallest spread of a group along a predictor, in standard deviations of all particles: a predictor that
+#: hardly varies inside a group (solidity of spheres) must not make a small difference look far
+UNKNOWN_MIN_SCALE = 0.1
+#: quantile of the training particles' own distances beyond which a particle is unknown
+UNKNOWN_QUANTILE = 0.995
+
+
+def _group_distance(z: np.ndarray, centres: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """(n,) min over groups of max over predictors of |z - centre| / scale."""
+    return (np.abs(z[:, None, :] - centres[None]) / scales[None]).max(axis=2).min(axis=1)
 
 
 def train_classifier(table: pd.DataFrame, labels: np.ndarray, columns: tuple[str, ...],
@@ -597,9 +643,14 @@ def train_classifier(table: pd.DataFrame, labels: np.ndarray, columns: tuple[str
     cv = cross_val_score(model, x, y, cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=options.seed))
     model.fit(x, y)  # the saved classifier uses every particle
     best = {k.replace("svc__", ""): v for k, v in search.best_params_.items()}
+    z = model[0].transform(x)
+    centres = np.stack([z[y == g].mean(axis=0) for g in groups])
+    scales = np.stack([np.maximum(z[y == g].std(axis=0), UNKNOWN_MIN_SCALE) for g in groups])
+    unknown = float(np.quantile(_group_distance(z, centres, scales), UNKNOWN_QUANTILE))
     return Classifier(pipeline=model, columns=tuple(columns), groups=tuple(int(g) for g in groups),
                       test_accuracy=test_accuracy, cv_accuracy=(float(cv.mean()), float(cv.std())),
-                      confusion=confusion, best_params=best)
+                      confusion=confusion, best_params=best, centres=centres, scales=scales,
+                      unknown_distance=unknown)
 
 
 #: every (module, class) a skops file of Pipeline(StandardScaler, SVC) holds, and nothing else:
@@ -707,9 +758,20 @@ def load_classifier(path: str | Path) -> Classifier:
     if steps != [StandardScaler, SVC]:
         raise ValueError(f"{path}: holds {type(pipeline).__name__} {[t.__name__ for t in steps]}, not the "
                          f"StandardScaler + SVC pipeline a nanoshape classifier is")
+    geometry = {}
+    if all(key in meta for key in ("centres", "scales", "unknown_distance")):
+        try:
+            centres, scales = np.asarray(meta["centres"], float), np.asarray(meta["scales"], float)
+            unknown = float(meta["unknown_distance"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{meta_path}: its group centres or spreads are not numbers") from None
+        shape = (len(meta["groups"]), len(meta["columns"]))
+        if centres.shape != shape or scales.shape != shape or not (scales > 0).all() or not np.isfinite(unknown):
+            raise ValueError(f"{meta_path}: its group centres and spreads must be {shape} with positive spreads")
+        geometry = {"centres": centres, "scales": scales, "unknown_distance": unknown}
     return Classifier(pipeline=pipeline, columns=tuple(meta["columns"]), groups=tuple(meta["groups"]),
                       test_accuracy=meta["test_accuracy"], cv_accuracy=(meta["cv_accuracy_mean"], meta["cv_accuracy_std"]),
-                      confusion=np.asarray(meta["confusion"]), best_params=meta["best_params"])
+                      confusion=np.asarray(meta["confusion"]), best_params=meta["best_params"], **geometry)
 
 
 def options_dict(options: GroupOptions) -> dict[str, Any]:

@@ -94,6 +94,13 @@ def test_rendered_populations_are_recovered_from_measured_features(scene_particl
     assert ari >= 0.9, (ari, pd.crosstab(scene_particles.true, grouping.labels))
 
 
+def test_rendered_populations_are_named_as_drawn(scene_particles):
+    """nanoshape's own spheres, rods (L 2.5-3.5) and shallow five-armed stars (p 0.7-0.9, solidity ~0.8)."""
+    kinds = ("spheres", "rods", "stars")
+    named = describe_groups(scene_particles, np.array([kinds.index(t) + 1 for t in scene_particles.true]))
+    assert named.name.tolist() == ["spheres", "rods", "5-armed stars"]
+
+
 def test_classifier_learns_the_groups_and_round_trips_safely(scene_particles, tmp_path):
     grouping = cluster_particles(scene_particles, GroupOptions(datasets=("features",)))
     classifier = train_classifier(scene_particles, grouping.labels, grouping.columns)
@@ -197,3 +204,26 @@ def test_groups_are_named_by_the_shape_a_chemist_would_draw():
     # one name, two groups: told apart by size
     two = describe_groups(table, np.where(truth == 1, 1 + (table.equivalent_diameter_nm > table.equivalent_diameter_nm[truth == 1].median()), 0))
     assert sorted(two.name) == ["spheres, large", "spheres, small"]
+
+
+def test_a_particle_unlike_every_group_is_unknown(scene_particles, tmp_path):
+    """A triangular plate three times the size of the rendered spheres, rods and stars the classifier learned:
+    not put in the sphere group but called unknown, with its distance to the nearest group; the particles it
+    learned from stay in their groups, and the saved classifier says the same."""
+    from skimage.draw import polygon
+
+    from nanoshape.groups import UNKNOWN
+
+    grouping = cluster_particles(scene_particles, GroupOptions(datasets=("features",)))
+    classifier = train_classifier(scene_particles, grouping.labels, grouping.columns)
+    labels = np.zeros((200, 200), np.int32)
+    rows, cols = _outline("triangles", 60.0, 0.3)
+    labels[polygon(100 + rows, 100 + cols, labels.shape)] = 1
+    triangle = measure(labels, pixel_size_nm=0.5)
+    assert classifier.predict(triangle)[0] == UNKNOWN
+    assert classifier.distance(triangle)[0] > 2 * classifier.unknown_distance
+    known = classifier.predict(scene_particles)
+    assert (known == UNKNOWN).mean() <= 0.01 and (known[known != UNKNOWN] == grouping.labels[known != UNKNOWN]).mean() >= 0.97
+    loaded = load_classifier(save_classifier(classifier, tmp_path / "classifier.skops"))
+    assert loaded.predict(triangle)[0] == UNKNOWN
+    np.testing.assert_allclose(loaded.distance(scene_particles), classifier.distance(scene_particles))

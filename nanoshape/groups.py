@@ -169,6 +169,8 @@ class Grouping:
       reason: why the combination was chosen, in words.
       silhouette_by_k: per dataset x method, the silhouette value for each K tried.
       columns: the columns of the chosen dataset.
+      stability: the smaller ARI between these groups and those of each half of the particles
+        grouped on its own the same way (NaN where a half is too small to group).
     """
 
     labels: np.ndarray
@@ -179,6 +181,7 @@ class Grouping:
     reason: str
     silhouette_by_k: pd.DataFrame
     columns: tuple[str, ...]
+    stability: float = float("nan")
 
 
 def _size_column(table: pd.DataFrame) -> str | None:
@@ -434,8 +437,28 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
                   f"value ({best_row.silhouette:.3f}) among {len(comparison)} combinations, each with K chosen by its "
                   f"silhouette over {lo}..{hi} (in the common space of all predictors it scores "
                   f"{best_row.silhouette_common:.3f})")
+    stability = _halves_agreement(design_matrix(table.iloc[sample], columns), sample_labels, columns, method, k, options)
+    reason += (f". Stability: each half of the particles grouped on its own gives the same groups as the whole at "
+               f"ARI {stability:.3f} (the smaller of the two halves)")
     return Grouping(labels=labels_out, dataset=dataset, method=method, k=k, comparison=comparison, reason=reason,
-                    silhouette_by_k=pd.DataFrame(by_k), columns=tuple(columns))
+                    silhouette_by_k=pd.DataFrame(by_k), columns=tuple(columns), stability=stability)
+
+
+def _halves_agreement(raw: np.ndarray, labels: np.ndarray, columns: tuple[str, ...], method: str, k: int,
+                      options: GroupOptions) -> float:
+    """The smaller ARI between the grouping of all particles and that of each half (alternate rows), each half
+    standardised and grouped on its own by the same method (with the same K where the method needs one)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    scores = []
+    for half in (0, 1):
+        rows = np.flatnonzero(np.arange(len(raw)) % 2 == half)
+        min_size = max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(rows))))
+        if len(rows) <= max(k, min_size):
+            return float("nan")
+        own = _fit_labels(_standardise(raw[rows], columns), method, k, options.seed, min_size=min_size)
+        scores.append(adjusted_rand_score(labels[rows], own))
+    return float(min(scores))
 
 
 # ------------------------------------------------------------------------------------ names

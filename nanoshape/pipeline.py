@@ -694,6 +694,7 @@ def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", pro
     _atomic_write(folder / "comparison.csv", lambda tmp: grouping.comparison.to_csv(tmp, index=False))
     _atomic_write(folder / "silhouette_by_k.csv", lambda tmp: grouping.silhouette_by_k.to_csv(tmp, index=False))
     info = {"groups": grouping.k, "dataset": grouping.dataset, "method": grouping.method, "reason": grouping.reason,
+            "stability_halves_ari": grouping.stability,
             "columns": list(grouping.columns),
             "group_sizes": {str(g): int(n) for g, n in zip(*np.unique(grouping.labels[grouping.labels > 0], return_counts=True))},
             "group_names": names}

@@ -181,6 +181,7 @@ def test_polygons_of_one_size_are_told_apart_by_their_symmetry_order():
     ari = adjusted_rand_score(table.true, grouping.labels)
     assert ari >= 0.95 and grouping.k == 4, (ari, pd.crosstab(table.true, grouping.labels))
     assert grouping.method == "hdbscan" and "HDBSCAN" in grouping.reason
+    assert grouping.stability >= 0.95 and f"ARI {grouping.stability:.3f}" in grouping.reason  # halves agree
     assert set(grouping.comparison.method) == {"kmeans", "gmm", "ward", "hdbscan"} and grouping.comparison.chosen.sum() == 1
     silhouette = cluster_particles(table, GroupOptions(datasets=("features",), choice="silhouette"))
     assert silhouette.k == 3

@@ -56,6 +56,9 @@ def test_groups_are_named_in_the_report_and_the_particle_table(report):
     descriptions = json.loads((output / "groups" / "grouping.json").read_text())["group_names"]
     for description in descriptions.values():
         assert "% of particles" in description and description.split(",")[0] in text
+    # the classifier's accuracy is called what it is, beside the grouping's stability
+    assert "agreement with this run&#x27;s own clustering" in text or "agreement with this run's own clustering" in text
+    assert "each half of the particles grouped on its own" in text
     # the rendered rods (aspect 2.5-4) are named as such, with their aspect
     rods = names[names.name.str.startswith("rods")]
     assert len(rods) >= 1 and (rods.aspect_mean > 2).all()

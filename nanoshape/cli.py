@@ -214,7 +214,11 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> int:
         print(f"  warning: {warning}")
     if summary.get("groups"):
         print(f"  {summary['groups']} shape groups ({summary['grouping']['method']} on {summary['grouping']['dataset']})"
-              + (f"; classifier test accuracy {summary['classifier']['test_accuracy']:.1%}" if "classifier" in summary else ""))
+              + (f", stability {summary['grouping']['stability_halves_ari']:.2f} (ARI of halves)"
+                 if isinstance(summary["grouping"].get("stability_halves_ari"), float)
+                 and summary["grouping"]["stability_halves_ari"] == summary["grouping"]["stability_halves_ari"] else "")
+              + (f"; classifier agrees with them on {summary['classifier']['test_accuracy']:.1%} of held-out particles"
+                 if "classifier" in summary else ""))
     print(f"  results: {output / 'particles.csv'}, overlays in {output / 'overlays'}, summary in {output / 'summary.json'}")
     if (output / "report.html").exists():
         print(f"  report: {output / 'report.html'}")

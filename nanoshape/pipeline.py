@@ -697,11 +697,14 @@ def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", pro
         particles["group"] = 0
         return {"groups": 0, "groups_skipped_reason": str(error)}
     particles["group"] = grouping.labels
+    names = _name_groups(folder, particles)
     _atomic_write(folder / "comparison.csv", lambda tmp: grouping.comparison.to_csv(tmp, index=False))
     _atomic_write(folder / "silhouette_by_k.csv", lambda tmp: grouping.silhouette_by_k.to_csv(tmp, index=False))
     info = {"groups": grouping.k, "dataset": grouping.dataset, "method": grouping.method, "reason": grouping.reason,
+            "stability_halves_ari": grouping.stability,
             "columns": list(grouping.columns),
-            "group_sizes": {str(g): int(n) for g, n in zip(*np.unique(grouping.labels[grouping.labels > 0], return_counts=True))}}
+            "group_sizes": {str(g): int(n) for g, n in zip(*np.unique(grouping.labels[grouping.labels > 0], return_counts=True))},
+            "group_names": names}
     _atomic_write(folder / "grouping.json", lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
     out = {"groups": grouping.k, "grouping": info}
     try:
@@ -716,19 +719,38 @@ def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", pro
     return out
 
 
+def _name_groups(folder: Path, particles: pd.DataFrame) -> dict[str, str]:
+    """Name the groups of ``particles.group`` (column ``group_name``; ``unassigned`` for group 0, ``unknown``
+    for particles a classifier found far from all its groups), write
+    groups/groups.csv and return each group's description in words."""
+    from nanoshape.groups import describe_groups
+
+    table = describe_groups(particles, particles.group.to_numpy())
+    names = dict(zip(table.group, table.name)) if len(table) else {}
+    particles["group_name"] = [names.get(g, "unknown" if g < 0 else "unassigned") for g in particles.group]
+    _atomic_write(folder / "groups.csv", lambda tmp: table.to_csv(tmp, index=False))
+    return {str(g): d for g, d in zip(table.group, table.description)} if len(table) else {}
+
+
 def _classify(folder: Path, particles: pd.DataFrame, path: str) -> dict[str, Any]:
     """Sort particles into the groups of a saved classifier (groups/, like a grouping)."""
-    from nanoshape.groups import load_classifier
+    from nanoshape.groups import UNKNOWN, load_classifier
 
     classifier = load_classifier(path)
     labels = classifier.predict(particles)
     particles["group"] = labels
+    particles["group_distance"] = classifier.distance(particles)
     sizes = {str(g): int((labels == g).sum()) for g in classifier.groups}
+    unknown = (f"; {int((labels == UNKNOWN).sum())} particle(s) farther than {classifier.unknown_distance:.2f} from "
+               f"every group (group_distance) are unknown (group {UNKNOWN})"
+               if classifier.unknown_distance is not None else "")
     info = {"groups": len(classifier.groups), "dataset": "classifier", "method": "svm",
             "reason": f"particles sorted into the {len(classifier.groups)} groups of the classifier {path} "
                       f"(its test accuracy on the run it was trained on: {classifier.test_accuracy:.3f}); "
-                      f"{int((labels == 0).sum())} particle(s) lacking a predictor left ungrouped (group 0)",
-            "columns": list(classifier.columns), "group_sizes": sizes, "classifier": str(path)}
+                      f"{int((labels == 0).sum())} particle(s) lacking a predictor left ungrouped (group 0){unknown}",
+            "unknown": int((labels == UNKNOWN).sum()),
+            "columns": list(classifier.columns), "group_sizes": sizes, "group_names": _name_groups(folder, particles),
+            "classifier": str(path)}
     _atomic_write(folder / "grouping.json", lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
     _atomic_write(folder / "comparison.csv",
                   lambda tmp: pd.DataFrame([{"dataset": "classifier", "method": "svm", "k": len(classifier.groups)}]).to_csv(tmp, index=False))

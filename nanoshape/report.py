@@ -433,7 +433,11 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
 
     page.section("groups", "Shape groups")
     if grouping:
+        for group, description in grouping.get("group_names", {}).items():
+            page.text(f"Group {group}: {description}.")
         page.text(grouping["reason"])
+        if (groups_dir / "groups.csv").exists():
+            page.table(pd.read_csv(groups_dir / "groups.csv"), "group_names")
         page.table(pd.read_csv(groups_dir / "comparison.csv"), "group_comparison")
     else:
         page.text("No groups: " + (summary.get("groups_skipped_reason") or "grouping was not run."))
@@ -524,11 +528,15 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
     classifier_meta = run / "groups" / "classifier.json"
     if classifier_meta.exists():
         meta = json.loads(classifier_meta.read_text())
-        page.text(f"RBF support-vector machine on {', '.join(meta['columns'])}: test accuracy "
-                  f"{meta['test_accuracy']:.3f} (held-out 20 %), 10-fold cross-validated accuracy "
-                  f"{meta['cv_accuracy_mean']:.3f} ± {meta['cv_accuracy_std']:.3f}; C = {meta['best_params'].get('C')}, "
-                  f"gamma = {meta['best_params'].get('gamma')}. Sort new micrographs with "
-                  f"`nanoshape classify model={run} input=...`.")
+        stability = grouping.get("stability_halves_ari") if grouping else None
+        page.text(f"RBF support-vector machine on {', '.join(meta['columns'])}. Its accuracy is its agreement with "
+                  f"this run's own clustering, not with a ground truth: {meta['test_accuracy']:.3f} on the held-out "
+                  f"20 %, 10-fold cross-validated {meta['cv_accuracy_mean']:.3f} ± {meta['cv_accuracy_std']:.3f}"
+                  + (f"; the clustering itself is stable at ARI {stability:.3f} (each half of the particles grouped "
+                     f"on its own against the whole)" if isinstance(stability, (int, float)) and np.isfinite(stability) else "")
+                  + f". C = {meta['best_params'].get('C')}, gamma = {meta['best_params'].get('gamma')}. Sort new "
+                  f"micrographs with `nanoshape classify model={run} input=...`; a particle far from every group is "
+                  f"put in group -1, unknown.")
         confusion = np.asarray(meta["confusion"])
         fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(confusion), 1 + 0.5 * len(confusion)))
         ax.imshow(confusion, cmap="Blues")
@@ -538,8 +546,9 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
         ax.set_xticks(range(len(labels)), labels)
         ax.set_yticks(range(len(labels)), labels)
         ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        page.figure(fig, "confusion", "Confusion matrix of the classifier on the held-out particles.")
+        ax.set_ylabel("group of the run's clustering")
+        page.figure(fig, "confusion", "Confusion matrix of the classifier on the held-out particles, against the "
+                                      "run's own clustering (not a ground truth).")
     else:
         page.text("No classifier was trained in this run.")
 

@@ -170,3 +170,31 @@ def test_circularity_of_digital_discs_is_near_090_at_every_size_and_never_above_
         labels[polygon(cy + radius * np.sin(angles), cx + radius * np.cos(angles), labels.shape)] = i + 1
     table = measure(labels)
     assert (table.circularity <= 1).all() and (table.convexity <= 1).all() and (table.solidity <= 1).all()
+
+
+def _regular_polygon(n_sides, radius, angle, centre=(60.3, 61.7), shape=(128, 128)):
+    theta = angle + 2 * np.pi * np.arange(n_sides) / n_sides
+    labels = np.zeros(shape, np.int32)
+    rr, cc = polygon(centre[0] + radius * np.sin(theta), centre[1] + radius * np.cos(theta), shape)
+    labels[rr, cc] = 1
+    return labels
+
+
+def test_angular_harmonics_read_the_symmetry_order_of_the_mask():
+    # an axis-aligned w x h block of pixels: A_2 = (w^2 - h^2) / (w^2 + h^2 - 2) exactly
+    row = measure(_rectangle()).iloc[0]
+    assert row.angular_harmonic_2 == pytest.approx((100**2 - 30**2) / (100**2 + 30**2 - 2))
+    assert row.angular_harmonic_3 == pytest.approx(0.0, abs=1e-12)  # centrosymmetric: odd orders vanish
+    disc = np.zeros((128, 128), np.int32)
+    disc[disk((60.3, 61.7), 12)] = 1
+    disc_row = measure(disc).iloc[0]
+    for n_sides in (3, 4, 6):
+        rows = pd.concat([measure(_regular_polygon(n_sides, radius, angle)) for radius in (12, 30)
+                          for angle in (0.0, 0.37, 1.1)])
+        own = rows[f"angular_harmonic_{n_sides}"]
+        # a regular n-gon's own order stands out against a disc of the same size, and against its other orders
+        assert own.min() > 0.07 and own.min() > 4 * disc_row[f"angular_harmonic_{n_sides}"], (n_sides, own.tolist())
+        others = [m for m in (3, 4, 5) if m != n_sides and n_sides % m]
+        assert (rows[[f"angular_harmonic_{m}" for m in others]].max(axis=1) < 0.6 * own).all(), n_sides
+        # and it does not depend on the turn or the size (beyond pixelation)
+        assert own.max() - own.min() < 0.03, (n_sides, own.tolist())

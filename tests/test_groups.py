@@ -8,8 +8,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from nanoshape.evaluate import match_instances
 from nanoshape.features import measure
-from nanoshape.groups import (FEATURE_COLUMNS, GroupOptions, cluster_particles, load_classifier, save_classifier,
-                              train_classifier)
+from nanoshape.groups import (FEATURE_COLUMNS, GroupOptions, cluster_particles, describe_groups, load_classifier,
+                              save_classifier, train_classifier)
 from nanoshape.scene import POPULATIONS, SceneOptions, render_scene
 from nanoshape.segment import segment
 
@@ -32,14 +32,16 @@ def _synthetic(n_per_group=60, seed=0):
 
 
 def test_known_groups_are_recovered_and_the_choice_is_explained():
+    """The seed paper's way: nine combinations, K and the combination by the silhouette value."""
     table = _synthetic()
-    grouping = cluster_particles(table)
+    seed_paper = GroupOptions(choice="silhouette", methods=("kmeans", "gmm", "ward"), feature_set="classic")
+    grouping = cluster_particles(table, seed_paper)
     assert adjusted_rand_score(table.true, grouping.labels) >= 0.95
     assert grouping.k == 3
     assert len(grouping.comparison) == 9 and grouping.comparison.chosen.sum() == 1
     assert grouping.comparison.loc[grouping.comparison.method == "ward", "cophenetic_correlation"].notna().all()
     assert grouping.method in grouping.reason and grouping.dataset in grouping.reason
-    assert np.array_equal(grouping.labels, cluster_particles(table).labels)  # deterministic
+    assert np.array_equal(grouping.labels, cluster_particles(table, seed_paper).labels)  # deterministic
     sizes = np.bincount(grouping.labels)[1:]
     assert list(sizes) == sorted(sizes, reverse=True)  # group 1 is the largest
 
@@ -92,6 +94,13 @@ def test_rendered_populations_are_recovered_from_measured_features(scene_particl
     assert ari >= 0.9, (ari, pd.crosstab(scene_particles.true, grouping.labels))
 
 
+def test_rendered_populations_are_named_as_drawn(scene_particles):
+    """nanoshape's own spheres, rods (L 2.5-3.5) and shallow five-armed stars (p 0.7-0.9, solidity ~0.8)."""
+    kinds = ("spheres", "rods", "stars")
+    named = describe_groups(scene_particles, np.array([kinds.index(t) + 1 for t in scene_particles.true]))
+    assert named.name.tolist() == ["spheres", "rods", "5-armed stars"]
+
+
 def test_classifier_learns_the_groups_and_round_trips_safely(scene_particles, tmp_path):
     grouping = cluster_particles(scene_particles, GroupOptions(datasets=("features",)))
     classifier = train_classifier(scene_particles, grouping.labels, grouping.columns)
@@ -122,3 +131,100 @@ def test_missing_columns_are_named():
     table = _synthetic().drop(columns=["p"])
     with pytest.raises(KeyError, match="'p'"):
         train_classifier(table, np.ones(len(table), int), ("p", *FEATURE_COLUMNS))
+
+
+def _outline(kind, radius, turn):
+    """(rows, cols) of the corners of a particle of ``kind`` about the origin."""
+    if kind == "rods":  # a 3 : 1 rectangle, ``radius`` its half length
+        x, y = np.array([-1, 1, 1, -1]) * radius, np.array([-1, -1, 1, 1]) * radius / 3
+    elif kind == "stars":  # five arms: corners alternately at the tip and at 0.35 of it
+        theta = np.pi * np.arange(10) / 5
+        x, y = radius * np.where(np.arange(10) % 2, 0.35, 1.0) * np.stack([np.cos(theta), np.sin(theta)])
+    else:
+        n_sides = {"squares": 4, "hexagons": 6, "triangles": 3}[kind]
+        theta = 2 * np.pi * np.arange(n_sides) / n_sides
+        x, y = radius * np.cos(theta), radius * np.sin(theta)
+    c, s = np.cos(turn), np.sin(turn)
+    return s * x + c * y, c * x - s * y
+
+
+def _polygon_scene(rng, n_per_class=40, side=34, kinds=("discs", "squares", "hexagons", "triangles")):
+    """Particles of one size (~28 px across), each alone in a tile at a random turn and sub-pixel position:
+    what tells discs, squares, hexagons and triangles apart is the symmetry order of the outline."""
+    from skimage.draw import disk, polygon
+
+    grid = int(np.ceil(np.sqrt(n_per_class * len(kinds))))
+    labels = np.zeros((grid * side, grid * side), np.int32)
+    truth = {}
+    for index in range(n_per_class * len(kinds)):
+        name = kinds[index % len(kinds)]
+        cy, cx = (np.array(divmod(index, grid)) + 0.5) * side + rng.uniform(-1, 1, 2)
+        radius = 14 * np.exp(rng.normal(0, 0.05))
+        if name != "discs":
+            rows, cols = _outline(name, radius, rng.uniform(0, 2 * np.pi))
+            rr, cc = polygon(cy + rows, cx + cols, labels.shape)
+        else:
+            rr, cc = disk((cy, cx), radius * 0.9, shape=labels.shape)
+        labels[rr, cc] = index + 1
+        truth[index + 1] = name
+    table = measure(labels, pixel_size_nm=0.5)
+    table["true"] = table.particle_id.map(truth)
+    return table
+
+
+def test_polygons_of_one_size_are_told_apart_by_their_symmetry_order():
+    """Discs, squares, hexagons and triangles of one size: the seed paper's grouping (classical descriptors, K
+    by the silhouette value) puts the hexagons with the discs (ARI 0.62); HDBSCAN on the shape descriptors finds
+    the four, where the silhouette value prefers three (hexagons with discs again)."""
+    table = _polygon_scene(np.random.default_rng(3))
+    grouping = cluster_particles(table, GroupOptions(datasets=("features",)))
+    ari = adjusted_rand_score(table.true, grouping.labels)
+    assert ari >= 0.95 and grouping.k == 4, (ari, pd.crosstab(table.true, grouping.labels))
+    assert grouping.method == "hdbscan" and "HDBSCAN" in grouping.reason
+    assert grouping.stability >= 0.95 and f"ARI {grouping.stability:.3f}" in grouping.reason  # halves agree
+    assert set(grouping.comparison.method) == {"kmeans", "gmm", "ward", "hdbscan"} and grouping.comparison.chosen.sum() == 1
+    silhouette = cluster_particles(table, GroupOptions(datasets=("features",), choice="silhouette"))
+    assert silhouette.k == 3
+    seed_paper = cluster_particles(table.drop(columns=[c for c in table if c.startswith("angular_harmonic_")]),
+                                   GroupOptions(datasets=("features",), feature_set="classic", choice="silhouette"))
+    assert adjusted_rand_score(table.true, seed_paper.labels) < 0.8
+    with pytest.raises(ValueError, match="choice"):
+        GroupOptions(choice="gap")
+
+
+def test_groups_are_named_by_the_shape_a_chemist_would_draw():
+    kinds = ("discs", "squares", "hexagons", "triangles", "rods", "stars")
+    table = _polygon_scene(np.random.default_rng(4), n_per_class=25, kinds=kinds)
+    truth = np.array([kinds.index(t) + 1 for t in table.true])
+    named = describe_groups(table, truth).set_index("group")
+    assert named.name.tolist() == ["spheres", "cubes", "hexagonal plates", "triangular plates", "rods", "5-armed stars"]
+    rods = named.loc[kinds.index("rods") + 1]
+    # 3 : 1 drawn; the pixel squares widen a ~9 px rod by about a pixel
+    assert 2.7 < rods.aspect_mean < 3.05 and rods.description.startswith(f"rods, aspect {rods.aspect_mean:.1f} \u00b1 0.")
+    assert named.share.sum() == pytest.approx(1.0) and "nm across" in rods.description
+    # one name, two groups: told apart by size
+    two = describe_groups(table, np.where(truth == 1, 1 + (table.equivalent_diameter_nm > table.equivalent_diameter_nm[truth == 1].median()), 0))
+    assert sorted(two.name) == ["spheres, large", "spheres, small"]
+
+
+def test_a_particle_unlike_every_group_is_unknown(scene_particles, tmp_path):
+    """A triangular plate three times the size of the rendered spheres, rods and stars the classifier learned:
+    not put in the sphere group but called unknown, with its distance to the nearest group; the particles it
+    learned from stay in their groups, and the saved classifier says the same."""
+    from skimage.draw import polygon
+
+    from nanoshape.groups import UNKNOWN
+
+    grouping = cluster_particles(scene_particles, GroupOptions(datasets=("features",)))
+    classifier = train_classifier(scene_particles, grouping.labels, grouping.columns)
+    labels = np.zeros((200, 200), np.int32)
+    rows, cols = _outline("triangles", 60.0, 0.3)
+    labels[polygon(100 + rows, 100 + cols, labels.shape)] = 1
+    triangle = measure(labels, pixel_size_nm=0.5)
+    assert classifier.predict(triangle)[0] == UNKNOWN
+    assert classifier.distance(triangle)[0] > 2 * classifier.unknown_distance
+    known = classifier.predict(scene_particles)
+    assert (known == UNKNOWN).mean() <= 0.01 and (known[known != UNKNOWN] == grouping.labels[known != UNKNOWN]).mean() >= 0.97
+    loaded = load_classifier(save_classifier(classifier, tmp_path / "classifier.skops"))
+    assert loaded.predict(triangle)[0] == UNKNOWN
+    np.testing.assert_allclose(loaded.distance(scene_particles), classifier.distance(scene_particles))

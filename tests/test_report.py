@@ -38,8 +38,30 @@ def test_every_section_is_present_with_figures(report):
         assert data.startswith(b"\x89PNG") and len(data) > 2000  # a real, non-trivial image
     figures = list((output / "figures").glob("*.png"))
     assert len(figures) == len(images)
-    for name in ("sizes", "group_comparison", "group_statistics", "files_skipped"):
+    for name in ("sizes", "group_comparison", "group_statistics", "files_skipped", "group_names"):
         assert (output / "tables" / f"{name}.csv").stat().st_size > 20, name
+
+
+def test_groups_are_named_in_the_report_and_the_particle_table(report):
+    """Spheres, rods and stars rendered: each group is named and described with its share and size."""
+    import json
+
+    import pandas as pd
+
+    output, text = report
+    names = pd.read_csv(output / "groups" / "groups.csv")
+    particles = pd.read_csv(output / "particles.csv")
+    assert set(particles.group_name) == set(names.name) and len(names) == particles.group.nunique()
+    assert names.share.sum() == pytest.approx(1.0)
+    descriptions = json.loads((output / "groups" / "grouping.json").read_text())["group_names"]
+    for description in descriptions.values():
+        assert "% of particles" in description and description.split(",")[0] in text
+    # the classifier's accuracy is called what it is, beside the grouping's stability
+    assert "agreement with this run&#x27;s own clustering" in text or "agreement with this run's own clustering" in text
+    assert "each half of the particles grouped on its own" in text
+    # the rendered rods (aspect 2.5-4) are named as such, with their aspect
+    rods = names[names.name.str.startswith("rods")]
+    assert len(rods) >= 1 and (rods.aspect_mean > 2).all()
 
 
 def test_the_report_needs_no_network_and_runs_no_script(report):

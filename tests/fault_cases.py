@@ -769,7 +769,7 @@ def _scenes(folder: Path, n: int = 6) -> None:
         shutil.copy(good_scene(), folder / f"scene_{i:02d}.tif")
 
 
-@case("runs", "kill -9 while micrographs are analysed, then rerun: byte-identical", issue="handled")
+@case("runs", "kill -9 while micrographs are analysed, then rerun: byte-identical", issue="handled", slow=True)  # test_robustness kills a run too
 def kill_during_analysis(w):
     reference = reference_run("scenes", _scenes)
     folder = w.folder()
@@ -788,7 +788,7 @@ def kill_during_analysis(w):
     same_results(reference, output)
 
 
-@case("runs", "two Dask workers give the serial results", issue="handled")
+@case("runs", "two Dask workers give the serial results", issue="handled", slow=True)  # test_robustness runs two workers too
 def dask_workers(w):
     reference = reference_run("scenes", _scenes)
     folder = w.folder()
@@ -1228,7 +1228,7 @@ target.{name} = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-@case("added", "kill -9 at fixed points of a run, then rerun: byte-identical", issue="added")
+@case("added", "kill -9 at fixed points of a run, then rerun: byte-identical", issue="added", slow=True)  # the kill -9 of test_robustness stays in the default run
 def kill_points(w):
     reference = reference_run("scenes", _scenes)
     folder = w.folder()

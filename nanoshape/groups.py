@@ -185,8 +185,14 @@ class Grouping:
 
 
 def _size_column(table: pd.DataFrame) -> str | None:
+    """The size predictor: the equivalent diameter in nm, or in px, when every particle has it.
+
+    A run mixing micrographs with and without a pixel size has neither for every particle;
+    size is then left out rather than leaving the particles without one ungrouped (41 EMPS
+    micrographs, 28 without a pixel size: 1,199 of 1,788 particles had no group).
+    """
     for column in ("equivalent_diameter_nm", "equivalent_diameter_px"):
-        if column in table and table[column].notna().any():
+        if column in table and len(table) and table[column].notna().all():
             return column
     return None
 
@@ -518,7 +524,9 @@ def describe_groups(table: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     ``equivalent_diameter_nm`` or ``_px``), aspect mean and std (max / min Feret diameter).
     """
     labels = np.asarray(labels)
-    size_column = _size_column(table)
+    # sizes are described from the particles that have them (nm where any micrograph has a pixel size)
+    size_column = next((c for c in ("equivalent_diameter_nm", "equivalent_diameter_px")
+                        if c in table and table[c].notna().any()), None)
     unit = size_column.rsplit("_", 1)[1] if size_column else ""
     grouped = labels > 0
     rows = []

@@ -228,3 +228,15 @@ def test_a_particle_unlike_every_group_is_unknown(scene_particles, tmp_path):
     loaded = load_classifier(save_classifier(classifier, tmp_path / "classifier.skops"))
     assert loaded.predict(triangle)[0] == UNKNOWN
     np.testing.assert_allclose(loaded.distance(scene_particles), classifier.distance(scene_particles))
+
+
+def test_micrographs_without_a_pixel_size_are_grouped_beside_calibrated_ones():
+    """A run mixing calibrated and uncalibrated micrographs has no size in nm for some
+    particles: they are grouped all the same (size is left out), none left in group 0."""
+    table = _synthetic(seed=3)
+    table.loc[table.index[::2], "equivalent_diameter_nm"] = np.nan
+    grouping = cluster_particles(table, GroupOptions(choice="silhouette", methods=("kmeans",), feature_set="classic"))
+    assert (grouping.labels > 0).all()
+    assert "equivalent_diameter_nm" not in grouping.columns
+    rods = grouping.labels[table.true.to_numpy() == 3]
+    assert len(set(rods)) == 1 and (grouping.labels[table.true.to_numpy() != 3] != rods[0]).all()

@@ -627,12 +627,9 @@ def run_fingerprint(options: AnalyzeOptions) -> dict[str, Any]:
         model = rundir.folder_sha256(folder)
     segmenter = None
     if options.segment.method == "learned":
-        from nanoshape.segnet import default_segnet_dir
+        from nanoshape.segnet import segnet_dir
 
-        folder = Path(options.segment.model or default_segnet_dir())
-        if (folder / "model").is_dir():
-            folder = folder / "model"  # a training run directory, as load_segnet reads it
-        segmenter = rundir.folder_sha256(folder)
+        segmenter = rundir.folder_sha256(segnet_dir(options.segment.model))
     labels = rundir.file_sha256(options.scale_bars) if options.scale_bars else None
     return {"options": values, "shape_model_sha256": model, "segmentation_model_sha256": segmenter,
             "scale_bars_sha256": labels}

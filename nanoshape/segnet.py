@@ -41,7 +41,7 @@ import numpy as np
 from flax import nnx
 from scipy import ndimage as ndi
 
-__all__ = ["SegNetOptions", "SegNet", "Level", "DetectOptions", "normalise", "predict_levels", "detect", "save_segnet",
+__all__ = ["SegNetOptions", "SegNet", "Level", "DetectOptions", "normalise", "predict_levels", "detect", "save_segnet", "segnet_dir",
            "load_segnet", "default_segnet_dir", "OUTPUTS"]
 
 #: output channels, in order
@@ -468,11 +468,16 @@ def _load_cached(directory: str) -> SegNet:
     return model
 
 
+def segnet_dir(directory: str | Path | None = None) -> Path:
+    """The folder a model is read from: ``directory`` itself, its ``model/`` when it is a
+    training run (``nanoshape train-segmentation``), or the shipped model when empty."""
+    path = Path(directory) if directory else default_segnet_dir()
+    return path / "model" if (path / "model" / "segnet.json").exists() else path
+
+
 def load_segnet(directory: str | Path | None = None) -> SegNet:
     """Load a saved segmentation model (orbax; nothing executable is read), by default the shipped one."""
-    path = Path(directory) if directory else default_segnet_dir()
-    if (path / "model" / "segnet.json").exists():
-        path = path / "model"
+    path = segnet_dir(directory)
     if not (path / "segnet.json").exists():
         raise FileNotFoundError(f"no segmentation model in {path} (expected segnet.json and weights/)")
     return _load_cached(str(path.absolute()))

@@ -41,8 +41,8 @@ import numpy as np
 from flax import nnx
 from scipy import ndimage as ndi
 
-__all__ = ["SegNetOptions", "SegNet", "Level", "DetectOptions", "normalise", "predict_levels", "detect", "save_segnet", "segnet_dir",
-           "load_segnet", "default_segnet_dir", "OUTPUTS"]
+__all__ = ["SegNetOptions", "SegNet", "Level", "DetectOptions", "normalise", "predict_levels", "detect", "save_segnet",
+           "load_segnet", "segnet_dir", "default_segnet_dir", "OUTPUTS"]
 
 #: output channels, in order
 OUTPUTS = ("foreground", "distance", "log2_size")

@@ -1,11 +1,23 @@
-"""Test configuration: strict JAX promotion so silent broadcasting bugs fail here."""
+"""Test configuration: strict JAX promotion so silent broadcasting bugs fail here, and one
+persistent XLA compilation cache for the whole session (this process and every nanoshape
+it starts), so the same stage is compiled once rather than once per test file and per
+subprocess."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import jax
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # a fresh cache per session: nothing stale is read
+    _CACHE = tempfile.mkdtemp(prefix="nanoshape-test-xla-")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    os.environ |= {"JAX_COMPILATION_CACHE_DIR": _CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+                   "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+import jax  # noqa: E402  (after the cache is configured: jax reads it at import)
 import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")

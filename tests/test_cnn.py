@@ -227,6 +227,7 @@ def test_resuming_with_other_options_is_refused(tmp_path):
         run_training(TrainOptions(**{**TINY.__dict__, "learning_rate": 1e-2}), tmp_path, evaluate=False)
 
 
+@pytest.mark.slow  # ~60 s, two trainings compiled in a subprocess; every other training test runs the same sharded step on a one-device mesh
 def test_two_devices_give_the_one_device_loss_curve(tmp_path):
     script = textwrap.dedent(f"""
         import json, jax

@@ -41,6 +41,10 @@ class Feature(NamedTuple):
     description: str
 
 
+#: the orders m of the ``angular_harmonic_m`` columns: up to 12, so that the 2d-pointed stars
+#: eq. 1 draws at L ~ 1 (d = 5: ten points) are counted (grouping uses 2..8, see groups)
+ANGULAR_HARMONICS = tuple(range(2, 13))
+
 FEATURES: tuple[Feature, ...] = (
     Feature("particle_id", "number", "label of the particle in labels/<stem>.tif"),
     Feature("centroid_x", "position", "centroid, column coordinate (pixel centres at integers)"),
@@ -83,12 +87,10 @@ FEATURES: tuple[Feature, ...] = (
     *(Feature(f"angular_harmonic_{m}", "number",
               f"|sum r^2 exp(i {m} theta)| / sum r^2 over the particle's pixels (r, theta about the centroid): the "
               f"{m}-fold angular harmonic of its mass, 0 for a disc, large for {m}-fold shapes"
-              + {2: " (elongation)", 3: " (triangles, tripods)", 4: " (cubes, crosses)", 6: " (hexagons)"}.get(m, ""))
-      for m in range(2, 9)),
+              + {2: " (elongation)", 3: " (triangles, tripods)", 4: " (cubes, crosses)", 6: " (hexagons)",
+                 10: " (ten-pointed stars: eq. 1's d = 5 at L ~ 1)"}.get(m, ""))
+      for m in ANGULAR_HARMONICS),
 )
-
-#: the orders m of the ``angular_harmonic_m`` columns
-ANGULAR_HARMONICS = tuple(range(2, 9))
 
 #: Directions (over the full circle) whose support points define the convex hull. A hull
 #: vertex is missed only where its exterior angle is under 360/HULL_DIRECTIONS degrees.

@@ -71,7 +71,9 @@ __all__ = ["GroupOptions", "Grouping", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "
            "shape_name", "describe_groups",
            "Classifier", "train_classifier", "save_classifier", "load_classifier"]
 
-#: the mask's symmetry descriptors (:func:`nanoshape.features.angular_harmonics`): order m = 2..8
+#: the mask's symmetry descriptors (:func:`nanoshape.features.angular_harmonics`) that grouping
+#: uses: order m = 2..8 (as measured in experiments/groups_ablation.py); the higher orders the
+#: table also has serve only to count a star's points in :func:`shape_name`
 ANGULAR_COLUMNS = tuple(f"angular_harmonic_{m}" for m in range(2, 9))
 #: they enter as log(A_m + this): below it, A_m is the pixelation of a ~20 px disc, not the shape
 ANGULAR_FLOOR = 0.03
@@ -500,18 +502,33 @@ def shape_name(row: pd.Series | dict) -> str:
     order = max(range(3, 7), key=lambda m: harmonics[m])
     rivals = max(harmonics[m] for m in harmonics if m % order and m != 2)
     if float(row.get("solidity", 1.0)) < NAME_CONCAVE_SOLIDITY:
-        return f"{order}-armed stars"
+        return f"{_arms(row, harmonics)}-armed stars"
     if aspect >= NAME_ROD:
         return "rods"
     if aspect >= NAME_ELONGATED:
         return "elongated particles"
     if float(row.get("circularity", 1.0)) < NAME_STAR_CIRCULARITY and harmonics[order] < NAME_STAR_HARMONIC_MAX:
-        return f"{order}-armed stars"  # shallow arms: a long outline, no strong corner of a polygon
+        return f"{_arms(row, harmonics)}-armed stars"  # shallow arms: a long outline, no strong corner of a polygon
     if harmonics[order] < NAME_HARMONIC_MIN:
         return "spheres"
     if rivals >= 0.6 * harmonics[order]:
         return "irregular particles"
     return _ORDER_NAMES[order]
+
+
+def _arms(row: pd.Series | dict, harmonics: dict[int, float]) -> int:
+    """How many arms a star has: the order m = 3..12 whose angular harmonic is strongest,
+    or its smallest divisor (>= 3) whose harmonic is at least half as strong (the fundamental
+    of a five-armed star also puts weight on m = 10; eq. 1's d = 5 at L ~ 1 is ten-armed and
+    has almost nothing at m = 5). Orders above 8 count only where the table has them."""
+    amplitudes = dict(harmonics)
+    for m in range(9, 13):
+        value = float(row.get(f"angular_harmonic_{m}", np.nan))
+        if np.isfinite(value):
+            amplitudes[m] = value
+    strongest = max((m for m in amplitudes if m >= 3), key=lambda m: amplitudes[m])
+    return next(m for m in range(3, strongest + 1)
+                if strongest % m == 0 and amplitudes.get(m, 0.0) >= 0.5 * amplitudes[strongest])
 
 
 def describe_groups(table: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:

@@ -95,10 +95,11 @@ def test_rendered_populations_are_recovered_from_measured_features(scene_particl
 
 
 def test_rendered_populations_are_named_as_drawn(scene_particles):
-    """nanoshape's own spheres, rods (L 2.5-3.5) and shallow five-armed stars (p 0.7-0.9, solidity ~0.8)."""
+    """nanoshape's own spheres, rods (L 2.5-3.5) and shallow stars (d = 5, L 1-1.15, p 0.7-0.9, solidity
+    ~0.8): at L ~ 1 eq. 1's d = 5 draws ten points (they were once named five-armed)."""
     kinds = ("spheres", "rods", "stars")
     named = describe_groups(scene_particles, np.array([kinds.index(t) + 1 for t in scene_particles.true]))
-    assert named.name.tolist() == ["spheres", "rods", "5-armed stars"]
+    assert named.name.tolist() == ["spheres", "rods", "10-armed stars"]
 
 
 def test_classifier_learns_the_groups_and_round_trips_safely(scene_particles, tmp_path):

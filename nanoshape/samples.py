@@ -27,7 +27,6 @@ as it shows in the particles.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import os
@@ -69,25 +68,16 @@ def read_sample_table(path: str | os.PathLike) -> dict[str, str]:
       ValueError: the file is missing, lacks the two columns, names a file twice with two
         samples, or leaves a sample empty (the message names the file and the row).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: sample table not found (a CSV with columns file,sample)")
+    from nanoshape.io import read_file_table
+
     samples: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"file", "sample"} <= {name.strip() for name in reader.fieldnames}:
-            raise ValueError(f"{path}: needs the columns file,sample (has {reader.fieldnames})")
-        for row_number, row in enumerate(reader, start=2):
-            row = {key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
-            if not row["file"]:
-                continue
-            if not row["sample"]:
-                raise ValueError(f"{path}, row {row_number}: file {row['file']!r} has no sample")
-            stem = Path(row["file"]).stem
-            if samples.get(stem, row["sample"]) != row["sample"]:
-                raise ValueError(f"{path}, row {row_number}: {row['file']!r} is given two samples, "
-                                 f"{samples[stem]!r} and {row['sample']!r}")
-            samples[stem] = row["sample"]
+    for row_number, file, sample in read_file_table(path, "sample", "sample table"):
+        if not sample:
+            raise ValueError(f"{path}, row {row_number}: file {file!r} has no sample")
+        stem = Path(file).stem
+        if samples.get(stem, sample) != sample:
+            raise ValueError(f"{path}, row {row_number}: {file!r} is given two samples, {samples[stem]!r} and {sample!r}")
+        samples[stem] = sample
     return samples
 
 

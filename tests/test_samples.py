@@ -230,3 +230,61 @@ def test_a_bad_sample_table_names_the_file_and_the_problem(tmp_path, text, probl
     assert str(path) in str(error.value)
     with pytest.raises(ValueError, match="not found"):
         read_sample_table(tmp_path / "missing.csv")
+
+
+def test_resampling_micrographs_weighs_each_particle_by_its_micrographs_draws():
+    from nanoshape.samples import _size_statistics, _weighted_size_statistics
+
+    x = np.random.default_rng(0).lognormal(0, 0.3, 11)
+    for repeats in np.random.default_rng(1).integers(0, 4, (6, 11)):
+        np.testing.assert_allclose(_weighted_size_statistics(x, repeats[None].astype(float))[0],
+                                   _size_statistics(np.repeat(x, repeats)))
+
+
+def _micrograph_samples(rng, mean, micrographs=10, per_micrograph=30, spread=0.02):
+    """Sizes of a sample whose micrographs each scale every size by exp(N(0, spread)) (their own imaging)."""
+    offsets = rng.normal(0.0, spread, micrographs)
+    sizes = np.concatenate([_lognormal(rng, mean, per_micrograph) * np.exp(o) for o in offsets])
+    return sizes, np.repeat(np.arange(micrographs), per_micrograph)
+
+
+def test_micrographs_with_their_own_imaging_need_intervals_that_resample_micrographs():
+    """A 2 % spread between micrographs (10 x 30 particles): particle intervals hold the mean in < 88 % of 150
+    samples, micrograph intervals in >= 89 % (measured 92.5 % over 200 draws; few micrographs cover less)."""
+    rng = np.random.default_rng(3)
+    truth = 20.0 * np.exp(0.02**2 / 2)
+    hits = {"particles": 0, "micrographs": 0}
+    draws = 150
+    for i in range(draws):
+        sizes, micrograph = _micrograph_samples(rng, 20.0)
+        for name, clusters in (("particles", None), ("micrographs", micrograph)):
+            ci = bootstrap_intervals(sizes, clusters=clusters, sample=str(i), n_boot=600)
+            hits[name] += ci["mean_ci_low"] <= truth <= ci["mean_ci_high"]
+    assert hits["particles"] / draws < 0.88 and hits["micrographs"] / draws >= 0.89, hits
+
+
+def test_the_micrograph_level_test_keeps_its_false_positive_rate_where_particle_tests_do_not():
+    rng = np.random.default_rng(8)
+    rejected = {"mannwhitney_p": 0, "micrograph_welch_p": 0}
+    draws = 200
+    for _ in range(draws):
+        (a, ca), (b, cb) = _micrograph_samples(rng, 20.0, spread=0.03), _micrograph_samples(rng, 20.0, spread=0.03)
+        result = compare_pair(a, b, clusters_a=ca, clusters_b=cb)
+        assert result["micrographs_a"] == 10
+        for key in rejected:
+            rejected[key] += result[key] < 0.05
+    assert rejected["mannwhitney_p"] / draws > 0.15 and rejected["micrograph_welch_p"] / draws <= 0.08, rejected
+
+
+def test_samples_of_enough_micrographs_get_micrograph_intervals():
+    rng = np.random.default_rng(9)
+    sizes, micrograph = _micrograph_samples(rng, 20.0, micrographs=6, per_micrograph=20)
+    images = np.array([f"a{m}" for m in micrograph] + ["b0"] * 20 + ["b1"] * 20)
+    particles = pd.DataFrame({"image": images, "sample": [i[0] for i in images], "pixel_size_nm": 1.0,
+                              "area_nm2": 300.0, "equivalent_diameter_nm": np.concatenate([sizes, _lognormal(rng, 20, 40)])})
+    fields = particles.groupby("image", as_index=False).first()[["image", "sample", "pixel_size_nm"]]
+    fields["height_px"], fields["width_px"] = 256, 256
+    tables = sample_tables(particles, fields, n_boot=300)
+    assert dict(zip(tables.samples["sample"], tables.samples.interval_resamples)) == {"a": "micrographs", "b": "particles"}
+    (pair,) = tables.pairs.itertuples()
+    assert (pair.micrographs_a, pair.micrographs_b) == (6, 2) and np.isfinite(pair.micrograph_welch_p_holm)

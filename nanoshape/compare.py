@@ -20,7 +20,7 @@ import pandas as pd
 
 from nanoshape.io import write_csv
 from nanoshape.rundir import atomic_write
-from nanoshape.samples import SampleTables, read_run_fields, sample_tables, sizes_in
+from nanoshape.samples import MIN_MICROGRAPHS_FOR_CLUSTERS, SampleTables, read_run_fields, sample_tables, sizes_in
 
 __all__ = ["TABLE_FILES", "write_sample_tables", "samples_figure", "correction_statement", "compare_runs"]
 
@@ -49,10 +49,12 @@ def correction_statement(tables: SampleTables) -> str:
             f"method within each test over the {m} pair{'s' if m != 1 else ''} (columns *_p_holm), so that each "
             f"test's chance of any false difference is at most the level they are compared with (5 % here). Effect "
             f"sizes: KS D (largest gap between the two distributions), rank-biserial r (P(b > a) - P(b < a)), "
-            f"relative difference of the means, Cramér's V. Intervals: bias-corrected and accelerated bootstrap, "
-            f"{tables.n_boot} resamples of the sample's particles, {tables.level:.0%}; they treat particles as "
-            f"independent draws, so differences between micrographs of one sample count only as far as their "
-            f"particles show them.")
+            f"relative difference of the means, Cramér's V. The particle tests treat particles as independent draws; "
+            f"particles of one micrograph share its imaging, so where micrographs differ their p-values are too small "
+            f"and the Welch test on the micrographs' mean sizes (micrograph_welch) is the one to read. Intervals: "
+            f"bias-corrected and accelerated bootstrap, {tables.n_boot} resamples, {tables.level:.0%}, of the "
+            f"sample's particles, or, for samples of {MIN_MICROGRAPHS_FOR_CLUSTERS} or more micrographs, the wider "
+            f"of that and of resampling whole micrographs (interval_resamples).")
 
 
 def samples_figure(particles: pd.DataFrame, tables: SampleTables):

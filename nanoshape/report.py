@@ -446,11 +446,12 @@ def _samples_section(page: _Page, particles: pd.DataFrame, seed: int) -> None:
     if len(tables.pairs):
         page.text(correction_statement(tables))
         shown = tables.pairs[["sample_a", "sample_b", "n_a", "n_b", "relative_difference_mean", "ks_statistic",
-                              "ks_p_holm", "rank_biserial", "mannwhitney_p_holm", "cramers_v", "chi2_p_holm"]].copy()
+                              "ks_p_holm", "rank_biserial", "mannwhitney_p_holm", "micrographs_a", "micrographs_b",
+                              "micrograph_welch_p_holm", "cramers_v", "chi2_p_holm"]].copy()
         shown["relative_difference_mean"] = shown["relative_difference_mean"].map(lambda v: f"{v:+.1%}")
         for column in ("ks_statistic", "rank_biserial", "cramers_v"):
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
-        for column in ("ks_p_holm", "mannwhitney_p_holm", "chi2_p_holm"):
+        for column in ("ks_p_holm", "mannwhitney_p_holm", "micrograph_welch_p_holm", "chi2_p_holm"):
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
         page.parts.append(shown.to_html(index=False, escape=True, border=0, classes="data"))
     else:

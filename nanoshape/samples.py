@@ -40,7 +40,7 @@ import pandas as pd
 
 __all__ = ["SIZE_MEASURES", "SHAPE_SIZES", "read_sample_table", "assign_samples", "size_unit", "sizes_in",
            "fitted_extents", "shape_sizes", "size_summary", "bootstrap_intervals", "holm", "compare_pair",
-           "pairwise_tests", "SampleTables", "sample_tables", "read_run_fields"]
+           "pairwise_tests", "widest", "MIN_MICROGRAPHS_FOR_CLUSTERS", "SampleTables", "sample_tables", "read_run_fields"]
 
 #: particle columns (without their unit) summarised per micrograph and per sample, in order;
 #: the ``_fit`` ones are the image fit's (nanoshape.pipeline.FIT_SIZE_COLUMNS)
@@ -372,6 +372,23 @@ def _cluster_resampled(rng: np.random.Generator, cluster: np.ndarray, n_boot: in
 MIN_MICROGRAPHS_FOR_CLUSTERS = 5
 
 
+def widest(first: dict[str, float], second: dict[str, float]) -> dict[str, float]:
+    """Two sets of :func:`bootstrap_intervals` joined: each interval from the lower of the lows to the higher of the highs.
+
+    Resampling micrographs counts the spread between them but estimates it from few
+    (five micrographs give it four degrees of freedom, and by chance it can come out
+    narrower than the particles' own spread); resampling particles misses it. Where a
+    sample has enough micrographs, the tables report the wider of the two.
+    """
+    out = dict(first)
+    for key, value in second.items():
+        if key.endswith("_ci_low"):
+            out[key] = float(np.fmin(first.get(key, np.nan), value))
+        elif key.endswith("_ci_high"):
+            out[key] = float(np.fmax(first.get(key, np.nan), value))
+    return out
+
+
 def bootstrap_intervals(sizes: np.ndarray, groups: np.ndarray | None = None, *, clusters: np.ndarray | None = None,
                         sample: str = "", seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> dict[str, float]:
     """Bootstrap (BCa) intervals of one sample's size mean, median and cv, and of its group shares.
@@ -571,8 +588,9 @@ class SampleTables:
       micrographs: :func:`size_summary` per micrograph.
       samples: :func:`size_summary` per sample, with :func:`bootstrap_intervals` of ``size``
         (``mean_<size>_ci_low`` ...) and group shares; ``interval_resamples`` says whether
-        they resample micrographs (samples of at least :data:`MIN_MICROGRAPHS_FOR_CLUSTERS`)
-        or particles (fewer: the spread between micrographs is then not in the interval).
+        they are the wider of resampling micrographs and particles (:func:`widest`, samples
+        of at least :data:`MIN_MICROGRAPHS_FOR_CLUSTERS` micrographs) or resample particles
+        only (fewer: the spread between micrographs is then not in the interval).
       pairs: :func:`pairwise_tests` on ``size`` (empty with one sample).
       n_boot, level: the bootstrap's resamples and the intervals' coverage.
     """
@@ -596,6 +614,8 @@ def sample_tables(particles: pd.DataFrame, fields: pd.DataFrame, *, seed: int = 
       seed, n_boot, level: of the bootstrap.
       measure: the size the intervals and tests are about.
     """
+    if "sample" not in particles:  # a run written before samples existed: its micrographs' samples
+        particles = particles.assign(sample=particles["image"].map(dict(zip(fields["image"], fields["sample"]))))
     unit = size_unit(fields["pixel_size_nm"])
     micrographs = size_summary(particles, fields, "image", unit)
     samples = size_summary(particles, fields, "sample", unit)
@@ -607,9 +627,12 @@ def sample_tables(particles: pd.DataFrame, fields: pd.DataFrame, *, seed: int = 
     for name, mine in by_sample.items():
         n_micrographs = len(set(image[mine & np.isfinite(values)]))
         clusters = image[mine] if n_micrographs >= MIN_MICROGRAPHS_FOR_CLUSTERS else None
-        ci = bootstrap_intervals(values[mine], None if group is None else group[mine], clusters=clusters, sample=name,
-                                 seed=seed, n_boot=n_boot, level=level)
-        renamed = {"interval_resamples": "micrographs" if clusters is not None else "particles"}
+        ci = bootstrap_intervals(values[mine], None if group is None else group[mine], sample=name, seed=seed,
+                                 n_boot=n_boot, level=level)
+        if clusters is not None:
+            ci = widest(ci, bootstrap_intervals(values[mine], None if group is None else group[mine], clusters=clusters,
+                                                sample=name, seed=seed, n_boot=n_boot, level=level))
+        renamed = {"interval_resamples": "particles and micrographs, the wider" if clusters is not None else "particles"}
         for key, value in ci.items():
             stat, _, tail = key.partition("_ci_")
             if stat in ("mean", "median") and tail:

@@ -285,6 +285,12 @@ def test_samples_of_enough_micrographs_get_micrograph_intervals():
     fields = particles.groupby("image", as_index=False).first()[["image", "sample", "pixel_size_nm"]]
     fields["height_px"], fields["width_px"] = 256, 256
     tables = sample_tables(particles, fields, n_boot=300)
-    assert dict(zip(tables.samples["sample"], tables.samples.interval_resamples)) == {"a": "micrographs", "b": "particles"}
+    assert dict(zip(tables.samples["sample"], tables.samples.interval_resamples)) == {
+        "a": "particles and micrographs, the wider", "b": "particles"}
+    a = tables.samples.set_index("sample").loc["a"]
+    x = sizes[np.isfinite(sizes)]
+    for clusters in (None, micrograph):  # the reported interval holds both
+        ci = bootstrap_intervals(x, clusters=clusters, sample="a", n_boot=300)
+        assert a.mean_equivalent_diameter_nm_ci_low <= ci["mean_ci_low"] and ci["mean_ci_high"] <= a.mean_equivalent_diameter_nm_ci_high
     (pair,) = tables.pairs.itertuples()
     assert (pair.micrographs_a, pair.micrographs_b) == (6, 2) and np.isfinite(pair.micrograph_welch_p_holm)

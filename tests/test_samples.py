@@ -294,3 +294,16 @@ def test_samples_of_enough_micrographs_get_micrograph_intervals():
         assert a.mean_equivalent_diameter_nm_ci_low <= ci["mean_ci_low"] and ci["mean_ci_high"] <= a.mean_equivalent_diameter_nm_ci_high
     (pair,) = tables.pairs.itertuples()
     assert (pair.micrographs_a, pair.micrographs_b) == (6, 2) and np.isfinite(pair.micrograph_welch_p_holm)
+
+
+def test_chi_square_on_group_counts_keeps_its_false_positive_rate_and_sees_a_shifted_share():
+    """Groups of 200 particles per sample, shares 60/30/10 %: equal shares rejected in <= 8 % of 200 pairs, shares
+    45/45/10 % in >= 80 %."""
+    rng = np.random.default_rng(11)
+    same = shifted = 0
+    sizes = np.ones(200)  # the sizes do not enter the chi-square
+    for _ in range(200):
+        a = rng.choice([1, 2, 3], 200, p=[0.6, 0.3, 0.1])
+        same += compare_pair(sizes, sizes, a, rng.choice([1, 2, 3], 200, p=[0.6, 0.3, 0.1]))["chi2_p"] < 0.05
+        shifted += compare_pair(sizes, sizes, a, rng.choice([1, 2, 3], 200, p=[0.45, 0.45, 0.1]))["chi2_p"] < 0.05
+    assert same / 200 <= 0.08 and shifted / 200 >= 0.8, (same, shifted)

@@ -93,7 +93,7 @@ def samples_figure(particles: pd.DataFrame, tables: SampleTables):
     right.set_yticks(y, [str(n) for n in names], fontsize=10)
     right.set_xlabel(f"{measure.replace('_', ' ')} ({tables.unit})", fontsize=11)
     right.tick_params(axis="x", labelsize=10)
-    right.legend(fontsize=9)
+    right.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     for text in right.get_yticklabels() + [t for t in left.get_legend().get_texts()]:
         text.set_parse_math(False)  # sample names are text, never TeX
     fig.tight_layout()

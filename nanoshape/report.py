@@ -420,7 +420,7 @@ def _samples_section(page: _Page, particles: pd.DataFrame, seed: int) -> None:
     page.text(f"Each micrograph's sample is its folder's name unless samples= names it (a file,sample table). Sizes in "
               f"{unit}" + ("" if unit == "nm" else " (some micrograph has no pixel size; each micrograph's nm sizes "
                            "are converted back with its own pixel size)")
-              + f". The intervals and tests are of the {size.replace('_', ' ')}; cv = sd / mean, the polydispersity "
+              + f". The intervals and tests are of the {size[: -len(unit) - 1].replace('_', ' ')}; cv = sd / mean, the polydispersity "
               f"ratio. Full tables: tables/samples.csv, tables/micrographs.csv, tables/sample_pairs.csv.")
     rows = []
     for _, row in tables.samples.iterrows():
@@ -441,7 +441,8 @@ def _samples_section(page: _Page, particles: pd.DataFrame, seed: int) -> None:
         rows.append(out)
     page.parts.append(pd.DataFrame(rows).to_html(index=False, escape=True, border=0, classes="data"))
     fig = samples_figure(particles, tables)
-    page.figure(fig, "samples", f"Left: each sample's cumulative distribution of the {size.replace('_', ' ')}. Right: its "
+    words = f"{size[: -len(unit) - 1].replace('_', ' ')} ({unit})"
+    page.figure(fig, "samples", f"Left: each sample's cumulative distribution of the {words}. Right: its "
                                 f"mean and median with their {tables.level:.0%} bootstrap intervals.")
     if len(tables.pairs):
         page.text(correction_statement(tables))

@@ -119,7 +119,9 @@ def _common_groups(particles: pd.DataFrame, parts: list[pd.DataFrame], by: str) 
     Without groups in every run, no shares are compared.
     """
     if not all("group_name" in p and "group" in p for p in parts):
-        particles.drop(columns=[c for c in ("group", "group_name") if c in particles], inplace=True)
+        for column in ("group", "group_name"):
+            if column in particles:
+                del particles[column]
         return {}
     if len(parts) == 1 and by == "sample":
         pairs = particles.loc[particles.group > 0, ["group", "group_name"]].drop_duplicates()

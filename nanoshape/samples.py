@@ -567,11 +567,12 @@ def pairwise_tests(sizes: Mapping[str, np.ndarray], groups: Mapping[str, np.ndar
                                 None if groups is None else groups.get(b), None if clusters is None else clusters.get(a),
                                 None if clusters is None else clusters.get(b)))
         rows.append(row)
-    table = pd.DataFrame(rows)
+    empty = np.zeros(0)
+    columns = ["sample_a", "sample_b", *compare_pair(empty, empty, empty, empty, empty, empty)]
+    table = pd.DataFrame(rows, columns=columns)  # one sample: no rows, the columns still there
     for test in ("ks", "mannwhitney", "micrograph_welch", "chi2"):
-        if len(table):
-            position = table.columns.get_loc(f"{test}_p") + 1
-            table.insert(position, f"{test}_p_holm", holm(table[f"{test}_p"]))
+        position = table.columns.get_loc(f"{test}_p") + 1
+        table.insert(position, f"{test}_p_holm", holm(table[f"{test}_p"]))
     return table
 
 

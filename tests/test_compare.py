@@ -13,10 +13,13 @@ from nanoshape.cli import main
 from nanoshape.examples import write_scene
 from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, ShapeOptions, run_analysis
 from nanoshape.scene import POPULATIONS, SceneOptions
+from nanoshape.segment import SegmentOptions
 
 #: two batches of spheres, the second 25 % larger (20 and 25 nm at 1 nm/px)
 BATCHES = {"batch_small": 20.0, "batch_large": 25.0}
-OPTIONS = AnalyzeOptions(shape=ShapeOptions(cnn=False), group=False, overlays=False)
+#: the classical segmentation (no network to compile) and no shape stages: this file tests the samples, fast
+OPTIONS = AnalyzeOptions(segment=SegmentOptions(method="classical"), shape=ShapeOptions(cnn=False), group=False,
+                         overlays=False)
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +101,17 @@ def test_compare_treats_each_run_as_a_sample(folders, tmp_path, capsys):
         main(["compare", str(runs[0]), f"output={out}"])
     with pytest.raises(SystemExit, match="not a run directory"):
         main(["compare", str(runs[0]), str(folders), f"output={out}"])
+
+
+def test_across_runs_groups_are_compared_by_their_names():
+    from nanoshape.compare import _common_groups
+
+    first = pd.DataFrame({"group": [1, 2, 0], "group_name": ["spheres", "rods", "unassigned"]})
+    second = pd.DataFrame({"group": [1, 2, 3], "group_name": ["rods", "cubes", "spheres"]})  # its own numbering
+    both = pd.concat([first, second], ignore_index=True)
+    names = _common_groups(both, [first, second], "run")
+    assert names == {"1": "cubes", "2": "rods", "3": "spheres"}
+    assert both.group.tolist() == [3, 2, 0, 2, 1, 3]
+    without = pd.concat([first, second.drop(columns="group_name")], ignore_index=True)
+    assert _common_groups(without, [first, second.drop(columns="group_name")], "run") == {}
+    assert "group" not in without  # no shares where a run has no group names

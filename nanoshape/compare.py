@@ -54,7 +54,7 @@ def correction_statement(tables: SampleTables) -> str:
             f"and the Welch test on the micrographs' mean sizes (micrograph_welch) is the one to read. Intervals: "
             f"bias-corrected and accelerated bootstrap, {tables.n_boot} resamples, {tables.level:.0%}, of the "
             f"sample's particles, or, for samples of {MIN_MICROGRAPHS_FOR_CLUSTERS} or more micrographs, the wider "
-            f"of that and of resampling whole micrographs (interval_resamples).")
+            f"of that and of resampling whole micrographs, widened for few micrographs (interval_resamples).")
 
 
 def samples_figure(particles: pd.DataFrame, tables: SampleTables):

@@ -115,3 +115,13 @@ def test_across_runs_groups_are_compared_by_their_names():
     without = pd.concat([first, second.drop(columns="group_name")], ignore_index=True)
     assert _common_groups(without, [first, second.drop(columns="group_name")], "run") == {}
     assert "group" not in without  # no shares where a run has no group names
+
+
+def test_compare_by_sample_keeps_a_runs_own_samples(run, tmp_path):
+    output, _ = run
+    out = tmp_path / "by_sample"
+    assert main(["compare", str(output), "by=sample", f"output={out}", "n_boot=300"]) == 0
+    samples = pd.read_csv(out / "samples.csv")
+    assert sorted(samples["sample"]) == sorted(f"{output.name}/{s}" for s in set(
+        json.loads((output / "summary.json").read_text())["samples"].values()))
+    assert set(pd.read_csv(out / "micrographs.csv").image.str.split("/").str[0]) == {output.name}

@@ -173,6 +173,7 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> int:
             report=cfg.report,
             classifier=classifier,
             max_megapixels=cfg.max_megapixels,
+            samples=str(cfg.samples),
         )
     except (ValueError, TypeError) as error:
         raise SystemExit(f"nanoshape {command}: {error}") from None
@@ -207,7 +208,7 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> int:
           + (f", {summary['micrographs_resumed']} resumed" if summary["micrographs_resumed"] else ""))
     if f"major_axis_mean_{unit}" in summary:
         print(f"  major axis {summary[f'major_axis_mean_{unit}']:.3g} +/- {summary[f'major_axis_std_{unit}']:.2g} {unit}"
-              f" (polydispersity {summary[f'polydispersity_{unit}']:.1%})")
+              f" (polydispersity ratio sd/mean {summary[f'cv_major_axis_{unit}']:.1%})")
     for skip in summary["files_skipped"]:
         print(f"  skipped {skip['file']}: {skip['reason']}")
     for warning in summary["warnings"]:
@@ -262,6 +263,33 @@ def _run_evaluate(cfg) -> int:
     for skip in scores["skipped"]:
         print(f"  skipped {skip['image']}: {skip['reason']}")
     print(f"  scores: {output}")
+    return EXIT_OK
+
+
+def _run_compare(cfg) -> int:
+    from nanoshape.compare import compare_runs
+
+    try:
+        tables = compare_runs(list(cfg.runs), cfg.output, by=cfg.by, seed=cfg.seed, n_boot=cfg.n_boot, level=cfg.level)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"nanoshape compare: {error}") from None
+    size, unit = tables.size, tables.unit
+    print(f"nanoshape compare: {len(tables.samples)} samples, {int(tables.samples.particles.sum())} particles "
+          f"({size}, {tables.level:.0%} bootstrap intervals)")
+    for _, row in tables.samples.iterrows():
+        print(f"  {row['sample']}: {int(row.particles)} particles in {int(row.micrographs)} micrograph(s); mean "
+              f"{row[f'mean_{size}']:.4g} {unit} [{row[f'mean_{size}_ci_low']:.4g}, {row[f'mean_{size}_ci_high']:.4g}], "
+              f"median {row[f'median_{size}']:.4g} [{row[f'median_{size}_ci_low']:.4g}, {row[f'median_{size}_ci_high']:.4g}]")
+    for _, pair in tables.pairs.iterrows():
+        print(f"  {pair.sample_a} vs {pair.sample_b}: mean {pair.relative_difference_mean:+.1%}, "
+              f"Mann-Whitney p (Holm) {pair.mannwhitney_p_holm:.2g} (rank-biserial {pair.rank_biserial:+.2f}), "
+              f"KS p (Holm) {pair.ks_p_holm:.2g} (D {pair.ks_statistic:.2f})"
+              + (f", groups chi-square p (Holm) {pair.chi2_p_holm:.2g} (V {pair.cramers_v:.2f})"
+                 if "chi2_p_holm" in pair and pair.chi2_p_holm == pair.chi2_p_holm else ""))
+    if len(tables.pairs):
+        print(f"  p-values corrected with Holm's method within each test over the {len(tables.pairs)} pair(s); "
+              f"{cfg.output}/compare.json says how every number was made")
+    print(f"  tables and figure: {cfg.output} (samples.csv, sample_pairs.csv, micrographs.csv, samples.png)")
     return EXIT_OK
 
 
@@ -349,6 +377,7 @@ COMMANDS: dict[str, tuple[str, Callable]] = {
     "train": ("train the shape CNN on rendered particles (checkpoints, metrics, test-set figures)", _run_train),
     "train-segmentation": ("train the particle detector on annotated and rendered micrographs", _run_train_segmentation),
     "render": ("render a sheet of shapes from the prior (PNG + CSV), or example micrographs", _run_render),
+    "compare": ("compare run directories as samples: sizes with 95 % intervals, pairwise tests", _run_compare),
 }
 
 
@@ -402,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
 
     wants_help = any(arg in ("-h", "--help") for arg in overrides)
     overrides = [arg for arg in overrides if arg not in ("-h", "--help")]
+    positional = [arg for arg in overrides if "=" not in arg and not arg.startswith("-")] if command == "compare" else []
+    overrides = [arg for arg in overrides if arg not in positional]
     refused = _refused_overrides(overrides)
     if refused:
         print(f"nanoshape {command}: invalid configuration: {refused}", file=sys.stderr)
@@ -417,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nanoshape {command}: {COMMANDS[command][0]}\n\n{doc.strip()}\n\nOptions with their defaults:\n")
         print(OmegaConf.to_yaml(cfg))
         return 0
+    if positional:  # nanoshape compare <run> <run>: plain paths, never parsed as overrides
+        cfg.runs = positional + list(cfg.runs)
     return COMMANDS[command][1](cfg)
 
 

@@ -30,7 +30,7 @@ from nanoshape.segtrain import SegTrainOptions
 from nanoshape.shape import ShapePrior
 from nanoshape.training import TrainOptions
 
-__all__ = ["schema", "to_options", "RenderCommand", "AnalyzeCommand", "ClassifyCommand", "EvaluateCommand", "TrainCommand", "TrainSegmentationCommand", "COMMAND_SCHEMAS", "register", "compose"]
+__all__ = ["schema", "to_options", "RenderCommand", "AnalyzeCommand", "ClassifyCommand", "EvaluateCommand", "TrainCommand", "TrainSegmentationCommand", "CompareCommand", "COMMAND_SCHEMAS", "register", "compose"]
 
 
 def _hydra_type(annotation: Any) -> Any:
@@ -150,6 +150,10 @@ class AnalyzeCommand:
       scale_bar: the scale bar's label for every micrograph (100nm, '0.5 µm') where it
         cannot be read; the bar's length is still measured.
       scale_bars: a CSV with columns file,scale_bar giving the label per file.
+      samples: a CSV with columns file,sample naming each micrograph's sample (e.g. the
+        batch or synthesis); by default a micrograph's sample is its folder's name. The
+        report and tables/samples.csv compare the samples (bootstrap 95 % intervals,
+        pairwise tests); changing it needs no re-analysis.
       calibration: the scale bar reader (calibration.read=false skips it) and which wins
         when bar and metadata disagree (calibration.prefer=metadata|scale_bar).
       overlays: write overlays/<stem>.png (outlines coloured by particle over the micrograph).
@@ -179,6 +183,7 @@ class AnalyzeCommand:
     pixel_size_nm: Optional[float] = None
     scale_bar: str = ""
     scale_bars: str = ""
+    samples: str = ""
     calibration: schema(ScaleBarOptions) = field(default_factory=lambda: _default(ScaleBarOptions))
     overlays: bool = True
     save_crops: bool = False
@@ -232,6 +237,31 @@ class EvaluateCommand:
 
 
 @dataclass
+class CompareCommand:
+    """``nanoshape compare <run> <run> ...``: compare run directories of ``nanoshape analyze`` as samples.
+
+    Attributes:
+      runs: the run directories (also given as plain arguments before or after the options).
+      output: the folder for samples.csv (sizes, bootstrap 95 % intervals of the mean,
+        median, cv and group shares), sample_pairs.csv (Kolmogorov-Smirnov, Mann-Whitney,
+        chi-square, effect sizes, Holm-corrected p-values), micrographs.csv, samples.png
+        and compare.json.
+      by: ``run`` (each run is one sample) or ``sample`` (every run's own samples, named
+        <run>/<sample>; one run is enough).
+      seed: seed of the bootstrap (each sample's resamples also depend on its name).
+      n_boot: bootstrap resamples per sample.
+      level: coverage of the intervals.
+    """
+
+    runs: list[str] = field(default_factory=list)
+    output: str = "nanoshape-compare"
+    by: str = "run"
+    seed: int = 0
+    n_boot: int = 2000
+    level: float = 0.95
+
+
+@dataclass
 class TrainCommand:
     """``nanoshape train``: train the shape CNN on particles rendered on the fly.
 
@@ -274,7 +304,8 @@ class TrainSegmentationCommand:
 
 #: Command name -> schema; ``register`` stores each as ``<name>_schema`` in the ConfigStore.
 COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand, "analyze": AnalyzeCommand, "evaluate": EvaluateCommand, "train": TrainCommand,
-                                   "classify": ClassifyCommand, "train-segmentation": TrainSegmentationCommand}
+                                   "classify": ClassifyCommand, "train-segmentation": TrainSegmentationCommand,
+                                   "compare": CompareCommand}
 
 
 def register() -> None:

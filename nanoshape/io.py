@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = [
+    "read_file_table",
     "SUPPORTED_SUFFIXES",
     "MAX_PIXELS",
     "PIXEL_SIZE_NM_RANGE",
@@ -213,6 +214,36 @@ def read_micrograph(path: str | os.PathLike, *, pixel_size_nm: float | None = No
 def find_micrographs(spec: str | os.PathLike) -> list[Path]:
     """List the micrograph files a user means by one input (:func:`find_inputs` without its notes)."""
     return find_inputs(spec)[0]
+
+
+def read_file_table(path: str | os.PathLike, column: str, what: str) -> list[tuple[int, str, str]]:
+    """The rows of a ``file,<column>`` CSV that name a file: (row number, file, value), both stripped.
+
+    Args:
+      path: the CSV (UTF-8, a byte-order mark allowed).
+      column: the second column's name.
+      what: what the file is, for the messages ("scale bar label file").
+
+    Raises:
+      ValueError: the file is missing or lacks the two columns (the message names it).
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: {what} not found (a CSV with columns file,{column})")
+    rows = []
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        names = [name.strip() for name in reader.fieldnames or []]
+        if not {"file", column} <= set(names):
+            raise ValueError(f"{path}: needs the columns file,{column} (has {reader.fieldnames})")
+        reader.fieldnames = names
+        for row_number, row in enumerate(reader, start=2):
+            file = (row.get("file") or "").strip()
+            if file:
+                rows.append((row_number, file, (row.get(column) or "").strip()))
+    return rows
 
 
 def find_inputs(spec: str | os.PathLike) -> tuple[list[Path], list[str]]:

@@ -95,6 +95,9 @@ class AnalyzeOptions:
         particles into its groups instead of finding new ones (``nanoshape classify``).
       max_megapixels: largest micrograph read (height x width, in millions of pixels); a
         file whose header declares more is skipped before it is decoded.
+      samples: a CSV with columns ``file,sample`` naming each micrograph's sample (name,
+        stem or path); a micrograph it does not name belongs to the sample named after its
+        folder (:func:`nanoshape.samples.assign_samples`).
     """
 
     pixel_size_nm: float | None = None
@@ -113,12 +116,17 @@ class AnalyzeOptions:
     report: bool = True
     classifier: str = ""
     max_megapixels: float = 300.0
+    samples: str = ""
 
     def __post_init__(self):
         if self.scale_bar and parse_label(self.scale_bar) is None:
             raise ValueError(f"scale_bar={self.scale_bar!r} is not a number and a length unit (e.g. 100nm, '0.5 µm')")
         if self.scale_bars:
             read_scale_bar_labels(self.scale_bars)  # a bad file stops the run before it starts
+        if self.samples:
+            from nanoshape.samples import read_sample_table
+
+            read_sample_table(self.samples)
 
     def scale_bar_label(self, path: str | os.PathLike) -> str:
         """The scale-bar label the user gave for one file (empty: read it)."""
@@ -614,7 +622,7 @@ def run_fingerprint(options: AnalyzeOptions) -> dict[str, Any]:
     where the run is distributed do not change any result, so they are left out.
     """
     values = dataclasses.asdict(options)
-    for name in ("group", "groups", "report", "classifier", "max_megapixels"):
+    for name in ("group", "groups", "report", "classifier", "max_megapixels", "samples"):
         values.pop(name)
     values["segment"].pop("threads", None)
     model = None
@@ -774,6 +782,8 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
             dropped.append(pd.read_parquet(drop_part))
         infos.append(json.loads((output / "parts" / "info" / f"{stem}.json").read_text()))
     particles = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image", "particle_id"])
+    samples = _samples(infos, options)
+    particles["sample"] = particles["image"].map(samples).astype("str")
     grouped = _group(output, particles, options, progress) if options.group and len(particles) else {}
     _atomic_write(output / "particles.csv", lambda tmp: write_csv(particles, tmp))
     _atomic_write(output / "particles.parquet", lambda tmp: particles.to_parquet(tmp, index=False))
@@ -799,6 +809,7 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
         "particles": int(len(particles)),
         "particles_dropped": int(len(dropped_table)),
         "particles_per_image": {info["image"]: info["particles"] for info in infos},
+        "samples": samples,
         "pixel_sizes": {info["image"]: {"pixel_size_nm": info["pixel_size_nm"], "pixel_size_source": info["pixel_size_source"],
                                         **({"scale_bar": info["scale_bar"]} if info.get("scale_bar") else {})}
                         for info in infos},
@@ -817,8 +828,16 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
     return summary
 
 
+def _samples(infos: list[dict[str, Any]], options: "AnalyzeOptions") -> dict[str, str]:
+    """Each analysed micrograph's sample (``samples=`` file, else its folder's name)."""
+    from nanoshape.samples import assign_samples, read_sample_table
+
+    table = read_sample_table(options.samples) if options.samples else None
+    return assign_samples({info["image"]: info["path"] for info in infos}, table)
+
+
 def _size_statistics(particles: pd.DataFrame) -> dict[str, Any]:
-    """Ensemble mean, std and polydispersity (std / mean) of the major axis, in nm where known."""
+    """Ensemble mean, std and polydispersity ratio (``cv_``: std / mean) of the major axis, in nm where known."""
     out: dict[str, Any] = {}
     for unit in ("nm", "px"):
         column = f"major_axis_{unit}"
@@ -827,7 +846,7 @@ def _size_statistics(particles: pd.DataFrame) -> dict[str, Any]:
             mean, std = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
             out[f"major_axis_mean_{unit}"] = mean
             out[f"major_axis_std_{unit}"] = std
-            out[f"polydispersity_{unit}"] = std / mean if mean > 0 else math.nan
+            out[f"cv_{column}"] = std / mean if mean > 0 else math.nan
             out[f"particles_measured_{unit}"] = int(len(values))
     return out
 

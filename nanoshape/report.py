@@ -34,7 +34,7 @@ from nanoshape.rundir import atomic_write
 __all__ = ["save_sheet", "write_report", "REPORT_SECTIONS"]
 
 #: section ids of report.html, in order
-REPORT_SECTIONS = ("summary", "sizes", "groups", "group-statistics", "histograms", "structure", "micrographs",
+REPORT_SECTIONS = ("summary", "sizes", "samples", "groups", "group-statistics", "histograms", "structure", "micrographs",
                    "exemplars", "all-particles", "fits", "classifier", "skipped")
 
 
@@ -396,6 +396,78 @@ def _montage(page: _Page, items: list[tuple[pd.Series, np.ndarray]], colours: np
     page.figure(fig, name, caption)
 
 
+def _interval(point: float, low: float, high: float) -> str:
+    return "" if not np.isfinite(point) else (f"{point:.3g} [{low:.3g}, {high:.3g}]" if np.isfinite(low) else f"{point:.3g}")
+
+
+def _samples_section(page: _Page, particles: pd.DataFrame, seed: int) -> None:
+    """Section "samples": sizes per sample and per micrograph, intervals, pairwise tests (tables/ and a figure).
+
+    The full tables go to ``tables/samples.csv``, ``tables/micrographs.csv`` and
+    ``tables/sample_pairs.csv`` (:mod:`nanoshape.compare`); the page shows their main columns.
+    """
+    from nanoshape.compare import correction_statement, samples_figure, write_sample_tables
+    from nanoshape.samples import read_run_fields, sample_tables
+
+    page.section("samples", "Sizes per sample and per micrograph; samples compared")
+    fields = read_run_fields(page.run)
+    if not len(particles) or not len(fields):
+        page.text("No particles were found.")
+        return
+    tables = sample_tables(particles, fields, seed=seed)
+    write_sample_tables(tables, page.tables)
+    size, unit = tables.size, tables.unit
+    page.text(f"Each micrograph's sample is its folder's name unless samples= names it (a file,sample table). Sizes in "
+              f"{unit}" + ("" if unit == "nm" else " (some micrograph has no pixel size; each micrograph's nm sizes "
+                           "are converted back with its own pixel size)")
+              + f". The intervals and tests are of the {size[: -len(unit) - 1].replace('_', ' ')}; cv = sd / mean, the polydispersity "
+              f"ratio. Full tables: tables/samples.csv, tables/micrographs.csv, tables/sample_pairs.csv.")
+    rows = []
+    for _, row in tables.samples.iterrows():
+        out = {"sample": row["sample"], "micrographs": int(row.micrographs), "particles": int(row.particles),
+               "coverage": f"{row.coverage_fraction:.1%}" if np.isfinite(row.coverage_fraction) else ""}
+        for stat in ("mean", "median"):
+            out[f"{stat} ({unit}) [95 % CI]"] = _interval(row.get(f"{stat}_{size}", np.nan), row.get(f"{stat}_{size}_ci_low", np.nan),
+                                                         row.get(f"{stat}_{size}_ci_high", np.nan))
+        measure = size[: -len(unit) - 1]
+        out["cv [95 % CI]"] = _interval(row.get(f"cv_{measure}", np.nan), row.get(f"cv_{measure}_ci_low", np.nan),
+                                        row.get(f"cv_{measure}_ci_high", np.nan))
+        for name, label in (("rod_length", "rod length"), ("rod_width", "rod width"), ("cube_edge", "cube edge")):
+            if f"mean_{name}_{unit}" in row and np.isfinite(row[f"mean_{name}_{unit}"]):
+                out[f"{label} ({unit})"] = f"{row[f'mean_{name}_{unit}']:.3g} ± {row[f'sd_{name}_{unit}']:.2g}"
+        for column in [c for c in tables.samples.columns if c.startswith("share_group_") and "_ci_" not in c]:
+            out[column.replace("share_group_", "group ") + " share"] = _interval(
+                100 * row[column], 100 * row[f"{column}_ci_low"], 100 * row[f"{column}_ci_high"]) + " %"
+        rows.append(out)
+    page.parts.append(pd.DataFrame(rows).to_html(index=False, escape=True, border=0, classes="data"))
+    fig = samples_figure(particles, tables)
+    words = f"{size[: -len(unit) - 1].replace('_', ' ')} ({unit})"
+    page.figure(fig, "samples", f"Left: each sample's cumulative distribution of the {words}. Right: its "
+                                f"mean and median with their {tables.level:.0%} bootstrap intervals.")
+    if len(tables.pairs):
+        page.text(correction_statement(tables))
+        shown = tables.pairs[["sample_a", "sample_b", "n_a", "n_b", "relative_difference_mean", "ks_statistic",
+                              "ks_p_holm", "rank_biserial", "mannwhitney_p_holm", "micrographs_a", "micrographs_b",
+                              "micrograph_welch_p_holm", "cramers_v", "chi2_p_holm"]].copy()
+        shown["relative_difference_mean"] = shown["relative_difference_mean"].map(lambda v: f"{v:+.1%}")
+        for column in ("ks_statistic", "rank_biserial", "cramers_v"):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+        for column in ("ks_p_holm", "mannwhitney_p_holm", "micrograph_welch_p_holm", "chi2_p_holm"):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
+        page.parts.append(shown.to_html(index=False, escape=True, border=0, classes="data"))
+    else:
+        page.text("One sample only: nothing to compare (samples= or folders per sample give several).")
+    micrographs = tables.micrographs
+    keep = [c for c in ("image", "sample", "pixel_size_nm", "particles", "coverage_fraction", f"mean_{size}",
+                        f"median_{size}", f"sd_{size}", f"mean_feret_min_{unit}", f"mean_feret_max_{unit}")
+            if c in micrographs]
+    shown = micrographs[keep].head(60).copy()
+    for column in shown.columns[2:]:
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    page.text(f"Per micrograph ({len(micrographs)}" + (", the first 60 shown" if len(micrographs) > 60 else "") + "):")
+    page.parts.append(shown.to_html(index=False, escape=True, border=0, classes="data"))
+
+
 def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int, str], None] | None = None) -> Path:
     """Write ``report.html`` (and ``figures/``, ``tables/``) for a run directory.
 
@@ -430,6 +502,8 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
         page.table(_size_table(particles, unit), "sizes")
     else:
         page.text("No particles were found.")
+
+    _samples_section(page, particles, seed)
 
     page.section("groups", "Shape groups")
     if grouping:

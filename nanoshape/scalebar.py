@@ -19,7 +19,6 @@ reason is recorded.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
@@ -191,21 +190,15 @@ def read_scale_bar_labels(path: str | os.PathLike) -> dict[str, str]:
       ValueError: the file is missing, lacks the two columns, or holds a label that is not
         a number and a length unit (the message names the file and the row).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: scale bar label file not found")
+    from nanoshape.io import read_file_table
+
     labels: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"file", "scale_bar"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: needs the columns file,scale_bar (has {reader.fieldnames})")
-        for row_number, row in enumerate(reader, start=2):
-            label = (row["scale_bar"] or "").strip()
-            if not label:
-                continue
-            if parse_label(label) is None:
-                raise ValueError(f"{path}, row {row_number}: scale_bar {label!r} is not a number and a length unit")
-            labels[Path(row["file"].strip()).stem] = label
+    for row_number, file, label in read_file_table(path, "scale_bar", "scale bar label file"):
+        if not label:
+            continue
+        if parse_label(label) is None:
+            raise ValueError(f"{path}, row {row_number}: scale_bar {label!r} is not a number and a length unit")
+        labels[Path(file).stem] = label
     return labels
 
 

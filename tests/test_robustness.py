@@ -111,7 +111,7 @@ def _same_outputs(first: Path, second: Path) -> None:
     pd.testing.assert_frame_equal(a, b)
     for labels in sorted((first / "labels").glob("*.tif")):
         np.testing.assert_array_equal(tifffile.imread(labels), tifffile.imread(second / "labels" / labels.name))
-    keys = ("particles", "files_skipped", "particles_per_image", "major_axis_mean_nm", "polydispersity_nm")
+    keys = ("particles", "files_skipped", "particles_per_image", "major_axis_mean_nm", "cv_major_axis_nm", "samples")
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (first, second))
     assert {k: sa.get(k) for k in keys} == {k: sb.get(k) for k in keys}
 

@@ -24,6 +24,14 @@ value (w > 1). It is minimised by Levenberg-Marquardt in a fixed number of itera
 (``lax.scan``, no host round trips: one compiled call per batch, vmapped over particles).
 Where the CNN gives a second d some probability, that d is fitted too (from the phase the
 CNN reads for it) and the d with the lower cost plus -log P(d) is kept.
+
+Each iteration's cost is the model image's Jacobian (S^2 pixels x 9 unknowns: per pixel the
+shape function and its tangents, then two S x S x S blur products per column), so it grows
+as S^2 to S^3. A small particle's window is upsampled into the S x S crop, which then holds
+no more than the micrograph's own pixels: where the window is at most
+:attr:`ImageFitOptions.coarse_window_px` (32) pixels across, the fit runs on the crop's 2 x 2
+block means (S/2 = 32), a fifth of the work per iteration, with the centre prior and the
+blur's range converted to that grid, and its scale and blur reported in crop pixels again.
 """
 
 from __future__ import annotations

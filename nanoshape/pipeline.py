@@ -787,9 +787,12 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress, 
 
 
 #: the serial run's shape stages wait until their queue holds this many particles (or
-#: :data:`SHAPE_QUEUE_MICROGRAPHS` micrographs) and then run over all of them at once
+#: :data:`SHAPE_QUEUE_MICROGRAPHS` micrographs, or :data:`SHAPE_QUEUE_PIXELS` pixels of
+#: micrograph: each waits with its image and label image, 8 bytes a pixel) and then run
+#: over all of them at once
 SHAPE_QUEUE_PARTICLES = 2048
 SHAPE_QUEUE_MICROGRAPHS = 64
+SHAPE_QUEUE_PIXELS = 2**26
 
 
 def _run_serial(paths, output, options, progress, digests) -> list[dict[str, Any]]:
@@ -815,7 +818,8 @@ def _run_serial(paths, output, options, progress, digests) -> list[dict[str, Any
 
     with ShapeQueue(lambda items: add_shapes([item[2] for item in items], options, progress), finish, failed,
                     size=lambda item: len(item[2].particles), flush_particles=SHAPE_QUEUE_PARTICLES,
-                    max_items=SHAPE_QUEUE_MICROGRAPHS) as queue:
+                    max_items=SHAPE_QUEUE_MICROGRAPHS, pixels=lambda item: item[2].labels.size,
+                    max_pixels=SHAPE_QUEUE_PIXELS) as queue:
         for index, path in enumerate(paths):
             started = _start_file(path, output, options, sha256=digests[path.stem], progress=progress)
             if isinstance(started, dict):

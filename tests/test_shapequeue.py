@@ -5,7 +5,7 @@ import pytest
 from nanoshape.shapequeue import ShapeQueue
 
 
-def _queue(flush_particles=10, max_items=64, bad=()):
+def _queue(flush_particles=10, max_items=64, bad=(), max_pixels=2**40):
     batches, finished, failed = [], [], []
 
     def run_batch(items):
@@ -15,7 +15,8 @@ def _queue(flush_particles=10, max_items=64, bad=()):
 
     queue = ShapeQueue(run_batch, lambda item: finished.append(item[0]),
                        lambda item, error: failed.append((item[0], str(error))), size=lambda item: item[1],
-                       flush_particles=flush_particles, max_items=max_items)
+                       flush_particles=flush_particles, max_items=max_items, pixels=lambda item: item[2] if len(item) > 2 else 0,
+                       max_pixels=max_pixels)
     return queue, batches, finished, failed
 
 
@@ -34,6 +35,14 @@ def test_many_small_items_flush_by_count():
         for i in range(8):
             queue.put((str(i), 1))
     assert batches == [["0"], ["1", "2", "3"], ["4", "5", "6"], ["7"]]
+
+
+def test_large_images_with_few_particles_flush_by_pixels():
+    queue, batches, _, _ = _queue(flush_particles=10**6, max_pixels=100)
+    with queue:
+        for name, pixels in [("a", 1), ("b", 60), ("c", 30), ("d", 10), ("e", 300), ("f", 5)]:
+            queue.put((name, 0, pixels))
+    assert batches == [["a"], ["b", "c", "d"], ["e"], ["f"]]
 
 
 def test_a_failing_batch_is_run_item_by_item_so_only_the_bad_item_fails():
@@ -58,3 +67,5 @@ def test_nothing_is_flushed_when_the_block_raises():
 def test_sizes_must_be_positive():
     with pytest.raises(ValueError):
         ShapeQueue(lambda items: None, print, print, len, flush_particles=0)
+    with pytest.raises(ValueError):
+        ShapeQueue(lambda items: None, print, print, len, max_pixels=0)

@@ -420,17 +420,10 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
     window side in the micrograph's pixels (for the image fit). With the image fit, the
     fitted shape's own size is added too (:data:`FIT_SIZE_COLUMNS`).
     """
-    n = len(table)
-    if n == 0:
-        for column in SHAPE_COLUMNS:
-            table[column] = pd.Series(dtype="bool" if column == "fit_converged" else "float64")
-        return
-    values, fitted = _shape_parameters(crops, options, timings, window_px=window_px, progress=progress)
-    if fitted is not None:
-        _add_fit_sizes(table, fitted, window_px if window_px is not None else np.full(n, crops.shape[1]),
-                       crops.shape[1], pixel_size_nm)
-    for column in SHAPE_COLUMNS:
-        table[column] = np.asarray(values[column])
+    result = ImageResult(particles=table, labels=np.zeros((0, 0), np.uint32), crops=crops, dropped=pd.DataFrame(),
+                         info={"image": "", "pixel_size_nm": pixel_size_nm, "timings": timings}, window_px=window_px)
+    add_shapes([result], dataclasses.replace(options, shape=dataclasses.replace(options.shape, cnn=True)),
+               (lambda event: progress(event.stage, event.done, event.total)) if progress else None)
 
 
 def _shape_parameters(crops: np.ndarray, options: AnalyzeOptions, timings: dict, window_px: np.ndarray | None = None,

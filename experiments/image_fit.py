@@ -136,6 +136,7 @@ def main():
                      "cost_never_rose": bool(np.all(fit["cost"] <= fit["cost_start"] * (1 + 1e-5))),
                      "seconds": fit_seconds, "particles_per_s": args.n / fit_seconds, "by_p": by_p},
     }
+    summary["rendered"]["skip_where_sure"] = skip_rule(cnn, j_cnn, j_fit, e_cnn, e_fit, d_right, d_right_fit)
     with open(args.output / "rendered.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["p", "d", "l_ratio", "phi", "extent_px", "p_cnn", "d_cnn", "l_ratio_cnn", "phi_cnn",
@@ -175,6 +176,25 @@ def main():
     print(json.dumps({k: summary["rendered"][k] for k in ("cnn", "image_fit")}, indent=1))
     if "emps" in summary:
         print(json.dumps(summary["emps"], indent=1))
+
+
+def skip_rule(cnn, j_cnn, j_fit, e_cnn, e_fit, d_right, d_right_fit):
+    """The figures if the fit were skipped (the CNN's answer kept) where the CNN is sure: its
+    log p and log L standard deviations below their q-th percentile and its d probability
+    above 0.95, for several q. The fit's cost saved is the share skipped."""
+    import numpy as np
+
+    sure_d = cnn["d_confidence"] >= 0.95
+    rows = []
+    for q in (0, 10, 25, 40, 50, 60):
+        limit_p = np.percentile(cnn["p_log_std"], q) if q else -np.inf
+        limit_l = np.percentile(cnn["l_ratio_log_std"], q) if q else -np.inf
+        skip = sure_d & (cnn["p_log_std"] <= limit_p) & (cnn["l_ratio_log_std"] <= limit_l)
+        rows.append({"percentile": q, "p_log_std_max": float(limit_p), "l_ratio_log_std_max": float(limit_l),
+                     "share_skipped": float(skip.mean()),
+                     **figures(np.where(skip, j_cnn, j_fit), np.where(skip, e_cnn, e_fit),
+                               np.where(skip, d_right, d_right_fit))})
+    return rows
 
 
 def evaluate_emps(root, model, options, output):

@@ -182,6 +182,9 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> int:
         check_output(output)
     except RunDirectoryError as error:
         raise SystemExit(f"nanoshape {command}: {error}") from None
+    from nanoshape.xla_cache import enable_compilation_cache
+
+    enable_compilation_cache(str(cfg.compilation_cache))
     if options.shape.cnn:
         from nanoshape.cnn import load_model
 

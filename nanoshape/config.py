@@ -175,6 +175,9 @@ class AnalyzeCommand:
       group: group the particles into shape groups and train the classifier (groups/).
       groups: how groups are found (datasets, methods, K range) and the classifier trained.
       report: write report.html, figures/ and tables/.
+      compilation_cache: directory of the persistent XLA compilation cache, so that a second
+        run does not compile the jitted stages again; empty: $XDG_CACHE_HOME/nanoshape/xla
+        (~/.cache/nanoshape/xla); off: no cache.
     """
 
     input: str = ""
@@ -198,6 +201,7 @@ class AnalyzeCommand:
     group: bool = True
     groups: schema(GroupOptions) = field(default_factory=lambda: _default(GroupOptions))
     report: bool = True
+    compilation_cache: str = ""
 
 
 @dataclass

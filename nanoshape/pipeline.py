@@ -53,9 +53,10 @@ class ShapeOptions:
         empty uses the model shipped with nanoshape.
       image_fit: before the refinement, fit the CNN's shape to the particle's pixels with
         the imaging model it was trained on (:mod:`nanoshape.imagefit`): on rendered test
-        particles it lowers the median |log p error| from 0.157 to 0.125 and lifts the 10th
-        percentile of the shape Jaccard from 0.834 to 0.864, for about 0.05 s per particle on
-        two CPU cores; ``false`` skips it (the CNN's shape goes straight to the refinement).
+        particles it lowers the median |log p error| from 0.157 to 0.123 and lifts the 10th
+        percentile of the shape Jaccard from 0.834 to 0.870, the slowest shape stage (the
+        crops of small particles are fitted on a half grid: ImageFitOptions.coarse_window_px);
+        ``false`` skips it (the CNN's shape goes straight to the refinement).
       refine: refine the CNN's parameters by gradient descent through the renderer until
         the re-rendered shape matches the particle's mask (:mod:`nanoshape.refine`).
       batch_size: crops per CNN call.
@@ -177,6 +178,8 @@ class ImageResult:
       crops: (n, S, S, C) crops (C = crop.channels) in the row order of ``particles``.
       dropped: candidates removed by segmentation, with reasons.
       info: JSON-safe facts: pixel size and its source, polarity, timings (s) per stage.
+      window_px: (n,) side of each crop's window in the micrograph's pixels (for the image
+        fit; None when it is off).
     """
 
     particles: pd.DataFrame
@@ -184,11 +187,29 @@ class ImageResult:
     crops: np.ndarray
     dropped: pd.DataFrame
     info: dict[str, Any]
+    window_px: np.ndarray | None = None
 
 
 def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = AnalyzeOptions(),
                        progress: Callable[[Progress], None] | None = None) -> ImageResult:
-    """Segment, measure and crop every particle of one micrograph (``progress``: see :class:`Progress`)."""
+    """Segment, measure and crop every particle of one micrograph and find its shape (``progress``: see :class:`Progress`).
+
+    The same as :func:`measure_micrograph`, then :func:`add_shapes` and
+    :func:`finish_micrograph` on it alone; a run batches the middle step across micrographs.
+    """
+    result = measure_micrograph(micrograph, options, progress)
+    add_shapes([result], options, progress)
+    return finish_micrograph(result, options)
+
+
+def measure_micrograph(micrograph: Micrograph, options: AnalyzeOptions = AnalyzeOptions(),
+                       progress: Callable[[Progress], None] | None = None) -> ImageResult:
+    """Segment, measure and crop every particle of one micrograph, without the shape stages.
+
+    Returns an :class:`ImageResult` whose ``particles`` hold the features (not yet the shape
+    columns, ``image`` and the pixel-size columns: :func:`add_shapes` and
+    :func:`finish_micrograph` add them) and whose ``window_px`` holds each crop's window.
+    """
     timings: dict[str, float] = {}
     stem = micrograph.stem
     _report(progress, "segment", 0, 1, stem)
@@ -207,18 +228,9 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
     crops = crop_labels(micrograph.pixels, seg.labels, table["particle_id"].to_numpy(), options=options.crop)
     timings["crop_s"] = time.perf_counter() - start
     _report(progress, "crops", 1, 1, stem)
+    sides = (window_sides(seg.labels, table["particle_id"].to_numpy(), options.crop)
+             if options.shape.cnn and options.shape.image_fit else None)
 
-    if options.shape.cnn:
-        sides = (window_sides(seg.labels, table["particle_id"].to_numpy(), options.crop)
-                 if options.shape.image_fit else None)
-        _add_shape_parameters(table, crops, options, timings, window_px=sides, pixel_size_nm=micrograph.pixel_size_nm,
-                              progress=(lambda stage, done, total: _report(progress, stage, done, total, stem))
-                              if progress else None)
-
-    table["nan_reason"] = nan_reasons(table, options)
-    table.insert(0, "image", micrograph.stem)
-    table["pixel_size_nm"] = micrograph.pixel_size_nm if micrograph.pixel_size_nm is not None else np.nan
-    table["pixel_size_source"] = micrograph.meta.get("pixel_size_source") or "none: sizes in px"
     dropped = seg.dropped.copy()
     dropped.insert(0, "image", micrograph.stem)
     info = {
@@ -238,7 +250,62 @@ def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = Analyze
            if len(table) == 0 and not seg.info.get("self_check") else []),
         "timings": timings,
     }
-    return ImageResult(particles=table, labels=seg.labels, crops=crops, dropped=dropped, info=info)
+    return ImageResult(particles=table, labels=seg.labels, crops=crops, dropped=dropped, info=info, window_px=sides)
+
+
+def add_shapes(results: list[ImageResult], options: AnalyzeOptions = AnalyzeOptions(),
+               progress: Callable[[Progress], None] | None = None) -> None:
+    """The shape stages (CNN, image fit, refinement) over the particles of several measured micrographs at once.
+
+    Appends the shape columns (:data:`SHAPE_COLUMNS`, and :data:`FIT_SIZE_COLUMNS` with the
+    image fit) to each result's ``particles`` in place, exactly as one micrograph alone would
+    get them (each particle is fitted on its own), and adds each stage's seconds to each
+    result's ``info["timings"]``, shared out by particle count. Nothing is done with
+    ``shape.cnn=false``.
+    """
+    if not options.shape.cnn:
+        return
+    counts = [len(r.particles) for r in results]
+    n = sum(counts)
+    item = results[0].info["image"] if len(results) == 1 else f"{len(results)} micrographs"
+    timings: dict[str, float] = {}
+    values, fitted = {}, None
+    if n:
+        crops = results[0].crops if len(results) == 1 else np.concatenate([r.crops for r in results if len(r.particles)])
+        window = None
+        if options.shape.image_fit:
+            window = np.concatenate([r.window_px if r.window_px is not None else np.full(len(r.particles), crops.shape[1])
+                                     for r in results])
+        values, fitted = _shape_parameters(crops, options, timings, window_px=window,
+                                           progress=(lambda stage, done, total: _report(progress, stage, done, total, item))
+                                           if progress else None)
+    begin = 0
+    for result, count in zip(results, counts):
+        part = slice(begin, begin + count)
+        begin += count
+        table = result.particles
+        if count == 0:
+            for column in SHAPE_COLUMNS:
+                table[column] = pd.Series(dtype="bool" if column == "fit_converged" else "float64")
+            continue
+        if fitted is not None:
+            window = result.window_px if result.window_px is not None else np.full(count, result.crops.shape[1])
+            _add_fit_sizes(table, {k: np.asarray(v)[part] for k, v in fitted.items()}, window, result.crops.shape[1],
+                           result.info["pixel_size_nm"])
+        for column in SHAPE_COLUMNS:
+            table[column] = np.asarray(values[column])[part]
+        for stage, seconds in timings.items():
+            result.info["timings"][stage] = seconds * count / n
+
+
+def finish_micrograph(result: ImageResult, options: AnalyzeOptions = AnalyzeOptions()) -> ImageResult:
+    """Add the ``nan_reason``, ``image`` and pixel-size columns to a measured (and shaped) micrograph's table."""
+    table = result.particles
+    table["nan_reason"] = nan_reasons(table, options)
+    table.insert(0, "image", result.info["image"])
+    table["pixel_size_nm"] = result.info["pixel_size_nm"] if result.info["pixel_size_nm"] is not None else np.nan
+    table["pixel_size_source"] = result.info["pixel_size_source"] or "none: sizes in px"
+    return result
 
 
 #: the image fit's own size of each particle (the unit follows the table's: nm where the
@@ -352,7 +419,7 @@ def _in_chunks(run: Callable[[slice], dict[str, np.ndarray]], n: int, stage: str
 def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: AnalyzeOptions, timings: dict,
                           window_px: np.ndarray | None = None, pixel_size_nm: float | None = None,
                           progress: Callable[[str, int, int], None] | None = None) -> None:
-    """Append the CNN's (the image fit's, and the refined) shape parameters to the particle table in place.
+    """Append the CNN's (the image fit's, and the refined) shape parameters to one particle table in place.
 
     ``jaccard_cnn`` is the Jaccard index between the CNN's shape, placed at the particle's
     area and centroid, and the particle's mask; ``jaccard_image`` and ``jaccard_refined``
@@ -361,15 +428,21 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
     window side in the micrograph's pixels (for the image fit). With the image fit, the
     fitted shape's own size is added too (:data:`FIT_SIZE_COLUMNS`).
     """
+    result = ImageResult(particles=table, labels=np.zeros((0, 0), np.uint32), crops=crops, dropped=pd.DataFrame(),
+                         info={"image": "", "pixel_size_nm": pixel_size_nm, "timings": timings}, window_px=window_px)
+    add_shapes([result], dataclasses.replace(options, shape=dataclasses.replace(options.shape, cnn=True)),
+               (lambda event: progress(event.stage, event.done, event.total)) if progress else None)
+
+
+def _shape_parameters(crops: np.ndarray, options: AnalyzeOptions, timings: dict, window_px: np.ndarray | None = None,
+                      progress: Callable[[str, int, int], None] | None = None) -> tuple[dict, dict | None]:
+    """The values of :data:`SHAPE_COLUMNS` for ``n >= 1`` crops (of one micrograph or many), and the image fit's
+    output (None when it is off); each stage's seconds go into ``timings``."""
     from nanoshape.cnn import load_model, predict
     from nanoshape.refine import fit_jaccard, refine
     from nanoshape.shape import ShapeParams
 
-    n = len(table)
-    if n == 0:
-        for column in SHAPE_COLUMNS:
-            table[column] = pd.Series(dtype="bool" if column == "fit_converged" else "float64")
-        return
+    n = len(crops)
     start = time.perf_counter()
     model = load_model(options.shape.model or None)
     wanted = model.options.input_channels
@@ -388,7 +461,7 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
     nothing = np.full(n, np.nan, np.float32)
     image = {"p_image": nothing, "d_image": nothing, "l_ratio_image": nothing, "phi_image": nothing,
              "jaccard_image": nothing}
-    shape = cnn
+    shape, fitted = cnn, None
     if options.shape.image_fit:
         from nanoshape.imagefit import fit_image
 
@@ -399,8 +472,6 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
         timings["image_fit_s"] = time.perf_counter() - start
         shape = dict(cnn) | {k: fitted[k] for k in ("p", "d", "l_ratio", "phi")}
         image = {f"{k}_image": fitted[k] for k in ("p", "d", "l_ratio", "phi")}
-        _add_fit_sizes(table, fitted, window_px if window_px is not None else np.full(n, crops.shape[1]),
-                       crops.shape[1], pixel_size_nm)
     if options.shape.refine:
         start = time.perf_counter()
         fit = _in_chunks(lambda part: refine(masks[part], {k: np.asarray(v)[part] for k, v in shape.items()},
@@ -419,8 +490,7 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
     values = {**final, **{f"{k}_cnn": cnn[k] for k in ("p", "d", "l_ratio", "phi")},
               **{k: cnn[k] for k in ("p_log_std", "l_ratio_log_std", "phi_std", "d_confidence")}, **image,
               "jaccard_cnn": jaccard_cnn, "jaccard_refined": jaccard_refined, "fit_converged": converged}
-    for column in SHAPE_COLUMNS:
-        table[column] = np.asarray(values[column])
+    return values, fitted
 
 
 def _save_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
@@ -458,7 +528,7 @@ def _write_image_result(output: Path, micrograph: Micrograph, result: ImageResul
 
 def process_file(path: str | os.PathLike, output: str | os.PathLike, options: AnalyzeOptions, *,
                  sha256: str | None = None, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
-    """Analyse one file into the run directory; the unit of work of serial and Dask runs.
+    """Analyse one file into the run directory; the unit of work of Dask runs.
 
     Args:
       path, output, options: the file, the run directory, the analysis options.
@@ -468,8 +538,25 @@ def process_file(path: str | os.PathLike, output: str | os.PathLike, options: An
 
     Returns ``{"stem", "status": "done" | "resumed" | "skipped", "reason"}``; never raises
     for a bad micrograph, nor for a failure to write its results (the reason is recorded
-    instead).
+    instead). A serial run does the same in three steps (:func:`_start_file`, the shape
+    stages batched across micrographs, :func:`_end_file`).
     """
+    started = _start_file(path, output, options, sha256=sha256, progress=progress)
+    if isinstance(started, dict):
+        return started
+    micrograph, result = started
+    try:
+        add_shapes([result], options, progress)
+    except Exception as error:  # one bad micrograph must not end the run: record it, go on
+        return _analysis_failed(path, error)
+    return _end_file(path, output, micrograph, result, options, progress)
+
+
+def _start_file(path: str | os.PathLike, output: str | os.PathLike, options: AnalyzeOptions, *,
+                sha256: str | None = None, progress: Callable[[Progress], None] | None = None
+                ) -> dict[str, Any] | tuple[Micrograph, ImageResult]:
+    """Read, calibrate and measure one file (:func:`measure_micrograph`): the micrograph and its result,
+    or the record of :func:`process_file` when it is finished already or cannot be analysed."""
     path, output = Path(path), Path(output)
     stem = path.stem
     unnameable = rundir.name_problem(output, stem)
@@ -482,21 +569,39 @@ def process_file(path: str | os.PathLike, output: str | os.PathLike, options: An
         micrograph = read_micrograph(path, pixel_size_nm=options.pixel_size_nm,
                                      max_pixels=int(options.max_megapixels * 1e6))
         micrograph = calibrate(micrograph, options.calibration, label=options.scale_bar_label(path))
-        result = analyze_micrograph(micrograph, options, progress)
+        result = measure_micrograph(micrograph, options, progress)
         result.info["sha256"] = sha256 or rundir.file_sha256(path)
-    except MicrographError as error:
-        return {"stem": stem, "file": str(path), "status": "skipped", "reason": error.reason}
-    except MemoryError:
-        return {"stem": stem, "file": str(path), "status": "skipped", "reason": "out of memory while analysing it"}
     except Exception as error:  # one bad micrograph must not end the run: record it, go on
-        return {"stem": stem, "file": str(path), "status": "skipped",
-                "reason": f"analysis failed: {type(error).__name__}: {error}"}
+        return _analysis_failed(path, error)
+    return micrograph, result
+
+
+def _analysis_failed(path: str | os.PathLike, error: Exception) -> dict[str, Any]:
+    """The record of a file whose reading or analysis raised ``error``."""
+    path = Path(path)
+    if isinstance(error, MicrographError):
+        reason = error.reason
+    elif isinstance(error, MemoryError):
+        reason = "out of memory while analysing it"
+    else:
+        reason = f"analysis failed: {type(error).__name__}: {error}"
+    return {"stem": path.stem, "file": str(path), "status": "skipped", "reason": reason}
+
+
+def _end_file(path: str | os.PathLike, output: str | os.PathLike, micrograph: Micrograph, result: ImageResult,
+              options: AnalyzeOptions, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
+    """Finish one analysed micrograph's table and write its results atomically: the record of :func:`process_file`."""
+    path, output = Path(path), Path(output)
     try:
-        _report(progress, "write", 0, 1, stem)
+        finish_micrograph(result, options)
+    except Exception as error:
+        return _analysis_failed(path, error)
+    try:
+        _report(progress, "write", 0, 1, path.stem)
         _write_image_result(output, micrograph, result, options)
     except Exception as error:  # a full disk, a name too long for the file system, ...
-        return {"stem": stem, "file": str(path), "status": "skipped", "reason": _write_failure(error)}
-    return {"stem": stem, "file": str(path), "status": "done"}
+        return {"stem": path.stem, "file": str(path), "status": "skipped", "reason": _write_failure(error)}
+    return {"stem": path.stem, "file": str(path), "status": "done"}
 
 
 def _write_failure(error: Exception) -> str:
@@ -650,11 +755,7 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress, 
         enough = len(paths) >= distribute.min_files_for_cluster and cores >= distribute.min_cores_for_cluster
         workers = cores if enough else 0
     if not distribute.scheduler and (workers <= 1 or len(paths) <= 1):
-        records = []
-        for path in paths:
-            records.append(process_file(path, output, options, sha256=digests[path.stem], progress=progress))
-            _report(progress, "micrographs", len(records), len(paths), path.stem)
-        return records
+        return _run_serial(paths, output, options, progress, digests)
     import logging
 
     from dask.distributed import Client, LocalCluster, as_completed
@@ -684,6 +785,49 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress, 
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+#: the serial run's shape stages wait until their queue holds this many particles (or
+#: :data:`SHAPE_QUEUE_MICROGRAPHS` micrographs, or :data:`SHAPE_QUEUE_PIXELS` pixels of
+#: micrograph: each waits with its image and label image, 8 bytes a pixel) and then run
+#: over all of them at once
+SHAPE_QUEUE_PARTICLES = 2048
+SHAPE_QUEUE_MICROGRAPHS = 64
+SHAPE_QUEUE_PIXELS = 2**26
+
+
+def _run_serial(paths, output, options, progress, digests) -> list[dict[str, Any]]:
+    """Every file in this process: read, segment, measure and crop each, then the shape stages over many at once
+    (:class:`nanoshape.shapequeue.ShapeQueue`); each micrograph is written as soon as its batch is done.
+
+    Returns the records of :func:`process_file`, in the order of ``paths``.
+    """
+    from nanoshape.shapequeue import ShapeQueue
+
+    records: dict[int, dict[str, Any]] = {}
+
+    def done(index: int, record: dict[str, Any]) -> None:
+        records[index] = record
+        _report(progress, "micrographs", len(records), len(paths), record["stem"])
+
+    def finish(item) -> None:
+        index, micrograph, result = item
+        done(index, _end_file(paths[index], output, micrograph, result, options, progress))
+
+    def failed(item, error: Exception) -> None:
+        done(item[0], _analysis_failed(paths[item[0]], error))
+
+    with ShapeQueue(lambda items: add_shapes([item[2] for item in items], options, progress), finish, failed,
+                    size=lambda item: len(item[2].particles), flush_particles=SHAPE_QUEUE_PARTICLES,
+                    max_items=SHAPE_QUEUE_MICROGRAPHS, pixels=lambda item: item[2].labels.size,
+                    max_pixels=SHAPE_QUEUE_PIXELS) as queue:
+        for index, path in enumerate(paths):
+            started = _start_file(path, output, options, sha256=digests[path.stem], progress=progress)
+            if isinstance(started, dict):
+                done(index, started)
+            else:
+                queue.put((index, *started))
+    return [records[i] for i in range(len(paths))]
 
 
 def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", progress=None) -> dict[str, Any]:

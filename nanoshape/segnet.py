@@ -206,16 +206,32 @@ def _run_level(model: SegNet, level: np.ndarray) -> np.ndarray:
     x = padded(ny * core - h + margin, nx * core - w + margin)
     out = np.zeros((ny * core, nx * core, len(OUTPUTS)), np.float32)
     tiles = [(i, j) for i in range(ny) for j in range(nx)]
-    batch = 4
-    for start in range(0, len(tiles), batch):
-        chunk = tiles[start:start + batch]
+    start = 0
+    for count in _tile_batches(len(tiles)):
+        chunk = tiles[start:start + count]
+        start += count
         stack = np.stack([x[i * core:i * core + tile, j * core:j * core + tile] for i, j in chunk])
-        if len(chunk) < batch:  # one compiled batch shape
-            stack = np.concatenate([stack, np.zeros((batch - len(chunk), tile, tile), np.float32)])
         result = np.asarray(_forward(graphdef, state, jnp.asarray(stack[..., None])))
         for (i, j), r in zip(chunk, result):
             out[i * core:(i + 1) * core, j * core:(j + 1) * core] = r[margin:margin + core, margin:margin + core]
     return out[:h, :w]
+
+
+def _tile_batches(n: int, batch: int = 4) -> list[int]:
+    """Tiles per network call: ``batch`` at a time, the rest in powers of two (9 tiles: 4, 4, 1).
+
+    Three compiled batch shapes at most, and no call runs tiles of zeros: padding the last
+    call of a 2048 x 2048 micrograph's finest level (9 tiles) to 4 ran three empty tiles,
+    a sixth of the network's work on the whole pyramid. A tile's outputs do not depend on
+    the others in its call (``tests/test_segnet.py``).
+    """
+    sizes = [batch] * (n // batch)
+    rest = n % batch
+    while rest:
+        part = 1 << (rest.bit_length() - 1)
+        sizes.append(part)
+        rest -= part
+    return sizes
 
 
 @dataclass(frozen=True, eq=False)

@@ -104,3 +104,27 @@ def test_the_assembled_jacobian_is_forward_mode_through_the_model(d):
     reference = jax.jacfwd(_model_image)(theta, jnp.int32(d), 48)
     assert jac.shape == (48, 48, 9) and np.abs(reference[..., 8]).max() > 1e-3  # the blur's column is not empty
     np.testing.assert_allclose(jac, reference, atol=1e-5 * np.abs(reference).max())
+
+
+def test_small_windows_are_fitted_on_the_half_grid_with_the_full_grids_answer():
+    """A crop whose window was upsampled at least twice is fitted on its 2 x 2 block means; the
+    answer (shape, scale and blur in crop pixels) is that of the full grid, and the fit still
+    moves a wrong p toward the truth."""
+    prior = ShapePrior(p_range=(1.5, 8.0))
+    imaging = Imaging(dose_range=(1000.0, 3000.0), texture_range=(0.0, 0.02))
+    crops, truth, extent = training_batch(jax.random.key(8), N, prior=prior, imaging=imaging, with_extent=True,
+                                          extent_fraction_range=(0.2, 0.35))
+    crops, truth, window = np.asarray(crops), jax.tree.map(np.asarray, truth), 1.3 * np.asarray(extent)
+    assert np.all(window <= OPTIONS.coarse_window_px)
+    offsets = np.where(np.arange(N) % 2 == 0, 0.5, -0.5)
+    start = wrong_start(truth, offsets)
+    coarse = fit_image(crops, start, window_px=window, options=OPTIONS)
+    full = fit_image(crops, start, window_px=window, options=dataclasses.replace(OPTIONS, coarse_window_px=0.0))
+    assert not np.array_equal(coarse["p"], full["p"])  # the half grid was used
+    after = np.abs(np.log(coarse["p"]) - np.log(truth.p))
+    assert np.median(after) < 0.5 * np.median(np.abs(offsets))
+    assert np.median(np.abs(np.log(coarse["p"] / full["p"]))) < 0.1
+    np.testing.assert_allclose(np.median(coarse["scale_px"] / full["scale_px"]), 1.0, atol=0.03)
+    np.testing.assert_allclose(np.median(coarse["blur_px"] / full["blur_px"]), 1.0, atol=0.25)
+    assert np.all((coarse["blur_px"] >= 0.2 * 0.999) & (coarse["blur_px"] <= 6.0 * 1.001))
+    assert np.all(coarse["cost"] <= coarse["cost_start"] * (1 + 1e-5))

@@ -105,6 +105,24 @@ def test_rerun_resumes_and_gives_the_same_tables(run, scene_dir):
     assert again["particles"] == summary["particles"]
 
 
+def test_shape_stages_batched_across_micrographs_give_each_micrograph_its_own_results(run, scene_dir, tmp_path):
+    """The serial run fits crops of several micrographs in one batch (the first micrograph alone, the
+    other two together here); each micrograph's saved table equals that of a run of it alone
+    (process_file, as a Dask worker runs it), timings apart."""
+    from nanoshape import pipeline
+
+    output, _ = run
+    assert pipeline.SHAPE_QUEUE_PARTICLES > 260  # sparse + touching (~110 particles) share a batch
+    alone = tmp_path / "alone"
+    for stem in ("crowded", "sparse", "touching"):
+        assert pipeline.process_file(scene_dir / f"{stem}.tif", alone, AnalyzeOptions())["status"] == "done"
+        batched = pd.read_parquet(output / "parts" / "particles" / f"{stem}.parquet")
+        single = pd.read_parquet(alone / "parts" / "particles" / f"{stem}.parquet")
+        pd.testing.assert_frame_equal(batched, single, check_exact=True)
+        info = json.loads((output / "parts" / "info" / f"{stem}.json").read_text())
+        assert {"cnn_s", "image_fit_s", "refine_s"} <= set(info["timings"]) and info["timings"]["refine_s"] > 0
+
+
 def test_the_cnn_reads_crops_with_the_channels_it_was_trained_on(tmp_path):
     from flax import nnx
 

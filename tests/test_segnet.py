@@ -62,6 +62,22 @@ def test_patch_targets_follow_the_zoom():
     assert x[..., 0][targets[..., 0] > 0.99].mean() < x[..., 0][targets[..., 0] < 0.01].mean()
 
 
+def test_tiles_run_in_uneven_batches_give_the_outputs_of_tiles_run_alone(monkeypatch):
+    """15 tiles run as 4, 4, 4, 2, 1 (no call padded with empty tiles) give, bit for bit, what
+    each tile run alone gives."""
+    from nanoshape import segnet
+
+    assert segnet._tile_batches(15) == [4, 4, 4, 2, 1] and segnet._tile_batches(9) == [4, 4, 1]
+    assert segnet._tile_batches(8) == [4, 4] and segnet._tile_batches(0) == []
+    model = SegNet(TINY, rngs=nnx.Rngs(3))
+    model.eval()  # as load_segnet gives it: batch normalisation from running statistics, not the call's tiles
+    image = np.random.default_rng(1).normal(size=(100, 200)).astype(np.float32)  # 3 x 5 tiles of core 48
+    batched = _run_level(model, image)
+    monkeypatch.setattr(segnet, "_tile_batches", lambda n, batch=4: [1] * n)
+    alone = _run_level(model, image)
+    np.testing.assert_array_equal(batched, alone)
+
+
 def test_tiled_inference_equals_whole_image():
     model = SegNet(TINY, rngs=nnx.Rngs(1))
     # random batch statistics, so the test sees the inference path's affine normalisation

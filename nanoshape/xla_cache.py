@@ -20,7 +20,11 @@ OFF = "off"
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/nanoshape/xla`` (``~/.cache/nanoshape/xla`` when it is not set)."""
+    """``$JAX_COMPILATION_CACHE_DIR`` where it is set (JAX's own variable: a test session or a
+    cluster job chooses the folder for every process it starts), else
+    ``$XDG_CACHE_HOME/nanoshape/xla`` (``~/.cache/nanoshape/xla`` when that is not set)."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "nanoshape" / "xla"
 

@@ -39,6 +39,9 @@ def test_a_second_process_finds_what_the_first_compiled(tmp_path):
 
 def test_off_keeps_nothing_and_the_default_lives_in_the_user_cache(tmp_path):
     assert _run("off")["dir"] is None
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"} | {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
     default = _run("", env=env)
     assert default["dir"] == str(tmp_path / "xdg" / "nanoshape" / "xla") and any((tmp_path / "xdg").rglob("*"))
+    # JAX's own variable, where set (as the test session sets it for every process), wins over the user cache
+    chosen = _run("", env=env | {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "chosen")})
+    assert chosen["dir"] == str(tmp_path / "chosen") and any((tmp_path / "chosen").iterdir())

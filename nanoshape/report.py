@@ -163,7 +163,7 @@ def _predictors(particles: pd.DataFrame, unit: str) -> list[str]:
 
 
 #: what each histogram's axis says, by column (the unit follows the table's)
-_AXIS_TITLES = {"p": "log p (curvature)", "l_ratio": "log L (lobe length ratio)", "d": "d (repeats of the outline)",
+_AXIS_TITLES = {"p": "p (curvature)", "l_ratio": "L = l_ratio (lobe length ratio)", "d": "d (repeats of the outline)",
                 "jaccard_refined": "Jaccard: fitted shape vs mask"}
 
 
@@ -241,11 +241,15 @@ def _histograms(page: _Page, particles: pd.DataFrame, columns: list[str], colour
             lo, hi = np.percentile(data[finite], [0.5, 99.5])
             bins = np.linspace(lo, hi + 1e-9 * max(abs(hi), 1), 31)
             stacks = [np.clip(data[sel & finite], bins[0], bins[-1]) for sel in selections]
+            if log:  # the values themselves on a logarithmic axis: p = 20 reads as 20, not as 3.0
+                bins, stacks = np.exp(bins), [np.exp(x) for x in stacks]
+                ax.set_xscale("log")
             ax.hist(stacks, bins=bins, stacked=True, color=group_colours, label=labels)
         ax.set_xlabel(_axis_title(column), fontsize=11)
         ax.set_ylabel("particles", fontsize=11)
-        ax.tick_params(labelsize=10)
-        ax.set_title(f"{int(finite.sum())} particles" + (" (log scale)" if log else ""), fontsize=10)
+        ax.tick_params(labelsize=10, which="both")
+        drawn = int(sum((sel & finite).sum() for sel in selections))
+        ax.set_title(f"{drawn} particles" + (", logarithmic axis" if log else ""), fontsize=10)
     if len(groups) > 1:
         fig.legend(*axes.ravel()[0].get_legend_handles_labels(), loc="upper center", ncol=min(len(groups), 4),
                    fontsize=10, bbox_to_anchor=(0.5, 1.0), frameon=False)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from nanoshape.columns import SHAPE_PARAMETERS
+from nanoshape.columns import SHAPE_PARAMETERS, upgrade_columns
 from nanoshape.io import write_csv
 from nanoshape.overlay import nice_length
 from nanoshape.rundir import atomic_write
@@ -135,6 +135,9 @@ class _Page:
         self.parts.append(shown.to_html(index=index, escape=True, border=0, classes="data"))
 
 
+#: the colour of particles in no group (unassigned, unknown)
+_UNGROUPED_RGB = np.array([0.55, 0.55, 0.55])
+
 #: columns whose mean over a group says nothing (ids, positions, the pixel size, the segmentation's pyramid level)
 _NOT_AVERAGED = ("particle_id", "group", "pixel_size_nm", "segmentation_level", "group_distance")
 
@@ -175,6 +178,20 @@ def _axis_title(column: str) -> str:
         if column.endswith(suffix):
             return f"{column[: -len(suffix)].replace('_', ' ')} ({unit})"
     return column.replace("_", " ")
+
+
+def _log_axis(ax, low: float, high: float) -> None:
+    """A logarithmic x axis labelled with plain round numbers (0.5, 1, 2, 5 ...), no 10^k notation."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    candidates = [m * 10.0 ** k for k in range(-2, 4) for m in (1, 1.5, 2, 3, 5, 7)]
+    ticks = [t for t in candidates if low <= t <= high] or [low, high]
+    while len(ticks) > 7:
+        ticks = ticks[::2]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _short_group_names(groups_dir: Path) -> dict[str, str]:
@@ -238,12 +255,12 @@ def _histograms(page: _Page, particles: pd.DataFrame, columns: list[str], colour
                 bottom += counts
             ax.set_xticks(ticks)
         else:
-            lo, hi = np.percentile(data[finite], [0.5, 99.5])
+            lo, hi = np.percentile(data[finite], [1, 99])
             bins = np.linspace(lo, hi + 1e-9 * max(abs(hi), 1), 31)
             stacks = [np.clip(data[sel & finite], bins[0], bins[-1]) for sel in selections]
             if log:  # the values themselves on a logarithmic axis: p = 20 reads as 20, not as 3.0
                 bins, stacks = np.exp(bins), [np.exp(x) for x in stacks]
-                ax.set_xscale("log")
+                _log_axis(ax, bins[0], bins[-1])
             ax.hist(stacks, bins=bins, stacked=True, color=group_colours, label=labels)
         ax.set_xlabel(_axis_title(column), fontsize=11)
         ax.set_ylabel("particles", fontsize=11)
@@ -256,7 +273,7 @@ def _histograms(page: _Page, particles: pd.DataFrame, columns: list[str], colour
         fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.4 * rows)))
     else:
         fig.tight_layout()
-    page.figure(fig, "histograms", "Each predictor: particle counts per group, stacked (values outside the 0.5-99.5 "
+    page.figure(fig, "histograms", "Each predictor: particle counts per group, stacked (values outside the 1-99 "
                                    "percentile range are counted in the end bins; d, an integer, one bar per value).")
 
 
@@ -389,24 +406,26 @@ def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, name
             continue
         image, labels = loaded
         rows = particles[particles.image == stem]
-        lut = np.zeros(int(labels.max()) + 1, dtype=np.int64)
+        # kept particles by group; ungrouped ones (0 unassigned, -1 unknown) in grey; -2: background
+        lut = np.full(int(labels.max()) + 1, -2, dtype=np.int64)
         lut[rows.particle_id.to_numpy()] = rows.group.to_numpy() if "group" in rows else 1
         group_image = lut[labels]
         rgb = np.repeat(_grey(image)[..., None], 3, axis=2)
-        for g in np.unique(group_image[group_image > 0]):
+        for g in np.unique(group_image[group_image > -2]):
             sel = group_image == g
-            rgb[sel] = 0.45 * rgb[sel] + 0.55 * colours[(g - 1) % len(colours)]
+            rgb[sel] = 0.45 * rgb[sel] + 0.55 * (colours[(g - 1) % len(colours)] if g > 0 else _UNGROUPED_RGB)
         fig, ax = plt.subplots(figsize=(7, 7 * image.shape[0] / image.shape[1]))
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title(stem, fontsize=11, parse_math=False)
         ax.axis("off")
-        shown_groups = sorted(int(g) for g in np.unique(group_image[group_image > 0]))
+        shown_groups = sorted(int(g) for g in np.unique(group_image[group_image > -2]))
         if shown_groups:
             from matplotlib.patches import Patch
 
             counts = rows.group.value_counts() if "group" in rows else pd.Series(dtype=int)
-            ax.legend(handles=[Patch(color=colours[(g - 1) % len(colours)],
-                                     label=f"{_group_label(g, names)} ({int(counts.get(g, 0))})") for g in shown_groups],
+            ax.legend(handles=[Patch(color=colours[(g - 1) % len(colours)] if g > 0 else _UNGROUPED_RGB,
+                                     label=(_group_label(g, names) if g > 0 else "unassigned" if g == 0 else "unknown")
+                                     + f" ({int(counts.get(g, 0))})") for g in shown_groups],
                       loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(shown_groups), 3), fontsize=10,
                       frameon=False)
         info = json.loads((page.run / "parts" / "info" / f"{stem}.json").read_text())
@@ -498,7 +517,8 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
     summary = json.loads((run / "summary.json").read_text())
     facts = summary.get("provenance")
     # parquet keeps the names as they are (particles.csv neutralises some, and "001" would read back as 1)
-    particles = pd.read_parquet(run / "particles.parquet") if (run / "particles.parquet").exists() else pd.DataFrame()
+    particles = (upgrade_columns(pd.read_parquet(run / "particles.parquet")) if (run / "particles.parquet").exists()
+                 else pd.DataFrame())
     plt = _plt()
     page = _Page(run)
     page.progress = progress

@@ -231,7 +231,8 @@ def _histograms(page: _Page, particles: pd.DataFrame, columns: list[str], colour
     n = len(columns)
     cols = 3
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
+    # 11 inches at 100 dpi: shown at full size in the page (max 1100 px), so 10 pt stays 10 pt
+    fig, axes = plt.subplots(rows, cols, figsize=(3.65 * cols, 3.0 * rows), squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     selections = [((particles.group == g).to_numpy() if "group" in particles else np.ones(len(particles), bool))
@@ -270,7 +271,7 @@ def _histograms(page: _Page, particles: pd.DataFrame, columns: list[str], colour
     if len(groups) > 1:
         fig.legend(*axes.ravel()[0].get_legend_handles_labels(), loc="upper center", ncol=min(len(groups), 4),
                    fontsize=10, bbox_to_anchor=(0.5, 1.0), frameon=False)
-        fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.4 * rows)))
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.0 * rows)))
     else:
         fig.tight_layout()
     page.figure(fig, "histograms", "Each predictor: particle counts per group, stacked (values outside the 1-99 "
@@ -329,9 +330,10 @@ def _structure(page: _Page, particles: pd.DataFrame, grouping_columns: list[str]
     for g in sorted(set(groups)):
         ax.plot(range(z.shape[1]), z[groups == g].mean(axis=0), color=colours[(g - 1) % len(colours)], lw=3,
                 label=f"{_group_label(g, names)}, mean")
-    ax.set_xticks(range(z.shape[1]), grouping_columns, rotation=30, fontsize=8)
-    ax.set_ylabel("standardised value")
-    ax.legend(fontsize=7, ncol=4)
+    ax.set_xticks(range(z.shape[1]), grouping_columns, rotation=45, ha="right", rotation_mode="anchor", fontsize=10)
+    ax.tick_params(axis="y", labelsize=10)
+    ax.set_ylabel("standardised value", fontsize=11)
+    ax.legend(fontsize=10, ncol=4)
     page.figure(fig, "parallel_coordinates", "Parallel coordinates: particles (thin) and group means (thick).")
 
     pca = PCA().fit(z)
@@ -480,8 +482,8 @@ def _montage(page: _Page, items: list[tuple[pd.Series, np.ndarray]], colours: np
     if not items:
         return
     rows = -(-len(items) // columns)
-    size = 1.3 if titles else 0.7
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + (0.25 if titles else 0)) * rows),
+    size = 1.1 if titles else 0.55  # 10 (20) columns: 11 inches, shown at full size in the page
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + (0.4 if titles else 0)) * rows),
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -502,8 +504,10 @@ def _montage(page: _Page, items: list[tuple[pd.Series, np.ndarray]], colours: np
                 ax.contour(fitted, levels=[0.5], colors=["red"], linewidths=0.7)
         if titles:
             jac = row.get("jaccard_refined", np.nan)
-            ax.set_title(f"g{int(row.get('group', 0))} J={jac:.2f}" if pd.notna(jac) else f"g{int(row.get('group', 0))}",
-                         fontsize=6)
+            # the micrograph and particle_id find the row of particles.csv and the particle on the overlay
+            ax.set_title(f"{str(row.image)[:11]}\n#{int(row.particle_id)}"
+                         + (f"  J={jac:.2f}" if pd.notna(jac) else f"  group {int(row.get('group', 0))}"),
+                         fontsize=8.5, parse_math=False)
     fig.tight_layout(pad=0.2)
     page.figure(fig, name, caption)
 
@@ -533,8 +537,11 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
     page.text(f"{summary['particles']} particles in {summary['micrographs_analysed']} micrograph(s); "
               f"{len(summary['files_skipped'])} file(s) skipped; {summary.get('particles_dropped', 0)} candidates dropped "
               f"during segmentation (dropped.csv lists each with its reason).")
-    for warning in summary.get("warnings", []):
-        page.parts.append(f"<p class='warn'>{html.escape(str(warning))}</p>")
+    warnings = [f"<p class='warn'>{html.escape(str(warning))}</p>" for warning in summary.get("warnings", [])]
+    page.parts.extend(warnings[:3])
+    if len(warnings) > 3:  # a long list of per-micrograph warnings folds away, so the page starts with results
+        page.parts.append(f"<details><summary class='warn'>{len(warnings) - 3} more warnings</summary>"
+                          + "".join(warnings[3:]) + "</details>")
     if summary.get("pixel_sizes"):
         page.table(pd.DataFrame([{"micrograph": stem, "pixel size (nm)": entry["pixel_size_nm"],
                                   "from": entry["pixel_size_source"] or "none: sizes in px"}
@@ -563,7 +570,8 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
                                                                    or c.startswith(("centroid_", "bbox_"))])
         stats = numeric.groupby(particles.group).agg(["mean", "std"]).T
         stats.index = [f"{a} ({b})" for a, b in stats.index]
-        stats.columns = [f"group {g}" for g in stats.columns]
+        stats.columns = [_group_label(g, names) if g > 0 else "unassigned" if g == 0 else "unknown"
+                         for g in stats.columns]
         page.table(stats.reset_index(names="measure"), "group_statistics")
 
     if len(particles):
@@ -596,7 +604,9 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
                  if (row.image, int(row.particle_id)) in crops]
         _montage(page, items, colours, "exemplars",
                  "Ten particles nearest each group's centre (rows: groups). Cyan: the particle's mask; red: the shape "
-                 "re-rendered from its refined parameters at the mask's area and centroid; J: Jaccard of the two.")
+                 "re-rendered from its refined parameters at the mask's area and centroid; J: Jaccard of the two; "
+                 "titles: micrograph and particle_id (its number on overlays/ and its row of particles.csv); frame: "
+                 "the group's colour.")
 
         page.section("all-particles", "All classified particles")
         count = min(len(particles), 300)
@@ -689,7 +699,7 @@ h2 {{ border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }}
 table.data {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }}
 table.data td, table.data th {{ padding: 2px 8px; border-bottom: 1px solid #eee; text-align: right; }}
 figure {{ margin: 1em 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 0.85em; color: #555; }}
-p.warn {{ color: #a50; }}
+p.warn, summary.warn {{ color: #a50; }}
 table.provenance {{ font-size: 0.8em; border-collapse: collapse; }}
 table.provenance th {{ text-align: left; padding: 2px 10px 2px 0; vertical-align: top; white-space: nowrap; }}
 table.provenance td {{ word-break: break-all; }}

@@ -66,7 +66,7 @@ def _dashed_circle(draw, x: float, y: float, radius: float, width: int) -> None:
 
 
 def draw_overlay(image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame, dropped: pd.DataFrame,
-                 pixel_size_nm: float | None, *, title: str = "") -> np.ndarray:
+                 pixel_size_nm: float | None, *, title: str = "", burned_bar_px: tuple | None = None) -> np.ndarray:
     """The overlay of one micrograph as an RGB image.
 
     Args:
@@ -76,6 +76,8 @@ def draw_overlay(image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame,
       dropped: its dropped candidates: ``centroid_x_px``, ``centroid_y_px``, ``area_px``, ``reason``.
       pixel_size_nm: nm per pixel, or None (the scale bar is then in px).
       title: text for the legend line under the image (the micrograph's name).
+      burned_bar_px: (x0, y0, x1, y1) of the micrograph's own scale bar, if it has one: the
+        overlay's bar goes to the lower left when that one's centre lies in the right half.
 
     Returns:
       (h, w + legend, 3) uint8: the micrograph (scaled by :func:`overlay_scale`) in grey with
@@ -103,7 +105,7 @@ def draw_overlay(image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame,
     scaled = labels[rows[:, None], cols[None, :]]
     rgb = np.repeat(np.asarray(grey_image)[..., None], 3, axis=2)
     edges = find_boundaries(scaled, mode="inner")
-    if scale >= 3:  # thicken to two pixels so an enlarged outline stays visible
+    if scale >= 2:  # thicken to two pixels so an enlarged outline stays visible
         edges |= find_boundaries(scaled, mode="outer") & (scaled == 0)
     if edges.any():
         ids = scaled[edges].astype(np.uint64)
@@ -112,7 +114,7 @@ def draw_overlay(image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame,
         rgb[edges] = (255 * hsv_to_rgb(hsv)).astype(np.uint8)
 
     long_side = max(out_h, out_w)
-    text_px = int(np.clip(long_side / 60, 14, 32))
+    text_px = int(np.clip(long_side / 50, 14, 32))
     font, small = _font(text_px), _font(max(10, int(text_px * 0.8)))
     stroke = max(1, text_px // 8)
     unit_nm = pixel_size_nm is not None and pixel_size_nm > 0
@@ -136,8 +138,11 @@ def draw_overlay(image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame,
         x, y = (row.centroid_x_px + 0.5) * scale, (row.centroid_y_px + 0.5) * scale
         radius = max(3.0, math.sqrt(max(float(row.area_px), 1.0) / math.pi) * scale)
         _dashed_circle(draw, x, y, radius, max(1, stroke))
-        draw.text((x, y + radius + 1), str(row.reason), font=small, fill=DROPPED_RGB, anchor="ma",
-                  stroke_width=stroke, stroke_fill=(0, 0, 0))
+        # the reason at the candidate's centre, kept inside the micrograph (border candidates sit on its edge)
+        half_w, half_h = small.getlength(str(row.reason)) / 2 + stroke, small.size / 2 + stroke
+        tx, ty = min(max(x, half_w), out_w - half_w), min(max(y, half_h), out_h - half_h)
+        draw.text((tx, ty), str(row.reason), font=small, fill=DROPPED_RGB, anchor="mm", stroke_width=stroke,
+                  stroke_fill=(0, 0, 0))
     for row in particles.itertuples(index=False):
         x, y = (row.centroid_x_px + 0.5) * scale, (row.centroid_y_px + 0.5) * scale
         draw.text((x, y), str(int(row.particle_id)), font=font, fill=(255, 255, 255), anchor="mm",
@@ -148,7 +153,8 @@ def draw_overlay(image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame,
     bar_px = length / per_px * scale
     label = (f"{length / 1000:g} µm" if length >= 1000 else f"{length:g} nm") if unit_nm else f"{length:g} px"
     thickness = max(3, round(0.012 * out_h))
-    x1, y1 = out_w * 0.97, out_h * 0.96
+    left = burned_bar_px is not None and burned_bar_px[0] + burned_bar_px[2] > width
+    x1, y1 = (out_w * 0.03 + bar_px if left else out_w * 0.97), out_h * 0.96
     draw.rectangle((x1 - bar_px, y1 - thickness, x1, y1), fill=(255, 255, 255), outline=(0, 0, 0))
     draw.text((x1 - bar_px / 2, y1 - thickness - 2), label, font=font, fill=(255, 255, 255), anchor="md",
               stroke_width=stroke, stroke_fill=(0, 0, 0))
@@ -159,8 +165,10 @@ def draw_overlay(image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame,
 
 
 def save_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame,
-                 dropped: pd.DataFrame, pixel_size_nm: float | None, *, title: str = "") -> None:
+                 dropped: pd.DataFrame, pixel_size_nm: float | None, *, title: str = "",
+                 burned_bar_px: tuple | None = None) -> None:
     """Write :func:`draw_overlay` as a PNG at ``path``."""
     from PIL import Image
 
-    Image.fromarray(draw_overlay(image, labels, particles, dropped, pixel_size_nm, title=title)).save(path, format="PNG")
+    Image.fromarray(draw_overlay(image, labels, particles, dropped, pixel_size_nm, title=title,
+                                 burned_bar_px=burned_bar_px)).save(path, format="PNG")

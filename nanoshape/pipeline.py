@@ -424,9 +424,11 @@ def _write_image_result(output: Path, micrograph: Micrograph, result: ImageResul
     if options.overlays:
         from nanoshape.overlay import save_overlay
 
+        burned = (micrograph.meta.get("scale_bar") or {}).get("bar_box_px")  # keep clear of the micrograph's own bar
+
         _atomic_write(paths["overlay"], lambda tmp: save_overlay(tmp, micrograph.pixels, result.labels, result.particles,
                                                                   result.dropped, micrograph.pixel_size_nm,
-                                                                  title=micrograph.stem))
+                                                                  title=micrograph.stem, burned_bar_px=burned))
     if options.save_crops:
         _atomic_write(paths["crops"], lambda tmp: np.save(tmp, result.crops, allow_pickle=False))
     _atomic_write(paths["dropped"], lambda tmp: result.dropped.to_parquet(tmp, index=False))

@@ -210,7 +210,7 @@ def _provenance_html(facts: dict[str, Any] | None) -> str:
     rows = [("nanoshape", facts.get("nanoshape_version", "?") + (f" (git {facts['git_commit']})" if facts.get("git_commit") else "")),
             ("run started (UTC)", facts.get("date_utc", "?")),
             ("command line", facts.get("command_line", "?")),
-            *((name.replace("_sha256", " model SHA-256").replace("_", " "), value or "not used")
+            *((name.replace("_model_sha256", " model SHA-256").replace("_", " "), value or "not used")
               for name, value in facts.items() if name.endswith("_sha256") and "scale_bars" not in name),
             ("Python, platform, JAX backend", f"{facts.get('python')}, {facts.get('platform')}, {facts.get('jax_backend')}"),
             ("libraries", ", ".join(f"{k} {v}" for k, v in facts.get("dependencies", {}).items()))]
@@ -266,8 +266,10 @@ def _histograms(page: _Page, particles: pd.DataFrame, columns: list[str], colour
         ax.set_xlabel(_axis_title(column), fontsize=11)
         ax.set_ylabel("particles", fontsize=11)
         ax.tick_params(labelsize=10, which="both")
-        drawn = int(sum((sel & finite).sum() for sel in selections))
-        ax.set_title(f"{drawn} particles" + (", logarithmic axis" if log else ""), fontsize=10)
+        drawn, shown = int(sum((sel & finite).sum() for sel in selections)), int(sum(sel.sum() for sel in selections))
+        ax.set_title((f"{drawn} particles" if drawn == shown else f"{drawn} of {shown} particles (others: "
+                     + ("no pixel size)" if column.endswith(("_nm", "_nm2")) else "no value)"))
+                     + (", logarithmic axis" if log else ""), fontsize=10)
     if len(groups) > 1:
         fig.legend(*axes.ravel()[0].get_legend_handles_labels(), loc="upper center", ncol=min(len(groups), 4),
                    fontsize=10, bbox_to_anchor=(0.5, 1.0), frameon=False)
@@ -309,13 +311,14 @@ def _structure(page: _Page, particles: pd.DataFrame, grouping_columns: list[str]
             return matplotlib_colors.to_hex(colours[(next(iter(members)) - 1) % len(colours)])
         return "#777777"
 
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    fig, ax = plt.subplots(figsize=(8.2, 3.8))
     dendrogram(tree, ax=ax, no_labels=True, link_color_func=link_colour)
     from matplotlib.patches import Patch
 
     present = sorted(g for g in set(leaf_groups.tolist()) if g > 0)
     ax.legend(handles=[Patch(color=colours[(g - 1) % len(colours)], label=_group_label(g, names)) for g in present]
-              + [Patch(color="#777777", label="links joining groups")], fontsize=10, loc="upper right")
+              + [Patch(color="#777777", label="links joining groups")], fontsize=10, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(f"Ward tree of {len(sample)} particles", fontsize=11)
     ax.set_ylabel("linkage distance", fontsize=11)
     ax.tick_params(labelsize=10)
@@ -416,7 +419,7 @@ def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, name
         for g in np.unique(group_image[group_image > -2]):
             sel = group_image == g
             rgb[sel] = 0.45 * rgb[sel] + 0.55 * (colours[(g - 1) % len(colours)] if g > 0 else _UNGROUPED_RGB)
-        fig, ax = plt.subplots(figsize=(7, 7 * image.shape[0] / image.shape[1]))
+        fig, ax = plt.subplots(figsize=(9, 9 * image.shape[0] / image.shape[1]))
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title(stem, fontsize=11, parse_math=False)
         ax.axis("off")
@@ -643,6 +646,7 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
                 ax.hist(particles.jaccard_image.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="image fit")
             ax.hist(particles.jaccard_refined.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="refined")
             ax.set_xlabel("Jaccard index: re-rendered shape vs particle mask")
+            ax.set_ylabel("particles")
             ax.legend()
             image_median = f"image fit {particles.jaccard_image.median():.3f}, " if fitted else ""
             page.figure(fig, "jaccard", f"Median Jaccard: CNN {particles.get('jaccard_cnn', pd.Series(dtype=float)).median():.3f}, "
@@ -669,10 +673,11 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
                   f"micrographs with `nanoshape classify model={run} input=...`; a particle far from every group is "
                   f"put in group -1, unknown.")
         confusion = np.asarray(meta["confusion"])
-        fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(confusion), 1 + 0.5 * len(confusion)))
+        fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(confusion), 1.8 + 0.8 * len(confusion)))
         ax.imshow(confusion, cmap="Blues")
         for (i, j), v in np.ndenumerate(confusion):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=11,
+                    color="white" if v > 0.6 * confusion.max() else "black")
         labels = [f"g{g}" for g in meta["groups"]]
         ax.set_xticks(range(len(labels)), labels)
         ax.set_yticks(range(len(labels)), labels)
@@ -702,7 +707,7 @@ figure {{ margin: 1em 0; }} figure img {{ max-width: 100%; }} figcaption {{ font
 p.warn, summary.warn {{ color: #a50; }}
 table.provenance {{ font-size: 0.8em; border-collapse: collapse; }}
 table.provenance th {{ text-align: left; padding: 2px 10px 2px 0; vertical-align: top; white-space: nowrap; }}
-table.provenance td {{ word-break: break-all; }}
+table.provenance td {{ overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Written by nanoshape {html.escape(str((facts or {}).get("nanoshape_version", "")))} from {html.escape(str(run))}

@@ -166,3 +166,21 @@ def test_a_rerun_reads_the_parts_of_a_run_that_named_the_phase_phi(run):
 def test_version_option(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"nanoshape {version()}"
+
+
+def _longest_white_run(row: np.ndarray) -> int:
+    white = np.concatenate([[0], (row >= 250).all(axis=-1).astype(int), [0]])
+    edges = np.flatnonzero(np.diff(white))
+    return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
+
+
+def test_overlay_scale_bar_keeps_clear_of_the_micrographs_own_bar():
+    image = np.random.default_rng(0).uniform(0.0, 0.5, (100, 120))
+    labels = np.zeros((100, 120), np.uint32)
+    nothing = pd.DataFrame({"particle_id": [], "centroid_x_px": [], "centroid_y_px": []})
+    dropped = pd.DataFrame({"centroid_x_px": [], "centroid_y_px": [], "area_px": [], "reason": []})
+    right = draw_overlay(image, labels, nothing, dropped, 0.5, burned_bar_px=(80, 90, 115, 94))
+    left = draw_overlay(image, labels, nothing, dropped, 0.5, burned_bar_px=(5, 90, 40, 94))
+    row = int(0.96 * 900) - 4  # inside our bar (10 nm = 20 px, 9x enlarged: 180 px long)
+    assert _longest_white_run(right[row, :540]) > 150 and _longest_white_run(right[row, 540:]) < 20
+    assert _longest_white_run(left[row, :540]) < 20 and _longest_white_run(left[row, 540:]) > 150

@@ -1,7 +1,6 @@
 """A napari dock widget that runs ``nanoshape analyze`` and opens its run directory (magicgui)."""
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: magicgui reads the parameters' types to build the widget
 from pathlib import Path
 
 __all__ = ["analyze_widget"]

@@ -424,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
+    if argv[0] in ("-V", "--version"):
+        from nanoshape.provenance import version
+
+        print(f"nanoshape {version()}")
+        return 0
     command, overrides = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"nanoshape: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)

@@ -88,7 +88,7 @@ FEATURE_SETS = ("shape", "classic")
 CHOICES = ("hdbscan", "silhouette")
 #: shape parameters used for grouping (phi, the orientation, is not a property of the shape)
 PARAMETER_COLUMNS = ("p", "l_ratio", "d")
-#: the fitted shape's outline spectrum (computed from p, d, l_ratio, phi when the table lacks it)
+#: the fitted shape's outline spectrum (computed from p, d, l_ratio, phi_rad when the table lacks it)
 HARMONIC_COLUMNS = tuple(f"shape_harmonic_{m}" for m in range(1, 13))
 #: harmonics enter as log(amplitude + this): amplitudes below a few % of the radius are at
 #: the resolution of a ~30 px mask, above it relative changes count (experiments/groups_ablation.py)
@@ -220,7 +220,7 @@ def dataset_columns(table: pd.DataFrame, dataset: str, options: GroupOptions = G
 def design_matrix(table: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     """(n, len(columns)) raw predictor values: sizes, p, L and the Feret ratio in log, the angular
     harmonics as log(A + :data:`ANGULAR_FLOOR`), the outline spectrum as
-    log(amplitude + :data:`HARMONIC_FLOOR`) (computed from p, d, l_ratio and phi where the table
+    log(amplitude + :data:`HARMONIC_FLOOR`) (computed from p, d, l_ratio and phi_rad where the table
     lacks it), the rest as they are."""
     spectrum = None
     if any(c in HARMONIC_COLUMNS and c not in table for c in columns):
@@ -246,10 +246,11 @@ def design_matrix(table: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
 def shape_spectrum(table: pd.DataFrame, chunk: int = 4096) -> np.ndarray:
     """(n, 12) :func:`nanoshape.shape.harmonic_spectrum` of each particle's fitted shape (NaN where a
     parameter is missing), in fixed-size jitted chunks (one compilation)."""
-    missing = [c for c in ("p", "d", "l_ratio", "phi") if c not in table]
+    phase = "phi_rad" if "phi_rad" in table or "phi" not in table else "phi"  # "phi": a table of an older run
+    missing = [c for c in ("p", "d", "l_ratio", phase) if c not in table]
     if missing:
         raise KeyError(f"the particle table lacks the columns {missing} (shape parameters need the CNN: shape.cnn=true)")
-    p, l_ratio, phi = (table[c].to_numpy(np.float32) for c in ("p", "l_ratio", "phi"))
+    p, l_ratio, phi = (table[c].to_numpy(np.float32) for c in ("p", "l_ratio", phase))
     d = table["d"].to_numpy(float)
     valid = np.isfinite(p) & np.isfinite(l_ratio) & np.isfinite(phi) & np.isfinite(d) & (p > 0) & (l_ratio > 0)
     out = np.full((len(table), len(HARMONIC_COLUMNS)), np.nan)

@@ -36,6 +36,7 @@ __all__ = [
     "find_micrographs",
     "read_micrograph",
     "write_csv",
+    "write_labels",
     "write_tiff",
 ]
 
@@ -366,6 +367,43 @@ def write_tiff(path: str | os.PathLike, pixels: np.ndarray, *, pixel_size_nm: fl
     # does not allow uint32) carries the calibration for ImageJ, Fiji and this reader.
     tifffile.imwrite(path, array, photometric="minisblack", compression="zlib", description=description,
                      metadata=None, **options)
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray, *, pixel_size_nm: float | None = None) -> None:
+    """Write an instance label image that Fiji opens as integer labels with the scale, and napari as labels.
+
+    ImageJ's TIFF holds 8-, 16-bit and float images, not 32-bit integers (a uint32 file
+    opens in Fiji as 32-bit float): ids up to 65,535 are written as an ImageJ hyperstack of
+    uint16 with ``unit=nm`` and XResolution/YResolution = 1 / pixel size, so Fiji shows nm;
+    more ids keep uint32 with the same ImageJ-style description (:func:`write_tiff`).
+
+    Args:
+      path: the file to write (overwritten).
+      labels: (H, W) non-negative integer ids, 0 = background.
+      pixel_size_nm: nm per pixel; None writes no calibration (Fiji shows pixels).
+
+    Raises:
+      ValueError: labels not 2-D, not integers or negative; pixel_size_nm not a positive number.
+    """
+    import tifffile
+
+    array = np.asarray(labels)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"write_labels: labels must be a 2-D integer array, got {array.dtype} of shape {array.shape}")
+    if array.size and array.min() < 0:
+        raise ValueError("write_labels: label ids must be >= 0")
+    largest = int(array.max()) if array.size else 0
+    if largest > np.iinfo(np.uint16).max:
+        write_tiff(path, array.astype(np.uint32), pixel_size_nm=pixel_size_nm)
+        return
+    metadata: dict[str, Any] = {"axes": "YX"}
+    options: dict[str, Any] = {}
+    if pixel_size_nm is not None:
+        if not _is_positive_number(pixel_size_nm):
+            raise ValueError(f"write_labels: pixel_size_nm must be a positive number, got {pixel_size_nm!r}")
+        metadata["unit"] = "nm"
+        options["resolution"] = (1.0 / float(pixel_size_nm), 1.0 / float(pixel_size_nm))
+    tifffile.imwrite(path, array.astype(np.uint16), imagej=True, metadata=metadata, compression="zlib", **options)
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -29,11 +29,13 @@ import numpy as np
 import pandas as pd
 
 from nanoshape import rundir
+from nanoshape.columns import RENAMED, describe_columns, upgrade_columns
 from nanoshape.crop import CropOptions, crop_labels, window_sides
 from nanoshape.features import measure
-from nanoshape.io import Micrograph, MicrographError, find_inputs, read_micrograph, write_csv, write_tiff
+from nanoshape.io import Micrograph, MicrographError, find_inputs, read_micrograph, write_csv, write_labels
 from nanoshape.groups import GroupOptions
 from nanoshape.imagefit import ImageFitOptions
+from nanoshape.provenance import provenance, write_parquet
 from nanoshape.refine import RefineOptions
 from nanoshape.scalebar import ScaleBarOptions, calibrate, parse_label, read_scale_bar_labels
 from nanoshape.rundir import atomic_write as _atomic_write
@@ -292,8 +294,8 @@ def add_shapes(results: list[ImageResult], options: AnalyzeOptions = AnalyzeOpti
             window = result.window_px if result.window_px is not None else np.full(count, result.crops.shape[1])
             _add_fit_sizes(table, {k: np.asarray(v)[part] for k, v in fitted.items()}, window, result.crops.shape[1],
                            result.info["pixel_size_nm"])
-        for column in SHAPE_COLUMNS:
-            table[column] = np.asarray(values[column])[part]
+        for column in SHAPE_COLUMNS:  # the table's angles carry their unit in the name
+            table[column] = np.asarray(values[_INTERNAL_NAMES.get(column, column)])[part]
         for stage, seconds in timings.items():
             result.info["timings"][stage] = seconds * count / n
 
@@ -378,7 +380,7 @@ def nan_reasons(table: pd.DataFrame, options: AnalyzeOptions = AnalyzeOptions())
     """
     off = {}
     if options.shape.cnn and not options.shape.image_fit:
-        off.update(dict.fromkeys(("p_image", "d_image", "l_ratio_image", "phi_image", "jaccard_image"), "shape.image_fit=false"))
+        off.update(dict.fromkeys(("p_image", "d_image", "l_ratio_image", "phi_image_rad", "jaccard_image"), "shape.image_fit=false"))
     if options.shape.cnn and not options.shape.refine:
         off["jaccard_refined"] = "shape.refine=false"
     numeric = table.select_dtypes("number")
@@ -397,11 +399,13 @@ def nan_reasons(table: pd.DataFrame, options: AnalyzeOptions = AnalyzeOptions())
     return pd.Series(out, index=table.index, dtype="str")
 
 
+#: the shape stages' own names of the table's renamed columns (``phi_rad`` is ``phi`` there)
+_INTERNAL_NAMES = {new: old for old, new in RENAMED.items()}
 #: shape columns, in order (the CNN's values keep the suffix ``_cnn`` once refined, the
 #: image fit's the suffix ``_image``: NaN when the image fit is off)
-SHAPE_COLUMNS = ("p", "d", "l_ratio", "phi", "p_cnn", "d_cnn", "l_ratio_cnn", "phi_cnn", "p_log_std", "l_ratio_log_std",
-                 "phi_std", "d_confidence", "p_image", "d_image", "l_ratio_image", "phi_image", "jaccard_cnn", "jaccard_image",
-                 "jaccard_refined", "fit_converged")
+SHAPE_COLUMNS = ("p", "d", "l_ratio", "phi_rad", "p_cnn", "d_cnn", "l_ratio_cnn", "phi_cnn_rad", "p_log_std",
+                 "l_ratio_log_std", "phi_std_rad", "d_confidence", "p_image", "d_image", "l_ratio_image", "phi_image_rad",
+                 "jaccard_cnn", "jaccard_image", "jaccard_refined", "fit_converged")
 
 
 def _in_chunks(run: Callable[[slice], dict[str, np.ndarray]], n: int, stage: str, progress) -> dict[str, np.ndarray]:
@@ -493,31 +497,18 @@ def _shape_parameters(crops: np.ndarray, options: AnalyzeOptions, timings: dict,
     return values, fitted
 
 
-def _save_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
-    """The micrograph in grey with each particle's outline in its own colour (PNG, full resolution)."""
-    from matplotlib.colors import hsv_to_rgb
-    from PIL import Image
-    from skimage.segmentation import find_boundaries
-
-    lo, hi = np.percentile(image, [0.5, 99.5])
-    grey = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
-    rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
-    edges = find_boundaries(labels, mode="inner")
-    if edges.any():
-        ids = labels[edges].astype(np.uint64)
-        # a fixed pseudo-random colour per id (golden-ratio hues), bright enough over grey
-        hue = (ids * 0.6180339887) % 1.0
-        hsv = np.stack([hue, np.full_like(hue, 0.9), np.ones_like(hue)], axis=-1)
-        rgb[edges] = (255 * hsv_to_rgb(hsv)).astype(np.uint8)
-    _atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
-
 
 def _write_image_result(output: Path, micrograph: Micrograph, result: ImageResult, options: AnalyzeOptions) -> None:
     paths = rundir.part_paths(output, micrograph.stem)
-    _atomic_write(paths["labels"],
-                  lambda tmp: write_tiff(tmp, result.labels.astype(np.uint32), pixel_size_nm=micrograph.pixel_size_nm))
+    _atomic_write(paths["labels"], lambda tmp: write_labels(tmp, result.labels, pixel_size_nm=micrograph.pixel_size_nm))
     if options.overlays:
-        _save_overlay(paths["overlay"], micrograph.pixels, result.labels)
+        from nanoshape.overlay import save_overlay
+
+        burned = (micrograph.meta.get("scale_bar") or {}).get("bar_box_px")  # keep clear of the micrograph's own bar
+
+        _atomic_write(paths["overlay"], lambda tmp: save_overlay(tmp, micrograph.pixels, result.labels, result.particles,
+                                                                  result.dropped, micrograph.pixel_size_nm,
+                                                                  title=micrograph.stem, burned_bar_px=burned))
     if options.save_crops:
         _atomic_write(paths["crops"], lambda tmp: np.save(tmp, result.crops, allow_pickle=False))
     _atomic_write(paths["dropped"], lambda tmp: result.dropped.to_parquet(tmp, index=False))
@@ -689,7 +680,9 @@ def run_analysis(
         raise rundir.RunDirectoryError(f"the classifier {options.classifier} lies inside the output {output}, whose "
                                        f"groups/ this run replaces; choose another output=")
     digests = {stem: rundir.file_sha256(path) for stem, path in unique.items()}
-    with rundir.open_run(output, run_fingerprint(options), overwrite=overwrite):
+    fingerprint = run_fingerprint(options)
+    facts = provenance({k: v for k, v in fingerprint.items() if k.endswith("_sha256")})
+    with rundir.open_run(output, fingerprint, overwrite=overwrite):
         if config_yaml is not None:
             _atomic_write(output / "config.yaml", lambda tmp: tmp.write_text(config_yaml))
         plan = rundir.plan_resume(output, {stem: (unique[stem], digests[stem]) for stem in unique},
@@ -700,7 +693,7 @@ def run_analysis(
         resumed = sum(r["status"] == "resumed" for r in records)
         analysed = {r["stem"] for r in records if r["status"] != "skipped"}
         summary = _gather(output, [stem for stem in unique if stem in analysed], skipped, resumed,
-                          time.perf_counter() - run_start, options, notes, progress)
+                          time.perf_counter() - run_start, options, notes, progress, facts)
         if options.report:
             from nanoshape.report import write_report
 
@@ -907,10 +900,13 @@ def _classify(folder: Path, particles: pd.DataFrame, path: str) -> dict[str, Any
 
 
 def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resumed: int, seconds: float,
-            options: "AnalyzeOptions", notes: list[str] = (), progress=None) -> dict[str, Any]:
-    """Concatenate the finished parts into the run's tables and write summary.json.
+            options: "AnalyzeOptions", notes: list[str] = (), progress=None,
+            facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Concatenate the finished parts into the run's tables and write summary.json and columns.csv.
 
-    ``notes``: warnings about the run as a whole (inputs passed over, parts redone).
+    ``notes``: warnings about the run as a whole (inputs passed over, parts redone);
+    ``facts``: the run's :func:`nanoshape.provenance.provenance`, written into summary.json
+    and the schema metadata of particles.parquet.
     """
     tables, dropped, infos = [], [], []
     _report(progress, "gather", 0, 1)
@@ -920,7 +916,7 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
         part = output / "parts" / "particles" / f"{stem}.parquet"
         if not part.exists():
             continue
-        tables.append(pd.read_parquet(part))
+        tables.append(upgrade_columns(pd.read_parquet(part)))  # parts of a run resumed from an older version
         drop_part = output / "parts" / "dropped" / f"{stem}.parquet"
         if drop_part.exists():
             dropped.append(pd.read_parquet(drop_part))
@@ -930,7 +926,8 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
     particles["sample"] = particles["image"].map(samples).astype("str")
     grouped = _group(output, particles, options, progress) if options.group and len(particles) else {}
     _atomic_write(output / "particles.csv", lambda tmp: write_csv(particles, tmp))
-    _atomic_write(output / "particles.parquet", lambda tmp: particles.to_parquet(tmp, index=False))
+    _atomic_write(output / "particles.parquet", lambda tmp: write_parquet(particles, tmp, facts))
+    _atomic_write(output / "columns.csv", lambda tmp: describe_columns(particles.columns).to_csv(tmp, index=False))
     dropped_table = pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame()
     _atomic_write(output / "dropped.csv", lambda tmp: write_csv(dropped_table, tmp))
 
@@ -946,6 +943,7 @@ def _gather(output: Path, stems: list[str], skipped: list[dict[str, str]], resum
     size = _size_statistics(particles)
     summary = {
         "output": str(output),
+        **({"provenance": facts} if facts is not None else {}),
         "files_read": [info["path"] for info in infos],
         "files_skipped": skipped,
         "micrographs_analysed": len(infos),

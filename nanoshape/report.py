@@ -28,7 +28,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from nanoshape.columns import SHAPE_PARAMETERS, upgrade_columns
 from nanoshape.io import write_csv
+from nanoshape.overlay import nice_length
 from nanoshape.rundir import atomic_write
 
 __all__ = ["save_sheet", "write_report", "REPORT_SECTIONS"]
@@ -133,6 +135,13 @@ class _Page:
         self.parts.append(shown.to_html(index=index, escape=True, border=0, classes="data"))
 
 
+#: the colour of particles in no group (unassigned, unknown)
+_UNGROUPED_RGB = np.array([0.55, 0.55, 0.55])
+
+#: columns whose mean over a group says nothing (ids, positions, the pixel size, the segmentation's pyramid level)
+_NOT_AVERAGED = ("particle_id", "group", "pixel_size_nm", "segmentation_level", "group_distance")
+
+
 def _size_table(particles: pd.DataFrame, unit: str) -> pd.DataFrame:
     column = f"major_axis_{unit}"
     rows = []
@@ -156,45 +165,124 @@ def _predictors(particles: pd.DataFrame, unit: str) -> list[str]:
     return [c for c in wanted if c in particles and particles[c].notna().any()]
 
 
-def _histograms(page: _Page, particles: pd.DataFrame, columns: list[str], colours: np.ndarray) -> None:
-    from scipy.stats import norm
+#: what each histogram's axis says, by column (the unit follows the table's)
+_AXIS_TITLES = {"p": "p (curvature)", "l_ratio": "L = l_ratio (lobe length ratio)", "d": "d (repeats of the outline)",
+                "jaccard_refined": "Jaccard: fitted shape vs mask"}
 
+
+def _axis_title(column: str) -> str:
+    """A histogram's axis title with the unit in words: ``major_axis_nm`` -> ``major axis (nm)``."""
+    if column in _AXIS_TITLES:
+        return _AXIS_TITLES[column]
+    for suffix, unit in (("_nm2", "nm²"), ("_px2", "px²"), ("_nm", "nm"), ("_px", "px"), ("_deg", "°"), ("_rad", "rad")):
+        if column.endswith(suffix):
+            return f"{column[: -len(suffix)].replace('_', ' ')} ({unit})"
+    return column.replace("_", " ")
+
+
+def _log_axis(ax, low: float, high: float) -> None:
+    """A logarithmic x axis labelled with plain round numbers (0.5, 1, 2, 5 ...), no 10^k notation."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    candidates = [m * 10.0 ** k for k in range(-2, 4) for m in (1, 1.5, 2, 3, 5, 7)]
+    ticks = [t for t in candidates if low <= t <= high] or [low, high]
+    while len(ticks) > 7:
+        ticks = ticks[::2]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _short_group_names(groups_dir: Path) -> dict[str, str]:
+    """Group number (as text) -> its short name from groups/groups.csv (empty without one)."""
+    path = groups_dir / "groups.csv"
+    if not path.exists():
+        return {}
+    table = pd.read_csv(path)
+    return {str(g): str(n) for g, n in zip(table.group, table.name)} if {"group", "name"} <= set(table) else {}
+
+
+def _provenance_html(facts: dict[str, Any] | None) -> str:
+    """The report's footer: what produced the run (summary.json's ``provenance``)."""
+    if not facts:
+        return "<footer><p>Provenance: not recorded (a run of an older nanoshape).</p></footer>"
+    rows = [("nanoshape", facts.get("nanoshape_version", "?") + (f" (git {facts['git_commit']})" if facts.get("git_commit") else "")),
+            ("run started (UTC)", facts.get("date_utc", "?")),
+            ("command line", facts.get("command_line", "?")),
+            *((name.replace("_model_sha256", " model SHA-256").replace("_", " "), value or "not used")
+              for name, value in facts.items() if name.endswith("_sha256") and "scale_bars" not in name),
+            ("Python, platform, JAX backend", f"{facts.get('python')}, {facts.get('platform')}, {facts.get('jax_backend')}"),
+            ("libraries", ", ".join(f"{k} {v}" for k, v in facts.get("dependencies", {}).items()))]
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f'<footer><h2 id="provenance">Provenance</h2><table class="provenance">{cells}</table></footer>'
+
+
+def _group_label(g: int, names: dict[str, str]) -> str:
+    name = names.get(str(g), "")
+    return f"group {g}: {name}" if name else f"group {g}"
+
+
+def _histograms(page: _Page, particles: pd.DataFrame, columns: list[str], colours: np.ndarray,
+                names: dict[str, str]) -> None:
+    """One panel per predictor: particle counts per group, stacked (bars per value for the integer d)."""
     plt = _plt()
     groups = sorted(g for g in particles.group.unique() if g > 0) if "group" in particles else [0]
     n = len(columns)
-    cols = 4
+    cols = 3
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    # 11 inches at 100 dpi: shown at full size in the page (max 1100 px), so 10 pt stays 10 pt
+    fig, axes = plt.subplots(rows, cols, figsize=(3.65 * cols, 3.0 * rows), squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
+    selections = [((particles.group == g).to_numpy() if "group" in particles else np.ones(len(particles), bool))
+                  for g in groups]
+    group_colours = [colours[(g - 1) % len(colours)] if g else colours[0] for g in groups]
+    labels = [_group_label(g, names) if g else "particles" for g in groups]
     for ax, column in zip(axes.ravel(), columns):
         values = particles[column].to_numpy(float)
         log = column in ("p", "l_ratio")
         data = np.log(values) if log else values
-        finite = data[np.isfinite(data)]
-        if finite.size == 0:
+        finite = np.isfinite(data)
+        if not finite.any():
             continue
-        bins = np.linspace(np.percentile(finite, 0.5), np.percentile(finite, 99.5) + 1e-9, 30)
-        grid = np.linspace(bins[0], bins[-1], 200)
-        for g in groups:
-            sel = (particles.group == g).to_numpy() if "group" in particles else np.ones(len(particles), bool)
-            x = data[sel & np.isfinite(data)]
-            if x.size < 2:
-                continue
-            colour = colours[(g - 1) % len(colours)] if g else colours[0]
-            ax.hist(x, bins=bins, alpha=0.45, color=colour, density=True, label=f"group {g}" if g else None)
-            sd = x.std(ddof=1)
-            if sd > 0:
-                ax.plot(grid, norm.pdf(grid, x.mean(), sd), color=colour, lw=1.5)
-        ax.set_title(f"log {column}" if log else column, fontsize=9)
-        ax.tick_params(labelsize=7)
+        if column == "d" or (np.all(data[finite] == np.round(data[finite])) and np.ptp(data[finite]) <= 12):
+            # integers: one bar per value, never a density curve over values that cannot occur
+            ticks = np.arange(int(data[finite].min()), int(data[finite].max()) + 1)
+            bottom = np.zeros(len(ticks))
+            for sel, colour, label in zip(selections, group_colours, labels):
+                counts = np.array([np.sum(sel & (data == t)) for t in ticks], float)
+                ax.bar(ticks, counts, bottom=bottom, color=colour, label=label, width=0.8)
+                bottom += counts
+            ax.set_xticks(ticks)
+        else:
+            lo, hi = np.percentile(data[finite], [1, 99])
+            bins = np.linspace(lo, hi + 1e-9 * max(abs(hi), 1), 31)
+            stacks = [np.clip(data[sel & finite], bins[0], bins[-1]) for sel in selections]
+            if log:  # the values themselves on a logarithmic axis: p = 20 reads as 20, not as 3.0
+                bins, stacks = np.exp(bins), [np.exp(x) for x in stacks]
+                _log_axis(ax, bins[0], bins[-1])
+            ax.hist(stacks, bins=bins, stacked=True, color=group_colours, label=labels)
+        ax.set_xlabel(_axis_title(column), fontsize=11)
+        ax.set_ylabel("particles", fontsize=11)
+        ax.tick_params(labelsize=10, which="both")
+        drawn, shown = int(sum((sel & finite).sum() for sel in selections)), int(sum(sel.sum() for sel in selections))
+        ax.set_title((f"{drawn} particles" if drawn == shown else f"{drawn} of {shown} particles (others: "
+                     + ("no pixel size)" if column.endswith(("_nm", "_nm2")) else "no value)"))
+                     + (", logarithmic axis" if log else ""), fontsize=10)
     if len(groups) > 1:
-        axes.ravel()[0].legend(fontsize=7)
-    fig.tight_layout()
-    page.figure(fig, "histograms", "Each predictor per group (histogram, density) with the fitted normal curve.")
+        fig.legend(*axes.ravel()[0].get_legend_handles_labels(), loc="upper center", ncol=min(len(groups), 4),
+                   fontsize=10, bbox_to_anchor=(0.5, 1.0), frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.0 * rows)))
+    else:
+        fig.tight_layout()
+    page.figure(fig, "histograms", "Each predictor: particle counts per group, stacked (values outside the 1-99 "
+                                   "percentile range are counted in the end bins; d, an integer, one bar per value).")
 
 
-def _structure(page: _Page, particles: pd.DataFrame, grouping_columns: list[str], colours: np.ndarray, seed: int) -> None:
+def _structure(page: _Page, particles: pd.DataFrame, grouping_columns: list[str], colours: np.ndarray, seed: int,
+               names: dict[str, str]) -> None:
+    from matplotlib import colors as matplotlib_colors
     from scipy.cluster.hierarchy import dendrogram, linkage
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
@@ -210,22 +298,45 @@ def _structure(page: _Page, particles: pd.DataFrame, grouping_columns: list[str]
     z = StandardScaler().fit_transform(x)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(z), min(len(z), 400), replace=False))
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    dendrogram(linkage(z[sample], method="ward"), ax=ax, no_labels=True, color_threshold=None,
-               above_threshold_color="0.3")
-    ax.set_title(f"Ward dendrogram of {len(sample)} particles (standardised {', '.join(grouping_columns)})", fontsize=9)
-    ax.set_ylabel("linkage distance")
-    page.figure(fig, "dendrogram", "Hierarchical (Ward) clustering tree of the grouping predictors.")
+    tree = linkage(z[sample], method="ward")
+    leaf_groups = groups[sample]
+    # a link takes its group's colour when every particle below it is in that group, grey otherwise
+    below = {i: {int(g)} for i, g in enumerate(leaf_groups)}
+    for k, (a, b, _, _) in enumerate(tree):
+        below[len(sample) + k] = below[int(a)] | below[int(b)]
+
+    def link_colour(node: int) -> str:
+        members = below[node]
+        if len(members) == 1 and next(iter(members)) > 0:
+            return matplotlib_colors.to_hex(colours[(next(iter(members)) - 1) % len(colours)])
+        return "#777777"
+
+    fig, ax = plt.subplots(figsize=(8.2, 3.8))
+    dendrogram(tree, ax=ax, no_labels=True, link_color_func=link_colour)
+    from matplotlib.patches import Patch
+
+    present = sorted(g for g in set(leaf_groups.tolist()) if g > 0)
+    ax.legend(handles=[Patch(color=colours[(g - 1) % len(colours)], label=_group_label(g, names)) for g in present]
+              + [Patch(color="#777777", label="links joining groups")], fontsize=10, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(f"Ward tree of {len(sample)} particles", fontsize=11)
+    ax.set_ylabel("linkage distance", fontsize=11)
+    ax.tick_params(labelsize=10)
+    page.figure(fig, "dendrogram", f"Hierarchical (Ward) clustering tree of a random sample of {len(sample)} "
+                                   f"particles on the standardised grouping predictors ({', '.join(grouping_columns)}); "
+                                   f"a link is drawn in a group's colour when every particle below it belongs to that "
+                                   f"group.")
 
     fig, ax = plt.subplots(figsize=(10, 3.8))
     for i in sample[:300]:
         ax.plot(range(z.shape[1]), z[i], color=colours[(groups[i] - 1) % len(colours)], alpha=0.25, lw=0.8)
     for g in sorted(set(groups)):
         ax.plot(range(z.shape[1]), z[groups == g].mean(axis=0), color=colours[(g - 1) % len(colours)], lw=3,
-                label=f"group {g} mean")
-    ax.set_xticks(range(z.shape[1]), grouping_columns, rotation=30, fontsize=8)
-    ax.set_ylabel("standardised value")
-    ax.legend(fontsize=7, ncol=4)
+                label=f"{_group_label(g, names)}, mean")
+    ax.set_xticks(range(z.shape[1]), grouping_columns, rotation=45, ha="right", rotation_mode="anchor", fontsize=10)
+    ax.tick_params(axis="y", labelsize=10)
+    ax.set_ylabel("standardised value", fontsize=11)
+    ax.legend(fontsize=10, ncol=4)
     page.figure(fig, "parallel_coordinates", "Parallel coordinates: particles (thin) and group means (thick).")
 
     pca = PCA().fit(z)
@@ -273,18 +384,12 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
 
 
-def _nice_length_nm(target_nm: float) -> float:
-    """The largest of 1, 2, 5 x 10^k nm not above ``target_nm``."""
-    power = 10.0 ** math.floor(math.log10(target_nm))
-    return max(step * power for step in (1, 2, 5) if step * power <= target_nm)
-
-
 def _draw_scale_bar(ax, width_px: int, height_px: int, pixel_size_nm: float, *, left: bool = False) -> str:
     """A white, black-edged scale bar of a round length in a lower corner; returns its label."""
     from matplotlib.patches import Rectangle
     import matplotlib.patheffects as effects
 
-    length_nm = _nice_length_nm(0.2 * width_px * pixel_size_nm)
+    length_nm = nice_length(0.2 * width_px * pixel_size_nm)
     length_px = length_nm / pixel_size_nm
     label = f"{length_nm / 1000:g} µm" if length_nm >= 1000 else f"{length_nm:g} nm"
     thickness = max(2.0, 0.012 * height_px)
@@ -295,7 +400,8 @@ def _draw_scale_bar(ax, width_px: int, height_px: int, pixel_size_nm: float, *, 
     return label
 
 
-def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, limit: int = 8) -> None:
+def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, names: dict[str, str],
+                 limit: int = 8) -> None:
     plt = _plt()
     stems = list(dict.fromkeys(particles.image))[:limit]
     shown = 0
@@ -305,17 +411,28 @@ def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, limi
             continue
         image, labels = loaded
         rows = particles[particles.image == stem]
-        lut = np.zeros(int(labels.max()) + 1, dtype=np.int64)
+        # kept particles by group; ungrouped ones (0 unassigned, -1 unknown) in grey; -2: background
+        lut = np.full(int(labels.max()) + 1, -2, dtype=np.int64)
         lut[rows.particle_id.to_numpy()] = rows.group.to_numpy() if "group" in rows else 1
         group_image = lut[labels]
         rgb = np.repeat(_grey(image)[..., None], 3, axis=2)
-        for g in np.unique(group_image[group_image > 0]):
+        for g in np.unique(group_image[group_image > -2]):
             sel = group_image == g
-            rgb[sel] = 0.45 * rgb[sel] + 0.55 * colours[(g - 1) % len(colours)]
-        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+            rgb[sel] = 0.45 * rgb[sel] + 0.55 * (colours[(g - 1) % len(colours)] if g > 0 else _UNGROUPED_RGB)
+        fig, ax = plt.subplots(figsize=(9, 9 * image.shape[0] / image.shape[1]))
         ax.imshow(rgb, interpolation="nearest")
-        ax.set_title(stem, fontsize=9, parse_math=False)
+        ax.set_title(stem, fontsize=11, parse_math=False)
         ax.axis("off")
+        shown_groups = sorted(int(g) for g in np.unique(group_image[group_image > -2]))
+        if shown_groups:
+            from matplotlib.patches import Patch
+
+            counts = rows.group.value_counts() if "group" in rows else pd.Series(dtype=int)
+            ax.legend(handles=[Patch(color=colours[(g - 1) % len(colours)] if g > 0 else _UNGROUPED_RGB,
+                                     label=(_group_label(g, names) if g > 0 else "unassigned" if g == 0 else "unknown")
+                                     + f" ({int(counts.get(g, 0))})") for g in shown_groups],
+                      loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(shown_groups), 3), fontsize=10,
+                      frameon=False)
         info = json.loads((page.run / "parts" / "info" / f"{stem}.json").read_text())
         if info.get("pixel_size_nm"):
             burned = (info.get("scale_bar") or {}).get("bar_box_px")  # keep clear of the micrograph's own bar
@@ -351,13 +468,13 @@ def _outline(row: pd.Series, mask: np.ndarray) -> np.ndarray | None:
     from nanoshape.render import silhouette
     from nanoshape.shape import ShapeParams, placement
 
-    if not all(c in row and pd.notna(row[c]) for c in ("p", "d", "l_ratio", "phi")):
+    if not all(c in row and pd.notna(row[c]) for c in ("p", "d", "l_ratio", "phi_rad")):
         return None
     inside = mask > 0.5
     if inside.sum() < 3:
         return None
     ys, xs = np.nonzero(inside)
-    shape = ShapeParams(jnp.float32(row.p), jnp.int32(row.d), jnp.float32(row.l_ratio), jnp.float32(row.phi))
+    shape = ShapeParams(jnp.float32(row.p), jnp.int32(row.d), jnp.float32(row.l_ratio), jnp.float32(row.phi_rad))
     center, scale = placement(shape, jnp.float32(inside.sum()), jnp.asarray([xs.mean(), ys.mean()], jnp.float32))
     return np.asarray(silhouette(shape, center, scale, height=mask.shape[0], width=mask.shape[1]))
 
@@ -368,8 +485,8 @@ def _montage(page: _Page, items: list[tuple[pd.Series, np.ndarray]], colours: np
     if not items:
         return
     rows = -(-len(items) // columns)
-    size = 1.3 if titles else 0.7
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + (0.25 if titles else 0)) * rows),
+    size = 1.1 if titles else 0.55  # 10 (20) columns: 11 inches, shown at full size in the page
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + (0.4 if titles else 0)) * rows),
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -390,8 +507,10 @@ def _montage(page: _Page, items: list[tuple[pd.Series, np.ndarray]], colours: np
                 ax.contour(fitted, levels=[0.5], colors=["red"], linewidths=0.7)
         if titles:
             jac = row.get("jaccard_refined", np.nan)
-            ax.set_title(f"g{int(row.get('group', 0))} J={jac:.2f}" if pd.notna(jac) else f"g{int(row.get('group', 0))}",
-                         fontsize=6)
+            # the micrograph and particle_id find the row of particles.csv and the particle on the overlay
+            ax.set_title(f"{str(row.image)[:11]}\n#{int(row.particle_id)}"
+                         + (f"  J={jac:.2f}" if pd.notna(jac) else f"  group {int(row.get('group', 0))}"),
+                         fontsize=8.5, parse_math=False)
     fig.tight_layout(pad=0.2)
     page.figure(fig, name, caption)
 
@@ -475,14 +594,17 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
     """
     run = Path(run)
     summary = json.loads((run / "summary.json").read_text())
+    facts = summary.get("provenance")
     # parquet keeps the names as they are (particles.csv neutralises some, and "001" would read back as 1)
-    particles = pd.read_parquet(run / "particles.parquet") if (run / "particles.parquet").exists() else pd.DataFrame()
+    particles = (upgrade_columns(pd.read_parquet(run / "particles.parquet")) if (run / "particles.parquet").exists()
+                 else pd.DataFrame())
     plt = _plt()
     page = _Page(run)
     page.progress = progress
     unit = _unit(particles) if len(particles) else "px"
     groups_dir = run / "groups"
     grouping = json.loads((groups_dir / "grouping.json").read_text()) if (groups_dir / "grouping.json").exists() else None
+    names = _short_group_names(groups_dir)
     k = int(particles.group.max()) if "group" in particles and len(particles) else 1
     colours = _colours(k)
 
@@ -490,8 +612,11 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
     page.text(f"{summary['particles']} particles in {summary['micrographs_analysed']} micrograph(s); "
               f"{len(summary['files_skipped'])} file(s) skipped; {summary.get('particles_dropped', 0)} candidates dropped "
               f"during segmentation (dropped.csv lists each with its reason).")
-    for warning in summary.get("warnings", []):
-        page.parts.append(f"<p class='warn'>{html.escape(str(warning))}</p>")
+    warnings = [f"<p class='warn'>{html.escape(str(warning))}</p>" for warning in summary.get("warnings", [])]
+    page.parts.extend(warnings[:3])
+    if len(warnings) > 3:  # a long list of per-micrograph warnings folds away, so the page starts with results
+        page.parts.append(f"<details><summary class='warn'>{len(warnings) - 3} more warnings</summary>"
+                          + "".join(warnings[3:]) + "</details>")
     if summary.get("pixel_sizes"):
         page.table(pd.DataFrame([{"micrograph": stem, "pixel size (nm)": entry["pixel_size_nm"],
                                   "from": entry["pixel_size_source"] or "none: sizes in px"}
@@ -518,21 +643,23 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
 
     page.section("group-statistics", "Mean and standard deviation of every feature and parameter, per group")
     if len(particles) and "group" in particles:
-        numeric = particles.select_dtypes("number").drop(columns=["particle_id", "group"], errors="ignore")
+        numeric = particles.select_dtypes("number").drop(columns=[c for c in particles if c in _NOT_AVERAGED
+                                                                   or c.startswith(("centroid_", "bbox_"))])
         stats = numeric.groupby(particles.group).agg(["mean", "std"]).T
         stats.index = [f"{a} ({b})" for a, b in stats.index]
-        stats.columns = [f"group {g}" for g in stats.columns]
+        stats.columns = [_group_label(g, names) if g > 0 else "unassigned" if g == 0 else "unknown"
+                         for g in stats.columns]
         page.table(stats.reset_index(names="measure"), "group_statistics")
 
     if len(particles):
         predictors = _predictors(particles, unit)
         page.section("histograms", "Distributions per group")
-        _histograms(page, particles, predictors, colours)
+        _histograms(page, particles, predictors, colours, names)
         page.section("structure", "Structure of the groups")
         if grouping and "group" in particles:
-            _structure(page, particles, grouping["columns"], colours, seed)
+            _structure(page, particles, grouping["columns"], colours, seed, names)
         page.section("micrographs", "Micrographs with particles coloured by group")
-        _micrographs(page, particles, colours)
+        _micrographs(page, particles, colours, names)
 
         rng = np.random.default_rng(seed)
         page.section("exemplars", "Exemplary particles per group")
@@ -554,7 +681,9 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
                  if (row.image, int(row.particle_id)) in crops]
         _montage(page, items, colours, "exemplars",
                  "Ten particles nearest each group's centre (rows: groups). Cyan: the particle's mask; red: the shape "
-                 "re-rendered from its refined parameters at the mask's area and centroid; J: Jaccard of the two.")
+                 "re-rendered from its refined parameters at the mask's area and centroid; J: Jaccard of the two; "
+                 "titles: micrograph and particle_id (its number on overlays/ and its row of particles.csv); frame: "
+                 "the group's colour.")
 
         page.section("all-particles", "All classified particles")
         count = min(len(particles), 300)
@@ -577,6 +706,11 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
 
         page.section("fits", "Re-simulated shapes")
         if "jaccard_refined" in particles and particles.jaccard_refined.notna().any():
+            page.text("Each particle's outline is described by the shape family R(θ) = [|L cos(dθ/2 + φ)|^p + "
+                      "|sin(dθ/2 + φ)|^p]^(-1/p), sized to the particle's area. What its parameters draw:")
+            page.parts.append("<ul class='parameters'>" + "".join(
+                f"<li><b>{html.escape(name)}</b>: {html.escape(words)}.</li>" for name, words in SHAPE_PARAMETERS.items())
+                + "</ul>")
             fig, ax = plt.subplots(figsize=(6, 3.4))
             bins = np.linspace(0.5, 1.0, 41)
             if "jaccard_cnn" in particles:
@@ -586,6 +720,7 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
                 ax.hist(particles.jaccard_image.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="image fit")
             ax.hist(particles.jaccard_refined.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="refined")
             ax.set_xlabel("Jaccard index: re-rendered shape vs particle mask")
+            ax.set_ylabel("particles")
             ax.legend()
             image_median = f"image fit {particles.jaccard_image.median():.3f}, " if fitted else ""
             page.figure(fig, "jaccard", f"Median Jaccard: CNN {particles.get('jaccard_cnn', pd.Series(dtype=float)).median():.3f}, "
@@ -612,10 +747,11 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
                   f"micrographs with `nanoshape classify model={run} input=...`; a particle far from every group is "
                   f"put in group -1, unknown.")
         confusion = np.asarray(meta["confusion"])
-        fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(confusion), 1 + 0.5 * len(confusion)))
+        fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(confusion), 1.8 + 0.8 * len(confusion)))
         ax.imshow(confusion, cmap="Blues")
         for (i, j), v in np.ndenumerate(confusion):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=11,
+                    color="white" if v > 0.6 * confusion.max() else "black")
         labels = [f"g{g}" for g in meta["groups"]]
         ax.set_xticks(range(len(labels)), labels)
         ax.set_yticks(range(len(labels)), labels)
@@ -642,11 +778,17 @@ h2 {{ border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }}
 table.data {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }}
 table.data td, table.data th {{ padding: 2px 8px; border-bottom: 1px solid #eee; text-align: right; }}
 figure {{ margin: 1em 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 0.85em; color: #555; }}
-p.warn {{ color: #a50; }}
+p.warn, summary.warn {{ color: #a50; }}
+table.provenance {{ font-size: 0.8em; border-collapse: collapse; }}
+table.provenance th {{ text-align: left; padding: 2px 10px 2px 0; vertical-align: top; white-space: nowrap; }}
+table.provenance td {{ overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Written by nanoshape from {html.escape(str(run))}. Figures are also in figures/, tables in tables/ (CSV).</p>
+<p>Written by nanoshape {html.escape(str((facts or {}).get("nanoshape_version", "")))} from {html.escape(str(run))}
+on {html.escape(str((facts or {}).get("date_utc", "an unrecorded date")))} (UTC).
+Figures are also in figures/, tables in tables/ (CSV); columns.csv explains every column of particles.csv.</p>
 {body}
+{_provenance_html(facts)}
 </body></html>
 """
     out = run / "report.html"

@@ -166,9 +166,13 @@ def skipped_names(summary: dict) -> dict[str, str]:
 
 
 def result_bytes(run_dir: Path) -> dict[str, bytes]:
-    """The files that hold a run's results, by path (timings and paths excluded)."""
-    names = ["particles.csv", "particles.parquet", "dropped.csv"]
+    """The files that hold a run's results, by path (timings, paths and the provenance's date excluded)."""
+    names = ["particles.csv", "dropped.csv", "columns.csv"]
     files = {name: (run_dir / name).read_bytes() for name in names if (run_dir / name).exists()}
+    if (run_dir / "particles.parquet").exists():  # its schema metadata holds the run's date and command line
+        import pyarrow.parquet as pq
+
+        files["particles.parquet"] = pq.read_table(run_dir / "particles.parquet").replace_schema_metadata().to_pandas().to_csv().encode()
     for folder in ("labels", "parts/particles", "parts/dropped", "overlays"):
         for path in sorted((run_dir / folder).glob("*")):
             files[f"{folder}/{path.name}"] = path.read_bytes()
@@ -1204,7 +1208,7 @@ def concurrent_runs(w):
 
 #: where a run is killed (kill -9) in the kill-points case, by the function that kills it
 _KILL_POINTS = {
-    "between a micrograph's label image and its tables": "nanoshape.pipeline._save_overlay",
+    "between a micrograph's label image and its tables": "nanoshape.overlay.save_overlay",
     "between particles.csv and summary.json": "summary.json",
 }
 

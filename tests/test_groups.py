@@ -23,7 +23,7 @@ def _synthetic(n_per_group=60, seed=0):
     for g, c in enumerate(centres, start=1):
         for _ in range(n_per_group):
             row = {k: v * np.exp(rng.normal(0, 0.05)) if k != "d" else v for k, v in c.items()}
-            row["phi"] = rng.uniform(0, np.pi)
+            row["phi_rad"] = rng.uniform(0, np.pi)
             row.update(feret_ratio=row["aspect_ratio"] * 1.02, roundness=1 / row["aspect_ratio"], solidity=0.97,
                        convexity=0.98, eccentricity=np.sqrt(1 - 1 / max(row["aspect_ratio"], 1.01) ** 2),
                        equivalent_diameter_nm=20 * np.exp(rng.normal(0, 0.1)), true=g)
@@ -58,7 +58,7 @@ def test_one_shape_described_two_ways_is_one_group():
             p_i = p * np.exp(rng.normal(0, 0.05))
             if true == 2 and i % 2:
                 p_i, phi = 1 / (1 - 1 / p_i), phi + np.pi / 4
-            rows.append(dict(p=p_i, d=d, l_ratio=l_ratio * np.exp(rng.normal(0, 0.01)), phi=phi, true=true))
+            rows.append(dict(p=p_i, d=d, l_ratio=l_ratio * np.exp(rng.normal(0, 0.01)), phi_rad=phi, true=true))
     table = pd.DataFrame(rows)
     for column in (*FEATURE_COLUMNS, "equivalent_diameter_nm"):  # not used here, but every run has them
         table[column] = rng.normal(1.0, 0.01, len(table))

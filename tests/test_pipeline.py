@@ -41,12 +41,12 @@ def test_run_directory_follows_the_contract(run, scene_dir):
     output, summary = run
     particles = pd.read_csv(output / "particles.csv")
     for column in ("image", "particle_id", "centroid_x_px", "centroid_y_px", "area_nm2", "major_axis_nm",
-                   "p", "d", "l_ratio", "phi", "p_cnn", "jaccard_cnn", "jaccard_refined", "fit_converged",
+                   "p", "d", "l_ratio", "phi_rad", "p_cnn", "jaccard_cnn", "jaccard_refined", "fit_converged",
                    "segmentation_score", "segmentation_level", "segmentation_flag", "major_axis_fit_nm",
                    "equivalent_diameter_fit_nm"):
         assert column in particles.columns
     assert (particles.segmentation_score >= 0.65).all() and (particles.segmentation_level >= 0).all()
-    assert particles.l_ratio.min() >= 1 and particles.phi.between(0, np.pi).all() and particles.d.isin(range(1, 7)).all()
+    assert particles.l_ratio.min() >= 1 and particles.phi_rad.between(0, np.pi).all() and particles.d.isin(range(1, 7)).all()
     # refinement keeps its start (the image fit's shape, on by default) when it cannot improve on it
     # (on the fitting grid's loss or on the reported mask-grid Jaccard: one rendered particle here
     # lost 0.0102 before the second), and fits rendered masks well
@@ -57,7 +57,7 @@ def test_run_directory_follows_the_contract(run, scene_dir):
     for stem in ("sparse", "touching", "crowded"):
         labels = tifffile.imread(output / "labels" / f"{stem}.tif")
         image = tifffile.imread(scene_dir / f"{stem}.tif")
-        assert labels.dtype == np.uint32 and labels.shape == image.shape
+        assert labels.dtype == np.uint16 and labels.shape == image.shape  # Fiji and napari read uint16 as labels
         ids = set(particles.loc[particles.image == stem, "particle_id"])
         assert ids == set(np.unique(labels[labels > 0]))
         assert (output / "overlays" / f"{stem}.png").stat().st_size > 1000
@@ -159,7 +159,7 @@ def test_the_image_fit_feeds_the_refinement(scene_dir):
     plain = analyze_micrograph(micrograph, AnalyzeOptions(shape=ShapeOptions(image_fit=False))).particles
     fitted = analyze_micrograph(micrograph, AnalyzeOptions()).particles
     assert plain[["p_image", "jaccard_image"]].isna().all().all()
-    assert fitted[["p_image", "d_image", "l_ratio_image", "phi_image", "jaccard_image"]].notna().all().all()
+    assert fitted[["p_image", "d_image", "l_ratio_image", "phi_image_rad", "jaccard_image"]].notna().all().all()
     np.testing.assert_allclose(fitted.p_cnn, plain.p_cnn, rtol=1e-5)
     np.testing.assert_allclose(fitted.jaccard_cnn, plain.jaccard_cnn, atol=1e-6)
     assert (fitted.p_image != fitted.p_cnn).mean() > 0.9

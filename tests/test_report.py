@@ -75,3 +75,22 @@ def test_file_names_from_data_are_escaped(report):
     _, text = report
     assert HOSTILE not in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text
+
+
+def test_report_is_checkable_by_eye(report):
+    """Group statistics average no positions; the page says its version and date."""
+    import json
+
+    import pandas as pd
+
+    from nanoshape.provenance import version
+
+    output, text = report
+    measures = pd.read_csv(output / "tables" / "group_statistics.csv").measure
+    positional = [m for m in measures if m.startswith(("centroid_", "bbox_", "particle_id", "pixel_size_nm"))]
+    assert not positional and any(m.startswith("area_nm2") for m in measures)
+    facts = json.loads((output / "summary.json").read_text())["provenance"]
+    assert f"nanoshape {version()}" in text and facts["date_utc"] in text and 'id="provenance"' in text
+    assert facts["segmentation_model_sha256"] in text and f"numpy {facts['dependencies']['numpy']}" in text
+    # the histograms count particles (no fitted density curve) and their captions say so
+    assert "fitted normal" not in text and "particle counts per group" in text

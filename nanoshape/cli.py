@@ -274,7 +274,7 @@ def _run_train(cfg) -> int:
     from nanoshape.training import TrainOptions, run_training
 
     try:
-        options = to_options(TrainOptions, cfg.train)
+        options = to_options(TrainOptions, cfg.train).with_family(cfg.shape.family)
     except ValueError as error:
         raise SystemExit(f"nanoshape train: {error}") from None
     output = Path(cfg.output)
@@ -289,11 +289,14 @@ def _run_train(cfg) -> int:
             raise SystemExit(f"nanoshape train: {error}") from None
     figures = json.loads((output / "test.json").read_text())
     print(f"nanoshape train: model saved to {model_dir}")
+    family = options.model.shape_family
+    first = family.continuous[0]
     print(f"  test set ({figures['n']} rendered particles): median shape Jaccard {figures['jaccard_median']:.3f} "
-          f"(10th percentile {figures['jaccard_p10']:.3f}), d exact {figures['d_exact_fraction']:.1%}, "
-          f"median |log p error| {figures['median_abs_error_log_p']:.3f}")
+          f"(10th percentile {figures['jaccard_p10']:.3f}), {family.discrete} exact {figures['d_exact_fraction']:.1%}, "
+          f"median |log {first.name} error| {figures[f'median_abs_error_{first.head}']:.3f}")
     crop_args = f" crop.context={options.crop.context:g}" if options.crop.context > 0 else ""
-    print(f"  use it with: nanoshape analyze shape.model={model_dir}{crop_args} ...")
+    family_args = f" shape.family={family.name}" if family.name != "superellipse" else ""
+    print(f"  use it with: nanoshape analyze shape.model={model_dir}{family_args}{crop_args} ...")
     return EXIT_OK
 
 

@@ -205,6 +205,7 @@ class CNNOptions:
             centers, scales = _log_uniform_normalisation(family, prior)
             return CNNOptions(family=family.name, head_centers=centers, head_scales=scales,
                               std_scales=(1.0,) * (len(family.continuous) + 1), **kwargs)
+        kwargs = {k: v for k, v in kwargs.items() if k != "family"}
         lp, hp = (math.log(v) for v in prior.p_range)
         ll, hl = (math.log(v) for v in prior.l_ratio_range)
         return CNNOptions(log_p_center=0.5 * (lp + hp), log_p_scale=max((hp - lp) / math.sqrt(12.0), 0.1),

@@ -130,6 +130,9 @@ class CNNOptions:
 
     def __post_init__(self):
         family = get_family(self.family)
+        if len(self.std_scales) != len(family.continuous) + 1 and set(self.std_scales) == {1.0}:
+            # uncalibrated (the default): one factor 1 per continuous parameter and phi
+            object.__setattr__(self, "std_scales", (1.0,) * (len(family.continuous) + 1))
         if len(self.std_scales) != len(family.continuous) + 1:
             raise ValueError(f"model.std_scales needs {len(family.continuous) + 1} factors for the {family.name} family "
                              f"(one per continuous parameter and phi), got {self.std_scales}")

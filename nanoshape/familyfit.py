@@ -124,7 +124,8 @@ def _fit_one(mask: jax.Array, log_values: jax.Array, phi: jax.Array, discrete: j
         def body(carry, width):
             theta, state = carry
             grads = jax.grad(loss)(theta, cls, width)
-            updates, state = optimizer.update(grads, state, theta)
+            with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 step count with floats
+                updates, state = optimizer.update(grads, state, theta)
             return (optax.apply_updates(theta, updates), state), None
 
         (theta, _), _ = jax.lax.scan(body, (theta0, optimizer.init(theta0)), widths)
@@ -234,3 +235,72 @@ def fit_masks(masks: np.ndarray, *, family: str | ShapeFamily = "superellipse", 
     return {**{name: np.asarray(getattr(params, name)) for name in family.columns},
             **{k: out[k] for k in ("center_x_px", "center_y_px", "scale_px", "jaccard_init", "jaccard_refined",
                                     "converged")}}
+
+
+@functools.partial(jax.jit, static_argnames=("family",))
+def _placed_jaccard_batch(masks, log_values, phi, discrete, family):
+    def one(mask, logs, ph, cls):
+        inside = (mask > 0.5).astype(jnp.float32)
+        area_px, centroid_xy = _mask_moments(inside)
+        theta = _placed(family, tuple(logs[i] for i in range(len(family.continuous))), ph, cls, area_px, centroid_xy)
+        return _binary_jaccard(_coverage(family, theta, cls, mask.shape[0], mask.shape[0], 1.0), inside)
+
+    return jax.vmap(one)(masks, log_values, phi, discrete)
+
+
+def placed_jaccard(masks: np.ndarray, params: Mapping[str, np.ndarray], family: str | ShapeFamily) -> np.ndarray:
+    """(n,) IoU of each mask with the family's shape placed at the mask's area and centroid."""
+    family = get_family(family)
+    log_values = np.stack([np.log(np.asarray(params[c.name], np.float32)) for c in family.continuous], axis=1)
+    return np.asarray(_placed_jaccard_batch(jnp.asarray(masks, jnp.float32), jnp.asarray(log_values),
+                                            jnp.asarray(params["phi"], jnp.float32),
+                                            jnp.asarray(params[family.discrete], jnp.int32), family))
+
+
+#: eq. 1's columns of particles.csv that a run of another family leaves NaN
+_EQ1_ONLY = ("p", "d", "l_ratio", "p_cnn", "d_cnn", "l_ratio_cnn", "p_log_std", "l_ratio_log_std", "d_confidence",
+             "p_image", "d_image", "l_ratio_image", "phi_image", "jaccard_image")
+
+
+def family_nan_reasons(name: str) -> dict[str, str]:
+    """Why eq. 1's shape columns are NaN in a run of the family ``name`` (for ``nan_reason``)."""
+    return dict.fromkeys(_EQ1_ONLY, f"shape.family={name} (eq. 1's parameters and the image fit are not computed)")
+
+
+def add_family_columns(table, masks: np.ndarray, cnn: Mapping[str, np.ndarray], family: ShapeFamily, *,
+                       refine: bool, shape_columns: tuple[str, ...], timings: dict) -> None:
+    """The shape columns of a run with a family other than eq. 1, in place.
+
+    ``shape_columns`` (eq. 1's, :data:`nanoshape.pipeline.SHAPE_COLUMNS`) are all written, eq.
+    1's own parameters NaN; ``phi``, ``phi_cnn``, ``phi_std``, ``jaccard_cnn``,
+    ``jaccard_refined`` and ``fit_converged`` hold the family's. Then, per parameter of the
+    family: its value (refined by :func:`fit_masks` when ``refine``), ``<name>_cnn``, the
+    CNN's ``<continuous>_log_std`` and ``<discrete>_confidence``, and ``shape_family``.
+    """
+    import time
+
+    n = len(table)
+    nothing = np.full(n, np.nan, np.float32)
+    jaccard_cnn = placed_jaccard(masks, cnn, family)
+    if refine:
+        start = time.perf_counter()
+        fit = fit_masks(masks, family=family, init=cnn)
+        timings["refine_s"] = time.perf_counter() - start
+        final = {name: fit[name] for name in family.columns}
+        jaccard_refined, converged = fit["jaccard_refined"], fit["converged"].astype(bool)
+    else:
+        final = {name: cnn[name] for name in family.columns}
+        jaccard_refined, converged = nothing, np.zeros(n, bool)
+    values = {**dict.fromkeys(_EQ1_ONLY, nothing), "phi": final["phi"], "phi_cnn": cnn["phi"],
+              "phi_std": cnn["phi_std"], "jaccard_cnn": jaccard_cnn, "jaccard_refined": jaccard_refined,
+              "fit_converged": converged}
+    for column in shape_columns:
+        table[column] = np.asarray(values[column])
+    for name in family.columns:
+        if name != "phi":
+            table[name] = np.asarray(final[name])
+            table[f"{name}_cnn"] = np.asarray(cnn[name])
+    for c in family.continuous:
+        table[c.std_name] = np.asarray(cnn[c.std_name])
+    table[f"{family.discrete}_confidence"] = np.asarray(cnn[f"{family.discrete}_confidence"])
+    table["shape_family"] = family.name

@@ -59,6 +59,10 @@ class ShapeOptions:
       refine: refine the CNN's parameters by gradient descent through the renderer until
         the re-rendered shape matches the particle's mask (:mod:`nanoshape.refine`).
       batch_size: crops per CNN call.
+      family: the shape family (:mod:`nanoshape.family`): ``superellipse`` (eq. 1, the
+        shipped model) or another, with ``model=`` a model trained for it (``nanoshape train
+        shape.family=<name>``). Other families are fitted to the masks by
+        :func:`nanoshape.familyfit.fit_masks` (no image fit yet) and get their own columns.
     """
 
     cnn: bool = True
@@ -66,6 +70,7 @@ class ShapeOptions:
     image_fit: bool = True
     refine: bool = True
     batch_size: int = 256
+    family: str = "superellipse"
 
 
 @dataclass(frozen=True)
@@ -306,6 +311,10 @@ def nan_reasons(table: pd.DataFrame, options: AnalyzeOptions = AnalyzeOptions())
         off.update(dict.fromkeys(("p_image", "d_image", "l_ratio_image", "phi_image", "jaccard_image"), "shape.image_fit=false"))
     if options.shape.cnn and not options.shape.refine:
         off["jaccard_refined"] = "shape.refine=false"
+    if options.shape.cnn and options.shape.family != "superellipse":
+        from nanoshape.familyfit import family_nan_reasons
+
+        off.update(family_nan_reasons(options.shape.family))
     numeric = table.select_dtypes("number")
     missing = numeric.isna().to_numpy()
     out = np.full(len(table), np.nan, dtype=object)
@@ -364,6 +373,10 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
         return
     start = time.perf_counter()
     model = load_model(options.shape.model or None)
+    if model.options.family != options.shape.family:
+        raise ValueError(f"the shape model {options.shape.model or '(shipped)'} was trained for the {model.options.family} "
+                         f"family, not shape.family={options.shape.family}: give a model of that family (nanoshape "
+                         f"train shape.family={options.shape.family}) or shape.family={model.options.family}")
     wanted = model.options.input_channels
     if crops.shape[-1] < wanted:
         raise ValueError(f"the shape model {options.shape.model or '(shipped)'} reads {wanted}-channel crops (a context "
@@ -373,6 +386,12 @@ def _add_shape_parameters(table: pd.DataFrame, crops: np.ndarray, options: Analy
                      "cnn", progress)
     masks = crops[..., 1]
     timings["cnn_s"] = time.perf_counter() - start
+    if options.shape.family != "superellipse":
+        from nanoshape.familyfit import add_family_columns
+
+        add_family_columns(table, masks, cnn, model.options.shape_family, refine=options.shape.refine,
+                           shape_columns=SHAPE_COLUMNS, timings=timings)
+        return
 
     def placed_jaccard(shape):
         return fit_jaccard(masks, ShapeParams(shape["p"], shape["d"], shape["l_ratio"], shape["phi"]))

@@ -50,6 +50,9 @@ __all__ = [
     "soft_jaccard",
 ]
 
+#: Largest d the eq. 1 kernel draws: (hx + i hy)^d is built from the powers 1, 2 and 4.
+_MAX_D = 7
+
 #: Bound on |R'/R|: concave cusps (p < 1) make it unbounded; beyond ~50 the edge is a point.
 _MAX_LOG_SLOPE = 50.0
 
@@ -64,6 +67,10 @@ def _edge_field(shape, center_xy_px: jax.Array, scale_px: jax.Array, height: int
     """
     if not isinstance(shape, ShapeParams):
         return _family_edge_field(shape, center_xy_px, scale_px, height, width)
+    if not isinstance(shape.d, jax.core.Tracer) and np.any((np.asarray(shape.d) < 1) | (np.asarray(shape.d) > _MAX_D)):
+        # a traced d cannot be checked here: ShapePrior, the CNN and the fits keep it in 1..6
+        raise ValueError(f"the renderer draws eq. 1 for d in 1..{_MAX_D} (three binary powers of exp(i theta / 2)); "
+                         f"got d = {np.asarray(shape.d)}")
     dtype = jnp.float32
     ys = jnp.arange(height, dtype=dtype)[:, None] - center_xy_px[1]
     xs = jnp.arange(width, dtype=dtype)[None, :] - center_xy_px[0]

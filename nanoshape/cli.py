@@ -185,10 +185,14 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> int:
         from nanoshape.cnn import load_model
 
         try:  # fail before the run, not once per micrograph
-            load_model(options.shape.model or None)
+            model = load_model(options.shape.model or None)
         except (FileNotFoundError, ValueError) as error:
             raise SystemExit(f"nanoshape {command}: cannot load the shape model: {error} "
                              "(shape.cnn=false analyses without shape parameters)") from None
+        if model.options.family != options.shape.family:
+            raise SystemExit(f"nanoshape {command}: the shape model {options.shape.model or '(shipped)'} is of the "
+                             f"{model.options.family} family, not shape.family={options.shape.family}: train one with "
+                             f"`nanoshape train shape.family={options.shape.family}` and give shape.model=<its directory>")
     bars = _Bars(n_files)
     try:
         summary = run_analysis(source, output, options, distribute=DistributeOptions(scheduler=cfg.scheduler, workers=cfg.workers),

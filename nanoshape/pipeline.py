@@ -72,6 +72,11 @@ class ShapeOptions:
     batch_size: int = 256
     family: str = "superellipse"
 
+    def __post_init__(self):
+        from nanoshape.family import get_family
+
+        get_family(self.family)  # an unknown family stops the run before it starts
+
 
 @dataclass(frozen=True)
 class AnalyzeOptions:

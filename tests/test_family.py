@@ -138,25 +138,56 @@ def test_the_polar_polygon_model_is_equivariant_to_quarter_turns():
         assert np.abs(np.mod(after - before - n * np.pi / 2 + np.pi, 2 * np.pi) - np.pi).max() < 1e-3
 
 
-def test_a_short_polygon_training_run_saves_a_model_of_its_family(tmp_path):
-    options = TrainOptions(steps=2, batch_size=8, validation_size=16, test_size=16, checkpoint_every=2,
-                           validation_every=2, warmup_steps=1, render_chunk=8).with_family("polygon")
-    assert options.model.family == "polygon" and options.model.std_scales == (1.0, 1.0)
-    model_dir = run_training(options, tmp_path / "run")
-    model = load_model(model_dir)
-    assert model.options.family == "polygon" and len(model.options.std_scales) == 2
-    figures = __import__("json").loads((tmp_path / "run" / "test.json").read_text())
-    assert {"median_abs_error_log_rounding", "coverage90_log_rounding", "d_exact_fraction"} <= set(figures)
-    crops, truth = training_batch(jax.random.key(5), 8, prior=PolygonPrior())
+def _short_polygon_options() -> TrainOptions:
+    return TrainOptions(steps=2, batch_size=8, validation_size=16, test_size=16, checkpoint_every=2,
+                        validation_every=2, warmup_steps=1, render_chunk=8).with_family("polygon")
+
+
+def _check_polygon_predictions(model):
+    crops, _ = training_batch(jax.random.key(5), 8, prior=PolygonPrior())
     out = predict(model, np.asarray(crops))
     assert set(out["n_sides"]) <= set(ROUNDED_POLYGON.classes)
     assert out["n_sides_probs"].shape == (8, 5) and np.all(out["rounding"] > 0)
     assert np.all((out["phi"] >= 0) & (out["phi"] < 2 * np.pi / out["n_sides"] + 1e-6))
-    with pytest.raises(ValueError, match="trained for the polygon family"):
-        from nanoshape.pipeline import AnalyzeOptions, ShapeOptions, _add_shape_parameters
+    return crops
 
+
+def test_a_short_polygon_training_run_saves_a_model_of_its_family(tmp_path):
+    options = _short_polygon_options()
+    assert options.model.family == "polygon" and options.model.std_scales == (1.0, 1.0)
+    model = load_model(run_training(options, tmp_path / "run", evaluate=False))
+    assert model.options.family == "polygon" and len(model.options.std_scales) == 2
+    assert model.options.std_scales != (1.0, 1.0)  # calibrated on the polygon validation set
+    _check_polygon_predictions(model)
+
+
+@pytest.mark.slow
+def test_a_short_polygon_training_run_scores_its_test_set(tmp_path):
+    run_training(_short_polygon_options(), tmp_path / "run")
+    figures = __import__("json").loads((tmp_path / "run" / "test.json").read_text())
+    assert {"median_abs_error_log_rounding", "coverage90_log_rounding", "d_exact_fraction"} <= set(figures)
+    assert 0 < figures["jaccard_median"] <= 1
+
+
+def test_a_polygon_model_analyses_particles(tmp_path):
+    from nanoshape.cnn import save_model
+    from nanoshape.pipeline import SHAPE_COLUMNS, AnalyzeOptions, ShapeOptions, _add_shape_parameters, nan_reasons
+
+    model_dir = save_model(ShapeCNN(CNNOptions(family="polygon"), rngs=nnx.Rngs(0)), tmp_path / "model")
+    crops = _check_polygon_predictions(load_model(model_dir))
+    with pytest.raises(ValueError, match="trained for the polygon family"):
         table = pd.DataFrame({"particle_id": [1]})
         _add_shape_parameters(table, np.asarray(crops[:1]), AnalyzeOptions(shape=ShapeOptions(model=str(model_dir))), {})
+    # the family's columns, refined from the CNN's start; eq. 1's NaN with a reason
+    options = AnalyzeOptions(shape=ShapeOptions(model=str(model_dir), family="polygon"))
+    table = pd.DataFrame({"particle_id": [1, 2]})
+    _add_shape_parameters(table, np.asarray(crops[:2]), options, {})
+    assert set(SHAPE_COLUMNS) <= set(table) and table["p"].isna().all() and table["shape_family"].eq("polygon").all()
+    assert set(table["n_sides"]) <= set(ROUNDED_POLYGON.classes) and (table["rounding"] > 0).all()
+    assert (table["jaccard_refined"] >= table["jaccard_cnn"]).all() and table["jaccard_refined"].min() > 0.9
+    assert nan_reasons(table, options).str.contains("shape.family=polygon").all()
+    with pytest.raises(ValueError, match="unknown shape family 'gielis'"):
+        ShapeOptions(family="gielis")
 
 
 def test_fit_masks_recovers_rounded_polygons_from_their_masks():

@@ -239,3 +239,18 @@ def test_registry():
     assert family_of(polygon(4, 0.2, 0.0)) is ROUNDED_POLYGON and family_of(eq1(2.0, 2, 1.0, 0.0)) is SUPERELLIPSE
     with pytest.raises(ValueError, match="known: superellipse, polygon"):
         get_family("gielis")
+
+
+@pytest.mark.parametrize("command, message", [
+    (["train", "shape.family=gielis"], "unknown shape family 'gielis'"),
+    (["train", "shape.family=polygon", "train.polygon_prior.n_sides_values=[3,9]"], "supports n_sides in"),
+    (["train", "train.prior.d_values=[2,8]"], "d must be in 1..6"),
+    (["analyze", "shape.family=polygon"], "of the superellipse family, not shape.family=polygon"),
+])
+def test_the_command_line_refuses_a_wrong_family_before_writing(tmp_path, command, message):
+    from nanoshape.cli import main
+
+    with pytest.raises(SystemExit, match=message):
+        main([*command, f"output={tmp_path / 'run'}"])
+    # (analyze checks that its output can be written first, as for any model problem)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

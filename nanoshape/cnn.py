@@ -392,10 +392,10 @@ def phase_multiplier(options: CNNOptions, d_index: jax.Array) -> float | jax.Arr
 
 
 def phase_from_vector(vec: jax.Array, multiplier: float | jax.Array) -> jax.Array:
-    """phi in its canonical period ``[0, 2 pi / m)`` from (cos m phi, sin m phi)-like vectors (..., 2)."""
+    """phi in its canonical period ``[0, 2 pi / |m|)`` from (cos m phi, sin m phi)-like vectors (..., 2)."""
     if isinstance(multiplier, float):
-        return jnp.mod((1 / multiplier) * jnp.arctan2(vec[..., 1], vec[..., 0]), 2 * math.pi / multiplier)
-    return jnp.mod(jnp.arctan2(vec[..., 1], vec[..., 0]) / multiplier, 2 * jnp.pi / multiplier)
+        return jnp.mod((1 / multiplier) * jnp.arctan2(vec[..., 1], vec[..., 0]), 2 * math.pi / abs(multiplier))
+    return jnp.mod(jnp.arctan2(vec[..., 1], vec[..., 0]) / multiplier, 2 * jnp.pi / jnp.abs(multiplier))
 
 
 def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
@@ -424,14 +424,15 @@ def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
     phi = phase_from_vector(vec, multiplier)
     # a perpendicular error of sigma in the unit vector turns m phi by sigma / |v|
     logvar_phi = jnp.clip(raw[:, layout["logvar_phi"].start], *_LOGVAR_RANGE)
-    phi_std = scale_phi * (1 / multiplier) * jnp.exp(0.5 * logvar_phi) / jnp.maximum(norm, 0.25)
+    inverse = 1 / abs(multiplier) if isinstance(multiplier, float) else 1 / jnp.abs(multiplier)
+    phi_std = scale_phi * inverse * jnp.exp(0.5 * logvar_phi) / jnp.maximum(norm, 0.25)
     # the phase each class reads (for fits that try a second class)
     n_classes = len(family.classes)
     every = jnp.stack([phi_vectors(raw, options, jnp.full(raw.shape[0], k)) for k in range(n_classes)], axis=1)
     phi_by_d = jnp.stack([phase_from_vector(every[:, k], phase_multiplier(options, jnp.full(raw.shape[0], k)))
                           for k in range(n_classes)], axis=1)
     # a uniform phase over the period 2 pi / m has standard deviation (2 pi / m) / sqrt(12)
-    period = 2 * math.pi / multiplier if isinstance(multiplier, float) else 2 * jnp.pi / multiplier
+    period = 2 * math.pi * inverse
     return {
         **out,
         "phi": phi, "phi_std": jnp.minimum(phi_std, period / math.sqrt(12.0)), "d_probs": d_probs,

@@ -73,8 +73,11 @@ class ShapeFamily:
       classes: the values of the discrete parameter the CNN distinguishes (logit order).
       continuous: the continuous parameters, in CNN head order.
       phase_multipliers: per class, the factor m of the phase target ``(cos m phi, sin m phi)``:
-        phi is periodic with period ``2 pi / m``.
-      phase_harmonics: per class, the angular harmonic of the particle whose complex phase
+        phi is periodic with period ``2 pi / |m|``. Its sign makes the target turn as the
+        angular harmonic the CNN reads: a turn of the particle by ``a`` multiplies harmonic k
+        by ``exp(-i k a)``, so ``m phi`` must move by ``-k a`` (eq. 1: phi moves by ``-d a / 2``,
+        m = 2, k = d; a phase that turns with the particle, phi + a: m = -k).
+      phase_harmonics: per class, the angular harmonic k of the particle whose complex phase
         turns with ``m phi`` (the polar CNN reads the phase there).
     """
 
@@ -198,8 +201,8 @@ class RoundedPolygon(ShapeFamily):
 
     Triangular, square and hexagonal plates with straight sides (eq. 1's d = 3 shapes have
     curved ones). A turn by ``2 pi / n`` gives the same shape, so ``phi`` has that period, and
-    a turn of the particle by ``a`` moves ``n phi`` by ``n a``: the CNN reads it from angular
-    harmonic n.
+    a turn of the particle by ``a`` moves ``n phi`` by ``n a``, and angular harmonic n by ``-n a``:
+    the CNN reads the phase there with the target ``(cos(-n phi), sin(-n phi))``.
     """
 
     def radius(self, theta, params):
@@ -246,7 +249,7 @@ ROUNDED_POLYGON = RoundedPolygon(
     name="polygon", params_type=PolygonParams, prior_type=PolygonPrior, discrete="n_sides",
     classes=(3, 4, 5, 6, 7),
     continuous=(Continuous("rounding", "log_rounding", "rounding_log_std", 0.0, (math.log(1e-3), 0.0)),),
-    phase_multipliers=(3, 4, 5, 6, 7), phase_harmonics=(3, 4, 5, 6, 7))
+    phase_multipliers=(-3, -4, -5, -6, -7), phase_harmonics=(3, 4, 5, 6, 7))
 
 #: Every family by name (``shape.family=<name>``).
 FAMILIES: dict[str, ShapeFamily] = {f.name: f for f in (SUPERELLIPSE, ROUNDED_POLYGON)}

@@ -102,7 +102,7 @@ def _fit_one(mask: jax.Array, log_values: jax.Array, phi: jax.Array, discrete: j
     target = _box_downsample(mask.astype(jnp.float32), options.grid_px)
     area_px, centroid_xy = _mask_moments(inside)
     classes = jnp.asarray(family.classes, jnp.int32)
-    multipliers = jnp.asarray(family.phase_multipliers, jnp.float32)
+    multipliers = jnp.abs(jnp.asarray(family.phase_multipliers, jnp.float32))
     start_logs = tuple(log_values[i] for i in range(len(family.continuous)))
 
     def loss(theta, cls, edge_width):

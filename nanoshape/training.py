@@ -202,7 +202,7 @@ def loss_terms(raw: jax.Array, shapes, options: CNNOptions, *, shape_weight: flo
     labels = optax.smooth_labels(jax.nn.one_hot(t["d_index"], len(family.classes)), 0.02)
     ce_d = optax.softmax_cross_entropy(decoded["d_logits"], labels)
     _, _, true_phi = family.split(shapes)
-    period = 2 * jnp.pi / phase_multiplier(options, t["d_index"])
+    period = 2 * jnp.pi / jnp.abs(phase_multiplier(options, t["d_index"]))
     phi_error = jnp.abs(jnp.mod(decoded["phi"] - true_phi + period / 2, period) - period / 2)
     heads = [c.head for c in family.continuous]
     if nll_beta > 0:
@@ -315,7 +315,7 @@ def _abs_errors(decoded: dict[str, np.ndarray], truth, options: CNNOptions) -> d
     errors = {c.head: np.abs(decoded[c.head] - np.log(np.maximum(value, c.floor) if c.floor > 0 else value))
               for c, value in zip(family.continuous, continuous)}
     multiplier = np.asarray(phase_multiplier(options, jnp.asarray(_class_index(family, jnp.asarray(discrete)))))
-    period = 2 * np.pi / multiplier
+    period = 2 * np.pi / np.abs(multiplier)
     errors["phi"] = np.abs(np.mod(decoded["phi"] - phi + period / 2, period) - period / 2)
     return errors
 

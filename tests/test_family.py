@@ -110,8 +110,9 @@ def test_targets_index_the_classes_without_clipping():
     t = _targets(shapes, options)
     np.testing.assert_array_equal(t["d_index"], [0, 4, 2])
     np.testing.assert_allclose(t["log_rounding"], np.log([0.1, 0.5, 0.9]), rtol=1e-6)
-    # the phase target is n phi: a turn by the period 2 pi / n is no change
+    # the phase target is -n phi (see the equivariance test): a turn by the period 2 pi / n is no change
     np.testing.assert_allclose(t["phi_vec"][:, 0], np.cos(np.array([3 * 0.1, 7 * 0.2, 5 * 1.0])), atol=1e-6)
+    np.testing.assert_allclose(t["phi_vec"][:, 1], -np.sin(np.array([3 * 0.1, 7 * 0.2, 5 * 1.0])), atol=1e-6)
     eq1_targets = _targets(ShapeParams(jnp.asarray([2.0]), jnp.asarray([6], jnp.int32), jnp.asarray([0.5]),
                                        jnp.asarray([0.3])), CNNOptions())
     assert int(eq1_targets["d_index"][0]) == 5 and float(eq1_targets["log_l"][0]) == 0.0
@@ -136,6 +137,13 @@ def test_the_polar_polygon_model_is_equivariant_to_quarter_turns():
         before = np.arctan2(pairs[:, k, 1], pairs[:, k, 0])
         after = np.arctan2(pairs_turned[:, k, 1], pairs_turned[:, k, 0])
         assert np.abs(np.mod(after - before - n * np.pi / 2 + np.pi, 2 * np.pi) - np.pi).max() < 1e-3
+        # the training target turns the same way: the turned particle is the polygon at phi - pi/2
+        # (a target turning the other way, (cos n phi, sin n phi), left odd n's phase unlearnable:
+        # a 3,000-step run predicted -phi + const for triangles and pentagons)
+        shapes = PolygonParams(jnp.full(2, n, jnp.int32), jnp.full(2, 0.2), jnp.asarray([0.3, 0.3 - np.pi / 2]))
+        target = np.asarray(_targets(shapes, options)["phi_vec"])
+        turn = np.arctan2(target[1, 1], target[1, 0]) - np.arctan2(target[0, 1], target[0, 0])
+        assert abs(np.mod(turn - n * np.pi / 2 + np.pi, 2 * np.pi) - np.pi) < 1e-4, n
 
 
 def _short_polygon_options() -> TrainOptions:

@@ -189,10 +189,14 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> int:
         from nanoshape.cnn import load_model
 
         try:  # fail before the run, not once per micrograph
-            load_model(options.shape.model or None)
+            model = load_model(options.shape.model or None)
         except (FileNotFoundError, ValueError) as error:
             raise SystemExit(f"nanoshape {command}: cannot load the shape model: {error} "
                              "(shape.cnn=false analyses without shape parameters)") from None
+        if model.options.family != options.shape.family:
+            raise SystemExit(f"nanoshape {command}: the shape model {options.shape.model or '(shipped)'} is of the "
+                             f"{model.options.family} family, not shape.family={options.shape.family}: train one with "
+                             f"`nanoshape train shape.family={options.shape.family}` and give shape.model=<its directory>")
     bars = _Bars(n_files)
     try:
         summary = run_analysis(source, output, options, distribute=DistributeOptions(scheduler=cfg.scheduler, workers=cfg.workers),
@@ -305,7 +309,7 @@ def _run_train(cfg) -> int:
     from nanoshape.training import TrainOptions, run_training
 
     try:
-        options = to_options(TrainOptions, cfg.train)
+        options = to_options(TrainOptions, cfg.train).with_family(cfg.shape.family)
     except ValueError as error:
         raise SystemExit(f"nanoshape train: {error}") from None
     output = Path(cfg.output)
@@ -320,11 +324,14 @@ def _run_train(cfg) -> int:
             raise SystemExit(f"nanoshape train: {error}") from None
     figures = json.loads((output / "test.json").read_text())
     print(f"nanoshape train: model saved to {model_dir}")
+    family = options.model.shape_family
+    first = family.continuous[0]
     print(f"  test set ({figures['n']} rendered particles): median shape Jaccard {figures['jaccard_median']:.3f} "
-          f"(10th percentile {figures['jaccard_p10']:.3f}), d exact {figures['d_exact_fraction']:.1%}, "
-          f"median |log p error| {figures['median_abs_error_log_p']:.3f}")
+          f"(10th percentile {figures['jaccard_p10']:.3f}), {family.discrete} exact {figures['d_exact_fraction']:.1%}, "
+          f"median |log {first.name} error| {figures[f'median_abs_error_{first.head}']:.3f}")
     crop_args = f" crop.context={options.crop.context:g}" if options.crop.context > 0 else ""
-    print(f"  use it with: nanoshape analyze shape.model={model_dir}{crop_args} ...")
+    family_args = f" shape.family={family.name}" if family.name != "superellipse" else ""
+    print(f"  use it with: nanoshape analyze shape.model={model_dir}{family_args}{crop_args} ...")
     return EXIT_OK
 
 

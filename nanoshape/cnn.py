@@ -49,12 +49,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nanoshape.family import ShapeFamily, family_of_prior, get_family
 from nanoshape.shape import ShapePrior
 
 __all__ = ["CNNOptions", "ShapeCNN", "D_VALUES", "predict", "save_model", "load_model",
            "default_model_dir", "decode", "phi_vectors"]
 
-#: d classes, in logit order
+#: d classes of eq. 1, in logit order (other families: ``CNNOptions.shape_family.classes``)
 D_VALUES = (1, 2, 3, 4, 5, 6)
 _LOGVAR_RANGE = (-10.0, 4.0)
 
@@ -97,6 +98,11 @@ class CNNOptions:
         these circular 1-D convolutions (kernel 3) run along the angle.
       polar_features: features per angle before the summaries.
       polar_harmonics: how many angular harmonics' magnitudes enter the summaries.
+      family: the shape family whose parameters the heads predict (:mod:`nanoshape.family`):
+        one Gaussian head per continuous parameter, one phase pair per class of its discrete
+        parameter (read from the class's angular harmonic), the class logits.
+      head_centers, head_scales: the normalisation of the continuous heads of a family other
+        than eq. 1 (empty: from the family's default prior); eq. 1 uses ``log_p_*``, ``log_l_*``.
     """
 
     input_size: int = 64
@@ -118,8 +124,18 @@ class CNNOptions:
     polar_features: int = 128
     polar_harmonics: int = 8
     polar_angular_channels: tuple[int, ...] = (128, 128)
+    family: str = "superellipse"
+    head_centers: tuple[float, ...] = ()
+    head_scales: tuple[float, ...] = ()
 
     def __post_init__(self):
+        family = get_family(self.family)
+        if len(self.std_scales) != len(family.continuous) + 1 and set(self.std_scales) == {1.0}:
+            # uncalibrated (the default): one factor 1 per continuous parameter and phi
+            object.__setattr__(self, "std_scales", (1.0,) * (len(family.continuous) + 1))
+        if len(self.std_scales) != len(family.continuous) + 1:
+            raise ValueError(f"model.std_scales needs {len(family.continuous) + 1} factors for the {family.name} family "
+                             f"(one per continuous parameter and phi), got {self.std_scales}")
         if self.geometry not in ("cartesian", "polar"):
             raise ValueError(f"model.geometry must be 'cartesian' or 'polar', got {self.geometry!r}")
         if self.geometry == "polar":
@@ -132,24 +148,50 @@ class CNNOptions:
             if self.polar_radii % 2 ** len(self.channels):
                 raise ValueError(f"model.polar_radii ({self.polar_radii}) must be divisible by 2^{len(self.channels)}")
             stride = math.prod(self.polar_angle_strides)
-            if self.polar_angles % stride or self.polar_angles // stride < 2 * max(D_VALUES) + 1:
+            top = max(family.phase_harmonics)
+            if self.polar_angles % stride or self.polar_angles // stride < 2 * top + 1:
                 raise ValueError(f"model.polar_angles ({self.polar_angles}) must be divisible by the angular strides' "
-                                 f"product ({stride}) and leave at least {2 * max(D_VALUES) + 1} angles, to resolve "
-                                 f"the phase of d = {max(D_VALUES)}")
+                                 f"product ({stride}) and leave at least {2 * top + 1} angles, to resolve "
+                                 f"angular harmonic {top}")
             if not 1 <= self.polar_harmonics <= self.polar_angles // stride // 2:
                 raise ValueError(f"model.polar_harmonics must be in 1..{self.polar_angles // stride // 2}")
 
     @property
+    def shape_family(self) -> ShapeFamily:
+        """The :class:`nanoshape.family.ShapeFamily` of the heads."""
+        return get_family(self.family)
+
+    @property
     def n_phase_pairs(self) -> int:
-        """(cos 2 phi, sin 2 phi) read-outs: one per d class, or one shared."""
-        return len(D_VALUES) if self.phi_per_d else 1
+        """(cos m phi, sin m phi) read-outs: one per class (eq. 1: per d), or one shared."""
+        return len(self.shape_family.classes) if self.phi_per_d else 1
+
+    @property
+    def centers(self) -> tuple[float, ...]:
+        """The centre of each continuous head's logarithm (the network predicts (log x - centre) / scale)."""
+        return self._normalisation()[0]
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        """The scale of each continuous head's logarithm."""
+        return self._normalisation()[1]
+
+    def _normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        family = self.shape_family
+        if family.name == "superellipse":
+            return (self.log_p_center, self.log_l_center), (self.log_p_scale, self.log_l_scale)
+        if self.head_centers:
+            return self.head_centers, self.head_scales
+        return _log_uniform_normalisation(family, family.prior_type())
 
     @property
     def layout(self) -> dict[str, slice]:
-        """Where each output lies in the network's raw output vector: log p and log L (each
-        [mean, log-variance]), the phase pair(s), the phase's log-variance and the d logits."""
-        sizes = {"log_p": 2, "log_l": 2, "phase": 2 * self.n_phase_pairs, "logvar_phi": 1,
-                 "d": len(D_VALUES)}
+        """Where each output lies in the network's raw output vector: each continuous head
+        (eq. 1: log p and log L; each [mean, log-variance]), the phase pair(s), the phase's
+        log-variance and the class logits (``"d"``, for every family)."""
+        family = self.shape_family
+        sizes = {**{c.head: 2 for c in family.continuous}, "phase": 2 * self.n_phase_pairs, "logvar_phi": 1,
+                 "d": len(family.classes)}
         starts = np.cumsum([0, *sizes.values()])
         return {name: slice(int(a), int(a + n)) for (name, n), a in zip(sizes.items(), starts)}
 
@@ -159,12 +201,25 @@ class CNNOptions:
         return self.layout["d"].stop
 
     @staticmethod
-    def for_prior(prior: ShapePrior, **kwargs) -> "CNNOptions":
-        """Target normalisation matching a training prior."""
+    def for_prior(prior: Any, **kwargs) -> "CNNOptions":
+        """Target normalisation matching a training prior (of any family)."""
+        if not isinstance(prior, ShapePrior):
+            family = family_of_prior(prior)
+            centers, scales = _log_uniform_normalisation(family, prior)
+            return CNNOptions(family=family.name, head_centers=centers, head_scales=scales,
+                              std_scales=(1.0,) * (len(family.continuous) + 1), **kwargs)
+        kwargs = {k: v for k, v in kwargs.items() if k != "family"}
         lp, hp = (math.log(v) for v in prior.p_range)
         ll, hl = (math.log(v) for v in prior.l_ratio_range)
         return CNNOptions(log_p_center=0.5 * (lp + hp), log_p_scale=max((hp - lp) / math.sqrt(12.0), 0.1),
                           log_l_center=0.5 * (ll + hl), log_l_scale=max((hl - ll) / math.sqrt(12.0), 0.1), **kwargs)
+
+
+def _log_uniform_normalisation(family: ShapeFamily, prior: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Centre and scale of each continuous head for a log-uniform prior on ``<name>_range``."""
+    bounds = [tuple(math.log(v) for v in getattr(prior, f"{c.name}_range")) for c in family.continuous]
+    return (tuple(0.5 * (lo + hi) for lo, hi in bounds),
+            tuple(max((hi - lo) / math.sqrt(12.0), 0.1) for lo, hi in bounds))
 
 
 class ShapeCNN(nnx.Module):
@@ -253,7 +308,11 @@ class ShapeCNN(nnx.Module):
         # a turn of the particle by a multiplies angular harmonic k by exp(-i k a) and turns
         # 2 phi by -d a: a complex-linear read-out of harmonic d is equivariant by construction
         n_pairs = o.n_phase_pairs
-        harmonic = spectrum[:, 1 : 1 + n_pairs]  # (B, pairs, F): harmonic d for phase pair d
+        first = o.shape_family.phase_harmonics[0]
+        if o.shape_family.phase_harmonics == tuple(range(first, first + n_pairs)):
+            harmonic = spectrum[:, first : first + n_pairs]  # (B, pairs, F): eq. 1: harmonic d for pair d
+        else:
+            harmonic = spectrum[:, np.asarray(o.shape_family.phase_harmonics)]
         w_re, w_im = self.phase[0][None], self.phase[1][None]
         z_re = jnp.sum(w_re * harmonic.real - w_im * harmonic.imag, axis=2)
         z_im = jnp.sum(w_re * harmonic.imag + w_im * harmonic.real, axis=2)
@@ -308,52 +367,82 @@ def _bilinear(image: jax.Array, ys: jax.Array, xs: jax.Array) -> jax.Array:
 
 
 def phi_vectors(raw: jax.Array, options: CNNOptions, d_index: jax.Array) -> jax.Array:
-    """The (B, 2) raw (cos 2 phi, sin 2 phi) read-out for the d class ``d_index`` (B,) of each crop."""
+    """The (B, 2) raw (cos m phi, sin m phi) read-out for the class ``d_index`` (B,) of each crop."""
     pairs = raw[:, options.layout["phase"]]
     if not options.phi_per_d:
         return pairs
-    pairs = pairs.reshape(raw.shape[0], len(D_VALUES), 2)
+    pairs = pairs.reshape(raw.shape[0], len(options.shape_family.classes), 2)
     return jnp.take_along_axis(pairs, d_index[:, None, None], axis=1)[:, 0]
 
 
 def gaussian_output(raw: jax.Array, options: CNNOptions, name: str) -> tuple[jax.Array, jax.Array]:
-    """The standardised mean and the log-variance (clipped) the network gives for ``"log_p"`` or ``"log_l"``."""
+    """The standardised mean and the log-variance (clipped) the network gives for a continuous
+    head (eq. 1: ``"log_p"`` or ``"log_l"``)."""
     start = options.layout[name].start
     return raw[:, start], jnp.clip(raw[:, start + 1], *_LOGVAR_RANGE)
+
+
+def phase_multiplier(options: CNNOptions, d_index: jax.Array) -> float | jax.Array:
+    """The factor m of the phase target (cos m phi, sin m phi) of class ``d_index`` (a Python
+    number where every class shares it, as eq. 1's 2 does)."""
+    multipliers = options.shape_family.phase_multipliers
+    if len(set(multipliers)) == 1:
+        return float(multipliers[0])
+    return jnp.asarray(multipliers, jnp.float32)[d_index]
+
+
+def phase_from_vector(vec: jax.Array, multiplier: float | jax.Array) -> jax.Array:
+    """phi in its canonical period ``[0, 2 pi / |m|)`` from (cos m phi, sin m phi)-like vectors (..., 2)."""
+    if isinstance(multiplier, float):
+        return jnp.mod((1 / multiplier) * jnp.arctan2(vec[..., 1], vec[..., 0]), 2 * math.pi / abs(multiplier))
+    return jnp.mod(jnp.arctan2(vec[..., 1], vec[..., 0]) / multiplier, 2 * jnp.pi / jnp.abs(multiplier))
 
 
 def decode(raw: jax.Array, options: CNNOptions) -> dict[str, jax.Array]:
     """Network outputs ``(B, options.n_outputs)`` -> parameters and uncertainties (jax arrays).
 
-    With ``phi_per_d`` the phase is read from the pair of the most probable d.
+    Keys: each continuous head's logarithm and standard deviation (eq. 1: ``log_p``,
+    ``p_log_std``, ``log_l``, ``l_ratio_log_std``), ``phi`` and ``phi_std``, the class
+    probabilities and logits ``d_probs``, ``d_logits`` and the phase each class reads,
+    ``phi_by_d`` (for every family: ``d`` names the discrete parameter here). With
+    ``phi_per_d`` the phase is read from the pair of the most probable class.
     """
+    family = options.shape_family
     layout = options.layout
-    scale_p, scale_l, scale_phi = options.std_scales
-    mean, logvar = gaussian_output(raw, options, "log_p")
-    log_p = options.log_p_center + options.log_p_scale * mean
-    log_p_std = scale_p * options.log_p_scale * jnp.exp(0.5 * logvar)
-    mean, logvar = gaussian_output(raw, options, "log_l")
-    log_l = options.log_l_center + options.log_l_scale * mean
-    log_l_std = scale_l * options.log_l_scale * jnp.exp(0.5 * logvar)
+    *scale_continuous, scale_phi = options.std_scales
+    out = {}
+    for c, center, scale, std_scale in zip(family.continuous, options.centers, options.scales, scale_continuous):
+        mean, logvar = gaussian_output(raw, options, c.head)
+        out[c.head] = center + scale * mean
+        out[c.std_name] = std_scale * scale * jnp.exp(0.5 * logvar)
     d_logits = raw[:, layout["d"]]
     d_probs = jax.nn.softmax(d_logits, axis=1)
-    vec = phi_vectors(raw, options, jnp.argmax(d_probs, axis=1))
+    d_index = jnp.argmax(d_probs, axis=1)
+    vec = phi_vectors(raw, options, d_index)
     norm = jnp.linalg.norm(vec, axis=1)
-    phi = jnp.mod(0.5 * jnp.arctan2(vec[:, 1], vec[:, 0]), jnp.pi)
-    # a perpendicular error of sigma in the unit vector turns 2 phi by sigma / |v|
+    multiplier = phase_multiplier(options, d_index)
+    phi = phase_from_vector(vec, multiplier)
+    # a perpendicular error of sigma in the unit vector turns m phi by sigma / |v|
     logvar_phi = jnp.clip(raw[:, layout["logvar_phi"].start], *_LOGVAR_RANGE)
-    phi_std = scale_phi * 0.5 * jnp.exp(0.5 * logvar_phi) / jnp.maximum(norm, 0.25)
-    # the phase each d class reads (for fits that try a second d)
-    every = jnp.stack([phi_vectors(raw, options, jnp.full(raw.shape[0], k)) for k in range(len(D_VALUES))], axis=1)
-    phi_by_d = jnp.mod(0.5 * jnp.arctan2(every[..., 1], every[..., 0]), jnp.pi)
+    inverse = 1 / abs(multiplier) if isinstance(multiplier, float) else 1 / jnp.abs(multiplier)
+    phi_std = scale_phi * inverse * jnp.exp(0.5 * logvar_phi) / jnp.maximum(norm, 0.25)
+    # the phase each class reads (for fits that try a second class)
+    n_classes = len(family.classes)
+    every = jnp.stack([phi_vectors(raw, options, jnp.full(raw.shape[0], k)) for k in range(n_classes)], axis=1)
+    phi_by_d = jnp.stack([phase_from_vector(every[:, k], phase_multiplier(options, jnp.full(raw.shape[0], k)))
+                          for k in range(n_classes)], axis=1)
+    # a uniform phase over the period 2 pi / m has standard deviation (2 pi / m) / sqrt(12)
+    period = 2 * math.pi * inverse
     return {
-        "log_p": log_p, "p_log_std": log_p_std, "log_l": log_l, "l_ratio_log_std": log_l_std,
-        "phi": phi, "phi_std": jnp.minimum(phi_std, jnp.pi / math.sqrt(12.0)), "d_probs": d_probs,
+        **out,
+        "phi": phi, "phi_std": jnp.minimum(phi_std, period / math.sqrt(12.0)), "d_probs": d_probs,
         "d_logits": d_logits, "logvar_phi": logvar_phi, "phi_by_d": phi_by_d,
     }
 
 
-_PREDICTED = ("log_p", "p_log_std", "log_l", "l_ratio_log_std", "phi", "phi_std", "d_probs", "phi_by_d")
+def _predicted(options: CNNOptions) -> tuple[str, ...]:
+    heads = tuple(name for c in options.shape_family.continuous for name in (c.head, c.std_name))
+    return (*heads, "phi", "phi_std", "d_probs", "phi_by_d")
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "options"))
@@ -361,7 +450,7 @@ def _forward(graphdef, state, crops, options: CNNOptions):
     # decoded inside the compiled call: run eagerly, each op of decode would compile again
     # for every new number of crops (about a second per micrograph)
     decoded = decode(nnx.merge(graphdef, state)(crops), options)
-    return {k: decoded[k] for k in _PREDICTED}
+    return {k: decoded[k] for k in _predicted(options)}
 
 
 def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -377,7 +466,10 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
       [0, pi); uncertainties ``p_log_std`` and ``l_ratio_log_std`` (standard deviations of
       log p and log L), ``phi_std`` (radians); ``d_probs`` (n, 6), the probability of each d
       in 1..6; ``phi_by_d`` (n, 6), the phase read out for each d (``phi`` is the chosen
-      d's); ``d_confidence`` (the probability of the chosen d).
+      d's); ``d_confidence`` (the probability of the chosen d). For a model of another
+      family (``model.options.family``) the same with its names: its parameters (in
+      canonical form), ``<continuous>_log_std``, ``phi_std``, ``<discrete>_probs``,
+      ``phi_by_<discrete>`` and ``<discrete>_confidence``.
     """
     crops = np.asarray(crops, np.float32)
     n = crops.shape[0]
@@ -393,22 +485,27 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
         padded[: len(chunk)] = chunk
         decoded = _forward(graphdef, state, jnp.asarray(padded), model.options)
         parts.append({k: np.asarray(v)[: len(chunk)] for k, v in decoded.items()})
+    family = model.options.shape_family
+    predicted, n_classes = _predicted(model.options), len(family.classes)
     if parts:
-        out = {k: np.concatenate([part[k] for part in parts]) for k in _PREDICTED}
+        out = {k: np.concatenate([part[k] for part in parts]) for k in predicted}
     else:
-        out = {k: np.zeros((0, len(D_VALUES)) if k in ("d_probs", "phi_by_d") else 0, np.float32) for k in _PREDICTED}
+        out = {k: np.zeros((0, n_classes) if k in ("d_probs", "phi_by_d") else 0, np.float32) for k in predicted}
     d_index = out["d_probs"].argmax(axis=1) if n else np.zeros(0, int)
+    values = {family.discrete: np.asarray(family.classes)[d_index].astype(np.int32),
+              "phi": out["phi"].astype(np.float32)}
+    for c in family.continuous:
+        log_value = np.maximum(out[c.head], math.log(c.floor)) if c.floor > 0 else out[c.head]
+        values[c.name] = np.exp(log_value).astype(np.float32)
+    discrete = family.discrete
     return {
-        "p": np.exp(out["log_p"]).astype(np.float32),
-        "d": np.asarray(D_VALUES)[d_index].astype(np.int32),
-        "l_ratio": np.exp(np.maximum(out["log_l"], 0.0)).astype(np.float32),
-        "phi": out["phi"].astype(np.float32),
-        "p_log_std": out["p_log_std"].astype(np.float32),
-        "l_ratio_log_std": out["l_ratio_log_std"].astype(np.float32),
+        **{name: values[name] for name in family.columns},
+        **{c.std_name: out[c.std_name].astype(np.float32) for c in family.continuous},
         "phi_std": out["phi_std"].astype(np.float32),
-        "d_probs": out["d_probs"].astype(np.float32),
-        "phi_by_d": out["phi_by_d"].astype(np.float32),
-        "d_confidence": out["d_probs"][np.arange(n), d_index].astype(np.float32) if n else np.zeros(0, np.float32),
+        f"{discrete}_probs": out["d_probs"].astype(np.float32),
+        f"phi_by_{discrete}": out["phi_by_d"].astype(np.float32),
+        f"{discrete}_confidence": (out["d_probs"][np.arange(n), d_index].astype(np.float32) if n
+                                   else np.zeros(0, np.float32)),
     }
 
 

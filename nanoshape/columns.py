@@ -16,7 +16,7 @@ from typing import Iterable
 
 import pandas as pd
 
-__all__ = ["COLUMNS", "RENAMED", "SHAPE_PARAMETERS", "UNDOCUMENTED", "describe_columns", "upgrade_columns"]
+__all__ = ["COLUMNS", "RENAMED", "SHAPE_PARAMETERS", "UNDOCUMENTED", "describe_columns", "table_column", "upgrade_columns"]
 
 #: the shape family's parameters in words (R(theta) = [|L cos(d theta/2 + phi)|^p + |sin(d theta/2 + phi)|^p]^(-1/p))
 SHAPE_PARAMETERS = {
@@ -76,6 +76,13 @@ COLUMNS: dict[str, tuple[str, str]] = {
 
 #: old column name -> new (older runs' tables are read with :func:`upgrade_columns`)
 RENAMED = {"phi": "phi_rad", "phi_cnn": "phi_cnn_rad", "phi_image": "phi_image_rad", "phi_std": "phi_std_rad"}
+
+
+
+def table_column(name: str) -> str:
+    """The particle table's name of a shape parameter (``phi`` is ``phi_rad`` there)."""
+    return RENAMED.get(name, name)
+
 
 #: the meaning :func:`describe_columns` gives a column it does not know
 UNDOCUMENTED = "(undocumented)"

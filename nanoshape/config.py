@@ -266,17 +266,32 @@ class CompareCommand:
 
 
 @dataclass
+class TrainShape:
+    """The shape model a ``nanoshape train`` run learns.
+
+    Attributes:
+      family: the shape family (``superellipse``: eq. 1, the default; ``polygon``: rounded
+        regular polygons; see nanoshape.family). Its prior is ``train.prior`` for eq. 1 and
+        ``train.<family>_prior`` otherwise.
+    """
+
+    family: str = "superellipse"
+
+
+@dataclass
 class TrainCommand:
     """``nanoshape train``: train the shape CNN on particles rendered on the fly.
 
     Attributes:
       output: the run directory (options.json, metrics.jsonl, checkpoints/, model/,
         test.json). Rerunning into the same directory resumes from its newest checkpoint.
+      shape: the shape family learned (``shape.family=polygon``).
       train: the training options (steps, batch, learning rate, validation and test sets,
         architecture, shape prior, imaging model, crop).
     """
 
     output: str = "nanoshape-train"
+    shape: TrainShape = field(default_factory=TrainShape)
     train: schema(TrainOptions) = field(default_factory=lambda: _default(TrainOptions))
 
 

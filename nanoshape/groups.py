@@ -67,7 +67,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-__all__ = ["GroupOptions", "Grouping", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "HARMONIC_COLUMNS", "ANGULAR_COLUMNS", "design_matrix", "cluster_particles",
+__all__ = ["GroupOptions", "Grouping", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "parameter_columns", "HARMONIC_COLUMNS", "ANGULAR_COLUMNS", "design_matrix", "cluster_particles",
            "shape_name", "describe_groups",
            "Classifier", "train_classifier", "save_classifier", "load_classifier"]
 
@@ -88,6 +88,26 @@ FEATURE_SETS = ("shape", "classic")
 CHOICES = ("hdbscan", "silhouette")
 #: shape parameters used for grouping (phi, the orientation, is not a property of the shape)
 PARAMETER_COLUMNS = ("p", "l_ratio", "d")
+
+
+def _table_family(table: pd.DataFrame):
+    """The shape family of a particle table (its ``shape_family`` column; eq. 1 without one)."""
+    from nanoshape.family import SUPERELLIPSE, get_family
+
+    if "shape_family" in table and len(table) and isinstance(table["shape_family"].iloc[0], str):
+        return get_family(table["shape_family"].iloc[0])
+    return SUPERELLIPSE
+
+
+def parameter_columns(table: pd.DataFrame) -> tuple[str, ...]:
+    """The raw shape-parameter predictors of a table: :data:`PARAMETER_COLUMNS` for eq. 1, the
+    family's continuous and discrete parameters for another (``shape_family`` column)."""
+    family = _table_family(table)
+    if family.name == "superellipse":
+        return PARAMETER_COLUMNS
+    return (*(c.name for c in family.continuous), family.discrete)
+
+
 #: the fitted shape's outline spectrum (computed from p, d, l_ratio, phi_rad when the table lacks it)
 HARMONIC_COLUMNS = tuple(f"shape_harmonic_{m}" for m in range(1, 13))
 #: harmonics enter as log(amplitude + this): amplitudes below a few % of the radius are at
@@ -209,7 +229,7 @@ def dataset_columns(table: pd.DataFrame, dataset: str, options: GroupOptions = G
         features.append(size)
     if dataset == "features":
         return tuple(features)
-    parameters = HARMONIC_COLUMNS if options.parameter_space == "harmonics" else PARAMETER_COLUMNS
+    parameters = HARMONIC_COLUMNS if options.parameter_space == "harmonics" else parameter_columns(table)
     if dataset == "parameters":
         return parameters
     if dataset == "both":
@@ -237,15 +257,25 @@ def design_matrix(table: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
             x = np.log(np.maximum(table[column].to_numpy(float), 0.0) + ANGULAR_FLOOR)
         else:
             x = table[column].to_numpy(float)
-        if column in ("p", "l_ratio", "feret_ratio") or column.startswith("equivalent_diameter"):
+        if column in _log_columns(table) or column.startswith("equivalent_diameter"):
             x = np.log(np.maximum(x, 1e-12))
         values.append(x)
     return np.stack(values, axis=1)
 
 
+def _log_columns(table: pd.DataFrame) -> tuple[str, ...]:
+    family = _table_family(table)
+    if family.name == "superellipse":
+        return ("p", "l_ratio", "feret_ratio")
+    return (*(c.name for c in family.continuous), "feret_ratio")
+
+
 def shape_spectrum(table: pd.DataFrame, chunk: int = 4096) -> np.ndarray:
     """(n, 12) :func:`nanoshape.shape.harmonic_spectrum` of each particle's fitted shape (NaN where a
-    parameter is missing), in fixed-size jitted chunks (one compilation)."""
+    parameter is missing), in fixed-size jitted chunks (one compilation); for a table of another
+    shape family (``shape_family``), :func:`nanoshape.family.descriptor` of its parameters."""
+    if _table_family(table).name != "superellipse":
+        return _family_spectrum(table, _table_family(table), chunk)
     phase = "phi_rad" if "phi_rad" in table or "phi" not in table else "phi"  # "phi": a table of an older run
     missing = [c for c in ("p", "d", "l_ratio", phase) if c not in table]
     if missing:
@@ -275,6 +305,32 @@ def _spectrum_batch(p, d, l_ratio, phi):
 
 
 _SPECTRUM = None
+
+
+def _family_spectrum(table: pd.DataFrame, family, chunk: int) -> np.ndarray:
+    import jax
+    import jax.numpy as jnp
+
+    from nanoshape.family import descriptor
+
+    from nanoshape.columns import table_column
+
+    missing = [table_column(c) for c in family.columns if table_column(c) not in table]
+    if missing:
+        raise KeyError(f"the particle table lacks the columns {missing} of the {family.name} family")
+    values = {c: table[table_column(c)].to_numpy(float) for c in family.columns}
+    valid = np.all([np.isfinite(v) for v in values.values()], axis=0)
+    valid &= np.all([values[c.name] > 0 for c in family.continuous], axis=0)
+    out = np.full((len(table), len(HARMONIC_COLUMNS)), np.nan)
+    index = np.flatnonzero(valid)
+    spectrum = jax.jit(jax.vmap(lambda params: descriptor(params, len(HARMONIC_COLUMNS))))
+    for begin in range(0, len(index), chunk):
+        part = index[begin:begin + chunk]
+        pad = np.concatenate([part, np.full(chunk - len(part), part[0])])
+        params = family.params_type(*(jnp.asarray(values[c][pad], jnp.int32 if c == family.discrete else jnp.float32)
+                                      for c in family.columns))
+        out[part] = np.asarray(spectrum(params))[: len(part)]
+    return out
 
 
 def _scaling(x: np.ndarray, columns: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -363,7 +419,7 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
     datasets = [d for d in options.datasets if d in DATASETS]
     if not datasets or not all(m in METHODS for m in options.methods):
         raise ValueError(f"datasets must be among {DATASETS} and methods among {METHODS}")
-    if any(c not in table for c in PARAMETER_COLUMNS):
+    if any(c not in table for c in parameter_columns(table)):
         datasets = [d for d in datasets if d == "features"] or ["features"]
     all_columns = dataset_columns(table, "both" if "parameters" in datasets or "both" in datasets else "features", options)
     raw = design_matrix(table, all_columns)

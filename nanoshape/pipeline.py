@@ -62,6 +62,10 @@ class ShapeOptions:
       refine: refine the CNN's parameters by gradient descent through the renderer until
         the re-rendered shape matches the particle's mask (:mod:`nanoshape.refine`).
       batch_size: crops per CNN call.
+      family: the shape family (:mod:`nanoshape.family`): ``superellipse`` (eq. 1, the
+        shipped model) or another, with ``model=`` a model trained for it (``nanoshape train
+        shape.family=<name>``). Other families are fitted to the masks by
+        :func:`nanoshape.familyfit.fit_masks` (no image fit yet) and get their own columns.
     """
 
     cnn: bool = True
@@ -69,6 +73,12 @@ class ShapeOptions:
     image_fit: bool = True
     refine: bool = True
     batch_size: int = 256
+    family: str = "superellipse"
+
+    def __post_init__(self):
+        from nanoshape.family import get_family
+
+        get_family(self.family)  # an unknown family stops the run before it starts
 
 
 @dataclass(frozen=True)
@@ -296,6 +306,8 @@ def add_shapes(results: list[ImageResult], options: AnalyzeOptions = AnalyzeOpti
                            result.info["pixel_size_nm"])
         for column in SHAPE_COLUMNS:  # the table's angles carry their unit in the name
             table[column] = np.asarray(values[_INTERNAL_NAMES.get(column, column)])[part]
+        for column in [c for c in values if c not in _SHAPE_STAGE_NAMES]:  # another family's own parameters
+            table[column] = np.asarray(values[column])[part]
         for stage, seconds in timings.items():
             result.info["timings"][stage] = seconds * count / n
 
@@ -383,6 +395,10 @@ def nan_reasons(table: pd.DataFrame, options: AnalyzeOptions = AnalyzeOptions())
         off.update(dict.fromkeys(("p_image", "d_image", "l_ratio_image", "phi_image_rad", "jaccard_image"), "shape.image_fit=false"))
     if options.shape.cnn and not options.shape.refine:
         off["jaccard_refined"] = "shape.refine=false"
+    if options.shape.cnn and options.shape.family != "superellipse":
+        from nanoshape.familyfit import family_nan_reasons
+
+        off.update(family_nan_reasons(options.shape.family))
     numeric = table.select_dtypes("number")
     missing = numeric.isna().to_numpy()
     out = np.full(len(table), np.nan, dtype=object)
@@ -406,6 +422,7 @@ _INTERNAL_NAMES = {new: old for old, new in RENAMED.items()}
 SHAPE_COLUMNS = ("p", "d", "l_ratio", "phi_rad", "p_cnn", "d_cnn", "l_ratio_cnn", "phi_cnn_rad", "p_log_std",
                  "l_ratio_log_std", "phi_std_rad", "d_confidence", "p_image", "d_image", "l_ratio_image", "phi_image_rad",
                  "jaccard_cnn", "jaccard_image", "jaccard_refined", "fit_converged")
+_SHAPE_STAGE_NAMES = {_INTERNAL_NAMES.get(column, column) for column in SHAPE_COLUMNS}
 
 
 def _in_chunks(run: Callable[[slice], dict[str, np.ndarray]], n: int, stage: str, progress) -> dict[str, np.ndarray]:
@@ -449,6 +466,10 @@ def _shape_parameters(crops: np.ndarray, options: AnalyzeOptions, timings: dict,
     n = len(crops)
     start = time.perf_counter()
     model = load_model(options.shape.model or None)
+    if model.options.family != options.shape.family:
+        raise ValueError(f"the shape model {options.shape.model or '(shipped)'} was trained for the {model.options.family} "
+                         f"family, not shape.family={options.shape.family}: give a model of that family (nanoshape "
+                         f"train shape.family={options.shape.family}) or shape.family={model.options.family}")
     wanted = model.options.input_channels
     if crops.shape[-1] < wanted:
         raise ValueError(f"the shape model {options.shape.model or '(shipped)'} reads {wanted}-channel crops (a context "
@@ -458,6 +479,10 @@ def _shape_parameters(crops: np.ndarray, options: AnalyzeOptions, timings: dict,
                      "cnn", progress)
     masks = crops[..., 1]
     timings["cnn_s"] = time.perf_counter() - start
+    if options.shape.family != "superellipse":
+        from nanoshape.familyfit import family_values
+
+        return family_values(masks, cnn, model.options.shape_family, refine=options.shape.refine, timings=timings), None
 
     def placed_jaccard(shape):
         return fit_jaccard(masks, ShapeParams(shape["p"], shape["d"], shape["l_ratio"], shape["phi"]))

@@ -657,15 +657,21 @@ def fit_jaccard(masks: np.ndarray | jax.Array, shapes: ShapeParams) -> np.ndarra
 def shape_jaccard(a: ShapeParams, b: ShapeParams, *, grid_px: int = 128) -> jax.Array:
     """Jaccard of two shapes at equal area and coincident centroids (free of scale and position).
 
+    Any shape family (:mod:`nanoshape.family`), even two different ones.
+
     Both are drawn on a ``grid_px`` square at the largest common area that keeps each inside
     0.45 of the side from the centre; IoU of ``coverage > 0.5``. One pair; vmap for batches.
     """
+    from nanoshape import family
+
     fill = 0.45 * grid_px
-    area_a, area_b = area(a, n=1024), area(b, n=1024)
-    common = jnp.minimum(area_a * (fill / max_radius(a, n=512)) ** 2, area_b * (fill / max_radius(b, n=512)) ** 2)
+    area_a, area_b = family.area(a, n=1024), family.area(b, n=1024)
+    common = jnp.minimum(area_a * (fill / family.max_radius(a, n=512)) ** 2,
+                         area_b * (fill / family.max_radius(b, n=512)) ** 2)
     middle = jnp.full((2,), 0.5 * (grid_px - 1), jnp.float32)
     coverages = []
     for shape, shape_area in ((a, area_a), (b, area_b)):
         scale = jnp.sqrt(common / shape_area)
-        coverages.append(silhouette(shape, middle - scale * centroid(shape, n=1024), scale, height=grid_px, width=grid_px))
+        coverages.append(silhouette(shape, middle - scale * family.centroid(shape, n=1024), scale,
+                                    height=grid_px, width=grid_px))
     return _binary_jaccard(*coverages)

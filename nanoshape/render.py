@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from nanoshape.crop import CropOptions, crop_particle
-from nanoshape.shape import ShapeParams, ShapePrior, canonicalize, max_radius, sample_prior
+from nanoshape.family import family_of, family_of_prior
+from nanoshape.family import max_radius as _family_max_radius
+from nanoshape.shape import ShapeParams, ShapePrior, canonicalize, sample_prior
 
 __all__ = [
     "silhouette",
@@ -48,16 +50,27 @@ __all__ = [
     "soft_jaccard",
 ]
 
+#: Largest d the eq. 1 kernel draws: (hx + i hy)^d is built from the powers 1, 2 and 4.
+_MAX_D = 7
+
 #: Bound on |R'/R|: concave cusps (p < 1) make it unbounded; beyond ~50 the edge is a point.
 _MAX_LOG_SLOPE = 50.0
 
 
-def _edge_field(shape: ShapeParams, center_xy_px: jax.Array, scale_px: jax.Array, height: int, width: int):
+def _edge_field(shape, center_xy_px: jax.Array, scale_px: jax.Array, height: int, width: int):
     """Per-pixel ``f = S R(theta) - r`` (px, > 0 inside), |df/dx|, |df/dy| and k = d log R / d theta.
 
     The gradient is taken at the boundary point on the pixel's ray, so deep-inside pixels
-    get a large positive ``f / |grad f|`` and the centre pixel is well defined.
+    get a large positive ``f / |grad f|`` and the centre pixel is well defined. Eq. 1
+    (:class:`nanoshape.shape.ShapeParams`) has its own fast kernel; any other family
+    (:mod:`nanoshape.family`) is drawn from its ``radius`` and ``log_slope`` per pixel.
     """
+    if not isinstance(shape, ShapeParams):
+        return _family_edge_field(shape, center_xy_px, scale_px, height, width)
+    if not isinstance(shape.d, jax.core.Tracer) and np.any((np.asarray(shape.d) < 1) | (np.asarray(shape.d) > _MAX_D)):
+        # a traced d cannot be checked here: ShapePrior, the CNN and the fits keep it in 1..6
+        raise ValueError(f"the renderer draws eq. 1 for d in 1..{_MAX_D} (three binary powers of exp(i theta / 2)); "
+                         f"got d = {np.asarray(shape.d)}")
     dtype = jnp.float32
     ys = jnp.arange(height, dtype=dtype)[:, None] - center_xy_px[1]
     xs = jnp.arange(width, dtype=dtype)[None, :] - center_xy_px[0]
@@ -100,6 +113,25 @@ def _edge_field(shape: ShapeParams, center_xy_px: jax.Array, scale_px: jax.Array
     k = jnp.clip(k, -_MAX_LOG_SLOPE, _MAX_LOG_SLOPE)
     ux, uy = xs * inv_r, ys * inv_r
     # grad f at the boundary point of the ray: k (-uy, ux) - (ux, uy); |grad f|_2 = sqrt(1 + k^2)
+    grad_x, grad_y = -k * uy - ux, k * ux - uy
+    return f, jnp.abs(grad_x), jnp.abs(grad_y), k
+
+
+def _family_edge_field(shape, center_xy_px: jax.Array, scale_px: jax.Array, height: int, width: int):
+    """:func:`_edge_field` of any shape family: ``theta`` by ``arctan2``, R and d log R / d theta
+    from the family (its analytic slope, or forward-mode autodiff of its radius)."""
+    family = family_of(shape)
+    dtype = jnp.float32
+    ys = jnp.arange(height, dtype=dtype)[:, None] - center_xy_px[1]
+    xs = jnp.arange(width, dtype=dtype)[None, :] - center_xy_px[0]
+    ys, xs = jnp.broadcast_arrays(ys, xs)
+    r_squared = xs * xs + ys * ys + 1e-12
+    inv_r = jax.lax.rsqrt(r_squared)
+    r = r_squared * inv_r
+    unit_radius, k = family.log_slope(jnp.arctan2(ys, xs), shape)
+    k = jnp.clip(k, -_MAX_LOG_SLOPE, _MAX_LOG_SLOPE)
+    f = scale_px * unit_radius - r
+    ux, uy = xs * inv_r, ys * inv_r
     grad_x, grad_y = -k * uy - ux, k * ux - uy
     return f, jnp.abs(grad_x), jnp.abs(grad_y), k
 
@@ -409,6 +441,14 @@ class TrainingDraws(NamedTuple):
     key_mask: jax.Array
 
 
+def _draw_canonical(key: jax.Array, prior):
+    """One canonical shape from the prior of any family (eq. 1: :class:`ShapePrior`)."""
+    if isinstance(prior, ShapePrior):
+        return canonicalize(sample_prior(key, prior))
+    family = family_of_prior(prior)
+    return family.canonicalize(family.sample_prior(key, prior))
+
+
 def training_draws(
     key: jax.Array,
     *,
@@ -419,11 +459,11 @@ def training_draws(
 ) -> TrainingDraws:
     """The shape, pose and imaging values :func:`training_example` draws from ``key``."""
     key_shape, key_pose, key_imaging, key_noise, key_mask = jax.random.split(key, 5)
-    shape = canonicalize(sample_prior(key_shape, prior))
+    shape = _draw_canonical(key_shape, prior)
     key_extent, key_center = jax.random.split(key_pose)
     lo, hi = extent_fraction_range
     extent_px = canvas_px * jnp.exp(jax.random.uniform(key_extent, (), minval=math.log(lo), maxval=math.log(hi)))
-    scale_px = 0.5 * extent_px / max_radius(shape, n=64)
+    scale_px = 0.5 * extent_px / _family_max_radius(shape, n=64)
     slack = 0.5 * (canvas_px - extent_px) - 1.0
     jitter = jax.random.uniform(key_center, (2,), minval=-1.0, maxval=1.0) * jnp.maximum(slack, 0.0)
     center = 0.5 * (canvas_px - 1) + jitter
@@ -496,13 +536,13 @@ def shape_sheet(
     Each particle's largest diameter is 70% of the image side.
 
     Returns:
-      (images (n, size, size), canonical ShapeParams of (n,), scale_px (n,)).
+      (images (n, size, size), the canonical parameters of (n,) (the prior's family), scale_px (n,)).
     """
 
     def one(k):
         key_shape, key_image = jax.random.split(k)
-        shape = canonicalize(sample_prior(key_shape, prior))
-        scale = 0.35 * size_px / max_radius(shape)
+        shape = _draw_canonical(key_shape, prior)
+        scale = 0.35 * size_px / _family_max_radius(shape)
         center = jnp.full((2,), 0.5 * (size_px - 1), jnp.float32)
         if silhouettes:
             image = silhouette(shape, center, scale, height=size_px, width=size_px)

@@ -349,7 +349,7 @@ def _structure(page: _Page, particles: pd.DataFrame, grouping_columns: list[str]
     ax.set_ylim(0, 1.05)
     page.figure(fig, "pca_pareto", "Pareto chart of the principal components of the grouping predictors.")
 
-    if all(c in particles for c in ("p", "d", "l_ratio")):
+    if all(c in particles and particles[c].notna().any() for c in ("p", "d", "l_ratio")):
         fig = plt.figure(figsize=(6, 5))
         ax = fig.add_subplot(projection="3d")
         sel = particles.iloc[np.flatnonzero(ok)[sample]]
@@ -465,16 +465,21 @@ def _outline(row: pd.Series, mask: np.ndarray) -> np.ndarray | None:
     """The refined shape re-rendered on the crop grid at the mask's area and centroid."""
     import jax.numpy as jnp
 
+    from nanoshape.columns import table_column
+    from nanoshape.family import SUPERELLIPSE, get_family, placement
     from nanoshape.render import silhouette
-    from nanoshape.shape import ShapeParams, placement
 
-    if not all(c in row and pd.notna(row[c]) for c in ("p", "d", "l_ratio", "phi_rad")):
+    named = "shape_family" in row and isinstance(row["shape_family"], str)
+    family = get_family(row["shape_family"]) if named else SUPERELLIPSE
+    columns = [table_column(c) for c in family.columns]  # the table's angles carry their unit
+    if not all(c in row and pd.notna(row[c]) for c in columns):
         return None
     inside = mask > 0.5
     if inside.sum() < 3:
         return None
     ys, xs = np.nonzero(inside)
-    shape = ShapeParams(jnp.float32(row.p), jnp.int32(row.d), jnp.float32(row.l_ratio), jnp.float32(row.phi_rad))
+    shape = family.params_type(*(jnp.int32(row[t]) if c == family.discrete else jnp.float32(row[t])
+                                 for c, t in zip(family.columns, columns)))
     center, scale = placement(shape, jnp.float32(inside.sum()), jnp.asarray([xs.mean(), ys.mean()], jnp.float32))
     return np.asarray(silhouette(shape, center, scale, height=mask.shape[0], width=mask.shape[1]))
 

@@ -34,6 +34,7 @@ __all__ = [
     "canonicalize",
     "dual_p",
     "harmonic_spectrum",
+    "outline_spectrum",
     "sample_prior",
     "area",
     "perimeter",
@@ -41,6 +42,9 @@ __all__ = [
     "max_radius",
     "placement",
 ]
+
+#: Largest number of major axes eq. 1 is drawn, learned and fitted with (the CNN's classes 1..6).
+MAX_D = 6
 
 #: Angles used by the quadrature rules: the integrands are periodic, so the trapezoid
 #: rule converges spectrally for smooth shapes; concave cusps (p < 1) need the density.
@@ -86,6 +90,11 @@ class ShapePrior:
                 raise ValueError(f"ShapePrior.{name} must satisfy 0 < low <= high, got {(lo, hi)}")
         if not self.d_values or any(int(d) != d or d < 1 for d in self.d_values):
             raise ValueError(f"ShapePrior.d_values must be positive integers, got {self.d_values}")
+        if max(self.d_values) > MAX_D:
+            # the renderer builds exp(i d theta / 2) from three binary powers (d <= 7) and the
+            # CNN has a class for each d in 1..6: beyond, shapes would be drawn or learned wrongly
+            raise ValueError(f"ShapePrior.d_values: d must be in 1..{MAX_D} (the CNN's classes and what the "
+                             f"renderer draws), got {self.d_values}")
 
 
 def radius(theta: jax.Array, shape: ShapeParams) -> jax.Array:
@@ -179,7 +188,12 @@ def harmonic_spectrum(shape: ShapeParams, harmonics: int = 12, n: int = 256) -> 
       (harmonics,) non-negative amplitudes relative to the mean radius term.
     """
     theta = _angles(4 * n)
-    r = radius(theta, shape)
+    return outline_spectrum(theta, radius(theta, shape), harmonics, n)
+
+
+def outline_spectrum(theta: jax.Array, r: jax.Array, harmonics: int = 12, n: int = 256) -> jax.Array:
+    """:func:`harmonic_spectrum` of an outline given as radii ``r`` at the angles ``theta``
+    (for any shape family, :func:`nanoshape.family.descriptor`)."""
     x, y = r * jnp.cos(theta), r * jnp.sin(theta)
     step = jnp.hypot(jnp.roll(x, -1) - x, jnp.roll(y, -1) - y)
     length = jnp.concatenate([jnp.zeros(1, x.dtype), jnp.cumsum(step)])

@@ -40,10 +40,12 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nanoshape.cnn import D_VALUES, CNNOptions, ShapeCNN, decode, gaussian_output, phi_vectors, predict, save_model
+from nanoshape.cnn import (CNNOptions, ShapeCNN, decode, gaussian_output, phase_from_vector, phase_multiplier,
+                           phi_vectors, save_model)
 from nanoshape.crop import CropOptions
+from nanoshape.family import PolygonPrior, ShapeFamily, get_family
 from nanoshape.render import Imaging, training_batch
-from nanoshape.shape import ShapeParams, ShapePrior
+from nanoshape.shape import ShapePrior
 
 __all__ = ["TrainOptions", "run_training", "evaluate_model", "loss_terms", "calibrate_uncertainties"]
 
@@ -78,8 +80,10 @@ class TrainOptions:
         less. A default-length run with 0.5 (and ``crop.context=3``) moved the test figures
         little (experiments/results/cnn_full_runs/): median |log p error| 0.206 -> 0.198,
         the median phi error 0.009 -> 0.012 rad.
-      model: the architecture.
-      prior: the shape prior of the rendered particles.
+      model: the architecture; ``model.family`` chooses the shape family
+        (:mod:`nanoshape.family`; ``nanoshape train shape.family=<name>`` sets it).
+      prior: the shape prior of the rendered particles (eq. 1, ``superellipse``).
+      polygon_prior: the shape prior of the ``polygon`` family.
       imaging: the TEM imaging model.
       crop: the crop size and margin (must match ``model.input_size``).
     """
@@ -104,6 +108,7 @@ class TrainOptions:
     nll_beta: float = 0.0
     model: CNNOptions = field(default_factory=CNNOptions)
     prior: ShapePrior = field(default_factory=ShapePrior)
+    polygon_prior: PolygonPrior = field(default_factory=PolygonPrior)
     imaging: Imaging = field(default_factory=Imaging)
     crop: CropOptions = field(default_factory=CropOptions)
 
@@ -115,22 +120,51 @@ class TrainOptions:
                              f"model.input_channels is {self.model.input_channels}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
+        self.model.shape_family.validate_prior(self.shape_prior)
+
+    def with_family(self, name: str) -> "TrainOptions":
+        """These options training a model of the shape family ``name`` (its heads normalised
+        for its prior, its uncertainties uncalibrated); unchanged if the model already is."""
+        family = get_family(name)
+        if family.name == self.model.family:
+            return self
+        prior = self.prior if family.name == "superellipse" else getattr(self, f"{family.name}_prior")
+        kept = {f.name: getattr(self.model, f.name) for f in dataclasses.fields(CNNOptions)
+                if not f.name.startswith(("log_p_", "log_l_", "head_")) and f.name not in ("family", "std_scales")}
+        return dataclasses.replace(self, model=CNNOptions.for_prior(prior, **kept))
+
+    @property
+    def shape_prior(self):
+        """The prior of the model's shape family (``prior`` for eq. 1, ``<family>_prior`` otherwise)."""
+        family = self.model.shape_family
+        return self.prior if family.name == "superellipse" else getattr(self, f"{family.name}_prior")
 
 
-def _targets(shapes: ShapeParams) -> dict[str, jax.Array]:
-    return {
-        "log_p": jnp.log(shapes.p),
-        "log_l": jnp.log(jnp.maximum(shapes.l_ratio, 1.0)),
-        "phi_vec": jnp.stack([jnp.cos(2 * shapes.phi), jnp.sin(2 * shapes.phi)], axis=1),
-        "d_index": jnp.clip(shapes.d - 1, 0, len(D_VALUES) - 1),
-    }
+def _class_index(family: ShapeFamily, discrete: jax.Array) -> jax.Array:
+    """Index of each discrete value among the family's classes (the prior holds only those)."""
+    classes = jnp.asarray(family.classes, discrete.dtype)
+    return jnp.argmax(discrete[:, None] == classes[None, :], axis=1).astype(jnp.int32)
 
 
-def _shape_overlap(predicted: ShapeParams, true: ShapeParams, grid_px: int) -> jax.Array:
+def _targets(shapes, options: CNNOptions) -> dict[str, jax.Array]:
+    """The training targets of a batch of canonical shapes: each continuous head's logarithm
+    (at its canonical floor, eq. 1's L >= 1), the phase vector (cos m phi, sin m phi) and the
+    class index. A discrete value outside the family's classes is refused by the prior
+    (:meth:`nanoshape.family.ShapeFamily.validate_prior`), never clipped."""
+    family = options.shape_family
+    discrete, continuous, phi = family.split(shapes)
+    d_index = _class_index(family, discrete)
+    m = phase_multiplier(options, d_index)
+    targets = {c.head: jnp.log(jnp.maximum(value, c.floor) if c.floor > 0 else value)
+               for c, value in zip(family.continuous, continuous)}
+    return {**targets, "phi_vec": jnp.stack([jnp.cos(m * phi), jnp.sin(m * phi)], axis=1), "d_index": d_index}
+
+
+def _shape_overlap(predicted, true, grid_px: int) -> jax.Array:
     """Soft Jaccard of two shapes drawn at equal area and coincident centroids on a small
     grid (one pair; vmapped). Differentiable in the predicted p, L and phi."""
+    from nanoshape.family import placement
     from nanoshape.render import silhouette, soft_jaccard
-    from nanoshape.shape import placement
 
     fill = (0.3 * grid_px) ** 2 * math.pi  # an area that keeps elongated shapes on the grid
     middle = jnp.full((2,), 0.5 * (grid_px - 1), jnp.float32)
@@ -141,53 +175,67 @@ def _shape_overlap(predicted: ShapeParams, true: ShapeParams, grid_px: int) -> j
     return soft_jaccard(maps[0], jax.lax.stop_gradient(maps[1]))
 
 
-def loss_terms(raw: jax.Array, shapes: ShapeParams, options: CNNOptions, *, shape_weight: float = 0.0,
+def loss_terms(raw: jax.Array, shapes, options: CNNOptions, *, shape_weight: float = 0.0,
                shape_grid_px: int = 32, nll_beta: float = 0.0) -> dict[str, jax.Array]:
-    """Per-batch mean of each loss term and the training RMSEs (in log p, log L, phi).
+    """Per-batch mean of each loss term and the training RMSEs (of each continuous head's
+    logarithm, eq. 1: log p and log L, and of phi).
 
     With ``shape_weight`` > 0 the loss also compares shapes in image space: the shape drawn
-    from the predicted p, L and phi (with the true d) against the true shape, at equal area
-    and centroid. Equivalent descriptions of one shape (the circle at any phi, the square
-    as p -> inf or as the diamond p = 1 turned by pi/4) cost nothing there, and a small turn
-    of a thin-armed star costs what it costs in overlap.
+    from the predicted continuous parameters and phi (with the true class) against the true
+    shape, at equal area and centroid. Equivalent descriptions of one shape (the circle at
+    any phi, the square as p -> inf or as the diamond p = 1 turned by pi/4) cost nothing
+    there, and a small turn of a thin-armed star costs what it costs in overlap.
     """
-    t = _targets(shapes)
-    z_p = (t["log_p"] - options.log_p_center) / options.log_p_scale
-    z_l = (t["log_l"] - options.log_l_center) / options.log_l_scale
+    family = options.shape_family
+    t = _targets(shapes, options)
     decoded = decode(raw, options)
-    mean_p, lv_p = gaussian_output(raw, options, "log_p")
-    mean_l, lv_l = gaussian_output(raw, options, "log_l")
+    nlls, weights = {}, {}
+    for c, center, scale in zip(family.continuous, options.centers, options.scales):
+        z = (t[c.head] - center) / scale
+        mean, lv = gaussian_output(raw, options, c.head)
+        nlls[c.head] = 0.5 * (lv + (z - mean) ** 2 * jnp.exp(-lv))
+        weights[c.head] = lv
     lv_phi = decoded["logvar_phi"]
-    # the phase read-out of the true d (with one shared pair, that pair)
+    # the phase read-out of the true class (with one shared pair, that pair)
     vec = phi_vectors(raw, options, t["d_index"])
-    nll_p = 0.5 * (lv_p + (z_p - mean_p) ** 2 * jnp.exp(-lv_p))
-    nll_l = 0.5 * (lv_l + (z_l - mean_l) ** 2 * jnp.exp(-lv_l))
     nll_phi = 0.5 * (2 * lv_phi + jnp.sum((t["phi_vec"] - vec) ** 2, axis=1) * jnp.exp(-lv_phi))
-    labels = optax.smooth_labels(jax.nn.one_hot(t["d_index"], len(D_VALUES)), 0.02)
+    labels = optax.smooth_labels(jax.nn.one_hot(t["d_index"], len(family.classes)), 0.02)
     ce_d = optax.softmax_cross_entropy(decoded["d_logits"], labels)
-    phi_error = jnp.abs(jnp.mod(decoded["phi"] - shapes.phi + jnp.pi / 2, jnp.pi) - jnp.pi / 2)
+    _, _, true_phi = family.split(shapes)
+    period = 2 * jnp.pi / jnp.abs(phase_multiplier(options, t["d_index"]))
+    phi_error = jnp.abs(jnp.mod(decoded["phi"] - true_phi + period / 2, period) - period / 2)
+    heads = [c.head for c in family.continuous]
     if nll_beta > 0:
         weight = lambda lv: jax.lax.stop_gradient(jnp.exp(nll_beta * lv))  # noqa: E731
-        total = weight(lv_p) * nll_p + weight(lv_l) * nll_l + weight(lv_phi) * nll_phi + ce_d
+        total = weight(weights[heads[0]]) * nlls[heads[0]]
+        for head in heads[1:]:
+            total = total + weight(weights[head]) * nlls[head]
+        total = total + weight(lv_phi) * nll_phi + ce_d
     else:
-        total = nll_p + nll_l + nll_phi + ce_d
+        total = nlls[heads[0]]
+        for head in heads[1:]:
+            total = total + nlls[head]
+        total = total + nll_phi + ce_d
     shape_loss = jnp.zeros_like(total)
     if shape_weight > 0:
         # arctan2 has no gradient at the origin (the zero-initialised head starts there)
         vec = vec + jnp.asarray([1e-3, 0.0], raw.dtype)
-        phi = 0.5 * jnp.arctan2(vec[:, 1], vec[:, 0])
-        log_p = jnp.clip(decoded["log_p"], math.log(0.1), math.log(200.0))
-        log_l = jnp.clip(decoded["log_l"], 0.0, math.log(30.0))
-        predicted = ShapeParams(jnp.exp(log_p), shapes.d, jnp.exp(log_l), phi)
+        phi = phase_from_vector(vec, phase_multiplier(options, t["d_index"]))
+        values = []
+        for c in family.continuous:
+            low = max(c.fit_range[0], math.log(c.floor)) if c.floor > 0 else c.fit_range[0]
+            values.append(jnp.exp(jnp.clip(decoded[c.head], low, c.fit_range[1])))
+        discrete, _, _ = family.split(shapes)
+        predicted = family.make(discrete, tuple(values), phi)
         overlap = jax.vmap(functools.partial(_shape_overlap, grid_px=shape_grid_px))(predicted, shapes)
         shape_loss = 1.0 - overlap
         total = total + shape_weight * shape_loss
     return {
         "loss": jnp.mean(total),
         "shape_loss": jnp.mean(shape_loss),
-        "nll_p": jnp.mean(nll_p), "nll_l": jnp.mean(nll_l), "nll_phi": jnp.mean(nll_phi), "ce_d": jnp.mean(ce_d),
-        "rmse_log_p": jnp.sqrt(jnp.mean((decoded["log_p"] - t["log_p"]) ** 2)),
-        "rmse_log_l": jnp.sqrt(jnp.mean((decoded["log_l"] - t["log_l"]) ** 2)),
+        **{f"nll_{head.removeprefix('log_')}": jnp.mean(nlls[head]) for head in heads},
+        "nll_phi": jnp.mean(nll_phi), "ce_d": jnp.mean(ce_d),
+        **{f"rmse_{head}": jnp.sqrt(jnp.mean((decoded[head] - t[head]) ** 2)) for head in heads},
         "rmse_phi": jnp.sqrt(jnp.mean(phi_error**2)),
         "d_accuracy": jnp.mean(jnp.argmax(decoded["d_logits"], axis=1) == t["d_index"]),
     }
@@ -209,7 +257,7 @@ def _mesh(devices: int) -> jax.sharding.Mesh:
 
 
 def _batch(key, options: TrainOptions):
-    return training_batch(key, options.batch_size, chunk=options.render_chunk, prior=options.prior,
+    return training_batch(key, options.batch_size, chunk=options.render_chunk, prior=options.shape_prior,
                           imaging=options.imaging, crop=options.crop)
 
 
@@ -239,7 +287,7 @@ def _make_step(graphdef, options: TrainOptions, mesh):
 
 def _evaluate_raw(graphdef, params, key, n: int, options: TrainOptions, batch: int = 512):
     """Network outputs and truth on ``n`` rendered crops from ``key`` (batches from fold_in(key, i))."""
-    render = jax.jit(lambda k: training_batch(k, batch, chunk=options.render_chunk, prior=options.prior,
+    render = jax.jit(lambda k: training_batch(k, batch, chunk=options.render_chunk, prior=options.shape_prior,
                                               imaging=options.imaging, crop=options.crop))
     forward = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
     raws, truths = [], []
@@ -254,18 +302,22 @@ def _evaluate_raw(graphdef, params, key, n: int, options: TrainOptions, batch: i
 
 def _validation(graphdef, params, options: TrainOptions) -> dict[str, float]:
     raw, truth = _evaluate_raw(graphdef, params, jax.random.key(options.validation_seed), options.validation_size, options)
-    terms = loss_terms(jnp.asarray(raw), ShapeParams(*map(jnp.asarray, truth)), options.model,
+    terms = loss_terms(jnp.asarray(raw), jax.tree.map(jnp.asarray, truth), options.model,
                        shape_weight=options.shape_weight, nll_beta=options.nll_beta)
     return {f"val_{k}": float(v) for k, v in terms.items()}
 
 
-def _abs_errors(decoded: dict[str, np.ndarray], truth) -> dict[str, np.ndarray]:
-    """|error| of the decoded log p, log L (canonical, L >= 1) and phi (mod pi) against (p, d, L, phi) truths."""
-    return {
-        "log_p": np.abs(decoded["log_p"] - np.log(truth[0])),
-        "log_l": np.abs(decoded["log_l"] - np.log(np.maximum(truth[2], 1.0))),
-        "phi": np.abs(np.mod(decoded["phi"] - truth[3] + np.pi / 2, np.pi) - np.pi / 2),
-    }
+def _abs_errors(decoded: dict[str, np.ndarray], truth, options: CNNOptions) -> dict[str, np.ndarray]:
+    """|error| of each decoded continuous logarithm (canonical, at its floor) and of phi (modulo
+    its period) against the true parameters."""
+    family = options.shape_family
+    discrete, continuous, phi = family.split(truth)
+    errors = {c.head: np.abs(decoded[c.head] - np.log(np.maximum(value, c.floor) if c.floor > 0 else value))
+              for c, value in zip(family.continuous, continuous)}
+    multiplier = np.asarray(phase_multiplier(options, jnp.asarray(_class_index(family, jnp.asarray(discrete)))))
+    period = 2 * np.pi / np.abs(multiplier)
+    errors["phi"] = np.abs(np.mod(decoded["phi"] - phi + period / 2, period) - period / 2)
+    return errors
 
 
 def calibrate_uncertainties(model: ShapeCNN, options: TrainOptions = TrainOptions(), *,
@@ -281,14 +333,15 @@ def calibrate_uncertainties(model: ShapeCNN, options: TrainOptions = TrainOption
     """
     from statistics import NormalDist
 
-    raw_options = dataclasses.replace(model.options, std_scales=(1.0, 1.0, 1.0))
+    family = model.options.shape_family
+    raw_options = dataclasses.replace(model.options, std_scales=(1.0,) * len(model.options.std_scales))
     graphdef, state = nnx.split(model)
     raw, truth = _evaluate_raw(graphdef, state, jax.random.key(options.validation_seed), options.validation_size, options)
     decoded = {k: np.asarray(v) for k, v in decode(jnp.asarray(raw), raw_options).items()}
-    errors = _abs_errors(decoded, truth)
-    stds = {"log_p": decoded["p_log_std"], "log_l": decoded["l_ratio_log_std"], "phi": decoded["phi_std"]}
+    errors = _abs_errors(decoded, truth, raw_options)
+    stds = {**{c.head: decoded[c.std_name] for c in family.continuous}, "phi": decoded["phi_std"]}
     z = NormalDist().inv_cdf(0.5 + coverage / 2)
-    scales = tuple(float(np.quantile(errors[k] / stds[k], coverage) / z) for k in ("log_p", "log_l", "phi"))
+    scales = tuple(float(np.quantile(errors[k] / stds[k], coverage) / z) for k in stds)
     calibrated = ShapeCNN(dataclasses.replace(model.options, std_scales=scales), rngs=nnx.Rngs(0))
     nnx.update(calibrated, nnx.state(model, nnx.Param))
     return calibrated
@@ -301,10 +354,11 @@ def evaluate_model(model: ShapeCNN, options: TrainOptions = TrainOptions(), *, n
     Returns a JSON-safe dict: ``n``; the Jaccard index between the shape re-rendered from
     the prediction and the true shape, both at equal area and centroid
     (:func:`nanoshape.refine.shape_jaccard`), as median and 10th percentile; the fraction
-    with d exactly right, and (because a circle, p = 2 and L = 1, is the same shape for every
-    d) the fraction where d is right or the predicted shape matches the truth with Jaccard
-    >= 0.95 anyway; the median absolute errors of log p, log L and phi; the coverage of the
-    central 90 % intervals of log p, log L and phi (Gaussian: +-1.645 sigma).
+    with d (the family's discrete parameter) exactly right, and (because a circle, p = 2 and
+    L = 1, is the same shape for every d) the fraction where d is right or the predicted
+    shape matches the truth with Jaccard >= 0.95 anyway; the median absolute errors of each
+    continuous head (eq. 1: log p, log L) and phi; the coverage of their central 90 %
+    intervals (Gaussian: +-1.645 sigma).
     """
     from nanoshape.refine import shape_jaccard
 
@@ -313,36 +367,37 @@ def evaluate_model(model: ShapeCNN, options: TrainOptions = TrainOptions(), *, n
     graphdef, state = nnx.split(model)
     raw, truth = _evaluate_raw(graphdef, state, key, n, options)
     decoded = {k: np.asarray(v) for k, v in decode(jnp.asarray(raw), model.options).items()}
-    d_pred = np.asarray(D_VALUES)[decoded["d_probs"].argmax(axis=1)]
-    pred = ShapeParams(jnp.asarray(np.exp(decoded["log_p"]), jnp.float32), jnp.asarray(d_pred, jnp.int32),
-                       jnp.asarray(np.exp(np.maximum(decoded["log_l"], 0.0)), jnp.float32),
+    family = model.options.shape_family
+    d_pred = np.asarray(family.classes)[decoded["d_probs"].argmax(axis=1)]
+    values = {}
+    for c in family.continuous:
+        values[c.name] = np.exp(np.maximum(decoded[c.head], math.log(c.floor)) if c.floor > 0 else decoded[c.head])
+    pred = family.make(jnp.asarray(d_pred, jnp.int32),
+                       tuple(jnp.asarray(values[c.name], jnp.float32) for c in family.continuous),
                        jnp.asarray(decoded["phi"], jnp.float32))
-    true = ShapeParams(*(jnp.asarray(a) for a in truth))
+    true = jax.tree.map(jnp.asarray, truth)
     jac_fn = jax.jit(jax.vmap(functools.partial(shape_jaccard, grid_px=jaccard_grid_px)))
     jaccard = np.concatenate([np.asarray(jac_fn(jax.tree.map(lambda a: a[i : i + 1024], pred),
                                                 jax.tree.map(lambda a: a[i : i + 1024], true)))
                               for i in range(0, n, 1024)])
-    errors = _abs_errors(decoded, truth)
-    err_p, err_l, err_phi = errors["log_p"], errors["log_l"], errors["phi"]
-    d_right = d_pred == truth[1]
+    errors = _abs_errors(decoded, truth, model.options)
+    d_right = d_pred == getattr(truth, family.discrete)
     z = 1.6448536
+    heads = [c.head for c in family.continuous]
     return {
         "n": int(n),
         "jaccard_median": float(np.median(jaccard)),
         "jaccard_p10": float(np.percentile(jaccard, 10)),
         "d_exact_fraction": float(d_right.mean()),
         "d_exact_or_same_shape_fraction": float((d_right | (jaccard >= 0.95)).mean()),
-        "median_abs_error_log_p": float(np.median(err_p)),
-        "median_abs_error_log_l": float(np.median(err_l)),
-        "median_abs_error_phi_rad": float(np.median(err_phi)),
-        "coverage90_log_p": float(np.mean(err_p <= z * decoded["p_log_std"])),
-        "coverage90_log_l": float(np.mean(err_l <= z * decoded["l_ratio_log_std"])),
-        "coverage90_phi": float(np.mean(err_phi <= z * decoded["phi_std"])),
+        **{f"median_abs_error_{head}": float(np.median(errors[head])) for head in heads},
+        "median_abs_error_phi_rad": float(np.median(errors["phi"])),
+        **{f"coverage90_{c.head}": float(np.mean(errors[c.head] <= z * decoded[c.std_name])) for c in family.continuous},
+        "coverage90_phi": float(np.mean(errors["phi"] <= z * decoded["phi_std"])),
         "jaccard": jaccard,
-        "truth": {"p": truth[0], "d": truth[1], "l_ratio": truth[2], "phi": truth[3]},
-        "pred": {"p": np.exp(decoded["log_p"]), "d": d_pred, "l_ratio": np.exp(np.maximum(decoded["log_l"], 0.0)),
-                 "phi": decoded["phi"], "p_log_std": decoded["p_log_std"], "l_ratio_log_std": decoded["l_ratio_log_std"],
-                 "phi_std": decoded["phi_std"]},
+        "truth": {k: np.asarray(v) for k, v in truth._asdict().items()},
+        "pred": {**values, family.discrete: d_pred, "phi": decoded["phi"],
+                 **{c.std_name: decoded[c.std_name] for c in family.continuous}, "phi_std": decoded["phi_std"]},
     }
 
 

@@ -142,3 +142,62 @@ def test_train_segmentation_trains_a_small_detector_and_says_its_figures(tmp_pat
         found = match_instances(segment(image, SegmentOptions(method=method, model=model)).labels, truth)
         assert (found["tp"] == figures["validation"]["tp"] and found["fp"] == figures["validation"]["fp"]) == \
             (method == "learned"), (method, found, figures["validation"])
+
+
+def test_misspelled_keys_and_stray_words_are_refused_with_what_was_meant(capsys):
+    assert main(["analyze", "pixelsize=0.5"]) == 2
+    assert "did you mean pixel_size_nm?" in capsys.readouterr().err
+    assert main(["train", "steps=3"]) == 2
+    assert "did you mean train.steps?" in capsys.readouterr().err
+    assert main(["analyze", "--pixel-size", "0.5"]) == 2
+    assert "did you mean pixel_size_nm?" in capsys.readouterr().err
+    assert main(["analyze", "a.png", "b.png"]) == 2  # a glob the shell expanded
+    assert "quote a glob" in capsys.readouterr().err
+    assert main(["train", "something"]) == 2
+    assert main(["analyze", "hydra.run.dir=elsewhere"]) == 2
+    assert "output=" in capsys.readouterr().err
+
+
+def test_positional_input_and_dashed_options_compose_like_overrides(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    name = str(tmp_path / "my data" / "a,b [1].tif")  # a comma would be a sweep, brackets a list
+    out = tmp_path / "run"
+    assert main(["analyze", name, "--pixel-size-nm", "0.5", "--segment.method=classical", f"output={out}",
+                 "--cfg", "job"]) == 0
+    cfg = OmegaConf.create(capsys.readouterr().out)
+    assert cfg.input == name and cfg.pixel_size_nm == 0.5 and cfg.segment.method == "classical"
+    assert cfg.output == str(out) and not out.exists()  # --cfg prints, runs nothing
+
+
+def test_a_sweep_runs_every_job_and_exits_with_the_worst_status(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    missing = [tmp_path / "missing_a", tmp_path / "missing_b"]
+    assert main(["analyze", "-m", f"input={missing[0]},{missing[1]}", f"output={out}", "workers=0"]) == 1
+    err = capsys.readouterr().err
+    assert "missing_a" in err and "missing_b" in err  # the second job ran after the first stopped
+    assert (out / "multirun.yaml").exists()
+
+
+TINY_TRAINING = ["train.batch_size=8", "train.checkpoint_every=2", "train.validation_every=2",
+                 "train.validation_size=16", "train.test_size=16", "train.warmup_steps=1", "train.render_chunk=8"]
+
+
+def test_train_sweep_writes_one_run_directory_per_job_with_its_options(tmp_path, capsys):
+    import json
+
+    from omegaconf import OmegaConf
+
+    out = tmp_path / "sweep"
+    assert main(["train", "-m", "train.steps=2,3", f"output={out}", *TINY_TRAINING]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(path.name for path in out.iterdir() if path.is_dir()) == ["0", "1"]
+    for job, steps in ((0, 2), (1, 3)):
+        run = out / str(job)
+        assert f"sweep job {job} (train.steps={steps} " in printed
+        assert OmegaConf.load(run / ".hydra" / "config.yaml").train.steps == steps
+        assert f"train.steps={steps}" in OmegaConf.load(run / ".hydra" / "overrides.yaml")
+        assert json.loads((run / "options.json").read_text())["steps"] == steps
+        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last["step"] == steps and (run / "model").is_dir() and (run / "test.json").exists()
+    assert OmegaConf.load(out / "multirun.yaml").hydra.mode == "MULTIRUN"

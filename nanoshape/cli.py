@@ -369,7 +369,7 @@ _POSITIONAL_INPUT = ("analyze", "classify")
 #: Hydra's own flags that take a value (``--cfg job``); the others stand alone
 _HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp", "--config-name",
                            "-cn", "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc")
-_HYDRA_FLAGS = ("-m", "--multirun", "--run", "-r", "--resolve", "--hydra-help", "--version")
+_HYDRA_FLAGS = ("-m", "--multirun", "--run", "-r", "--resolve", "--hydra-help")
 #: in a sweep, where each job's ``output`` goes inside its job directory (evaluate writes one JSON file)
 _SWEEP_OUTPUT = {"evaluate": "/evaluation.json"}
 
@@ -511,13 +511,29 @@ def _help(command: str, overrides: list[str]) -> int:
     cfg = compose(command, [o for o in overrides if not o.startswith("hydra")])
     doc = inspect.cleandoc(COMMAND_SCHEMAS[command].__doc__ or "").split("\nAttributes:")[0].strip()
     usage = f"nanoshape {command} " + ("[input] " if command in _POSITIONAL_INPUT else "") + "[key=value ...]"
+    examples = _examples(command)
+    if examples:
+        doc += "\n\nExamples:\n" + "\n".join(examples)
     print(f"usage: {usage} [-m] [--cfg job]\n\n{doc}\n\nOptions, with their defaults (key=value; nested keys "
           f"with dots, e.g. {_example_key(command)}):\n")
-    print(describe_config(command, cfg))
+    try:
+        print(describe_config(command, cfg))
+    except BrokenPipeError:  # `--help | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     print("\nSweeps: -m key=a,b (or range(...), choice(...)) runs one job per value in <output>/<job number>, each\n"
           "with .hydra/config.yaml and overrides.yaml. --cfg job prints the composed options without running.\n"
           "Hydra's own flags: --hydra-help.")
     return EXIT_OK
+
+
+def _examples(command: str) -> list[str]:
+    """The example command lines at the top of ``configs/<command>.yaml``."""
+    from importlib import resources
+
+    text = resources.files("nanoshape.configs").joinpath(f"{command}.yaml").read_text()
+    lines = [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#   ")]
+    return [("  " if line.startswith("nanoshape") else "    ") + line for line in lines]
 
 
 def _example_key(command: str) -> str:
@@ -539,11 +555,15 @@ def _hydra_main(command: str, flags: list[str], overrides: list[str]) -> int:
     from nanoshape.config import register
 
     statuses: list[int] = []
+    crashes: list[Exception] = []  # raised again once Hydra is done: a crash keeps its own traceback
 
     def job(cfg) -> None:
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode != RunMode.MULTIRUN:
-            statuses.append(COMMANDS[command][1](cfg))
+            try:
+                statuses.append(COMMANDS[command][1](cfg))
+            except Exception as error:
+                crashes.append(error)
             return
         OmegaConf.resolve(cfg)  # output= is this job's directory
         label = " ".join(hydra_cfg.overrides.task[:-1]) or "(defaults)"
@@ -554,6 +574,10 @@ def _hydra_main(command: str, flags: list[str], overrides: list[str]) -> int:
             if stop.code not in (None, 0) and not isinstance(stop.code, int):
                 print(f"nanoshape {command}: sweep job {hydra_cfg.job.num} stopped: {stop.code}", file=sys.stderr)
             statuses.append(stop.code if isinstance(stop.code, int) else EXIT_STOPPED)
+        except Exception as error:  # as Hydra's own sweeper: the other jobs run, then the first failure is raised
+            print(f"nanoshape {command}: sweep job {hydra_cfg.job.num} failed: {type(error).__name__}: {error}",
+                  file=sys.stderr)
+            crashes.append(error)
 
     register()
     GlobalHydra.instance().clear()
@@ -564,7 +588,26 @@ def _hydra_main(command: str, flags: list[str], overrides: list[str]) -> int:
     finally:
         sys.argv = saved_argv
         GlobalHydra.instance().clear()
+    if crashes:
+        raise crashes[0]
     return max(statuses, default=EXIT_OK)
+
+
+def _sweep_overrides(command: str, parsed: list, overrides: list[str]) -> list[str]:
+    """A sweep's overrides: output= becomes the sweep's folder (``hydra.sweep.dir``) and each
+    job's ``output`` its own directory in it (``${hydra:runtime.output_dir}``), holding .hydra/."""
+    from nanoshape.config import COMMAND_SCHEMAS
+
+    given = [o for o in parsed if o.key_or_group == "output"]
+    if given and given[0].is_sweep_override():
+        raise _UsageError("output= is the sweep's folder (each job writes into <output>/<job number>); it cannot be swept")
+    folder = given[0].value() if given else COMMAND_SCHEMAS[command]().output
+    if not folder:
+        raise _UsageError(f"give output=<folder> for a sweep of {command}")
+    overrides = [o for o in overrides if o.split("=", 1)[0] != "output"] + [f"hydra.sweep.dir={_quote(str(folder))}"]
+    if not any(o.key_or_group == "hydra.output_subdir" for o in parsed):
+        overrides.append("hydra.output_subdir=.hydra")
+    return overrides + ["output=${hydra:runtime.output_dir}" + _SWEEP_OUTPUT.get(command, "")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -584,19 +627,7 @@ def main(argv: list[str] | None = None) -> int:
             return _help(command, overrides)
         _check_values(command, parsed)
         if "-m" in flags or "--multirun" in flags:
-            given = [o for o in parsed if o.key_or_group == "output"]
-            if given and given[0].is_sweep_override():
-                raise _UsageError("output= is the sweep's folder (each job writes into <output>/<job number>); "
-                                  "it cannot be swept")
-            from nanoshape.config import COMMAND_SCHEMAS
-
-            folder = given[0].value() if given else COMMAND_SCHEMAS[command]().output
-            if not folder:
-                raise _UsageError(f"give output=<folder> for a sweep of {command}")
-            overrides = [o for o in overrides if o.split("=", 1)[0] != "output"] + [f"hydra.sweep.dir={_quote(str(folder))}"]
-            if not any(o.key_or_group == "hydra.output_subdir" for o in parsed):
-                overrides.append("hydra.output_subdir=.hydra")
-            overrides.append("output=${hydra:runtime.output_dir}" + _SWEEP_OUTPUT.get(command, ""))
+            overrides = _sweep_overrides(command, parsed, overrides)
     except _UsageError as error:
         print(f"nanoshape {command}: invalid command line: {error}", file=sys.stderr)
         return EXIT_USAGE

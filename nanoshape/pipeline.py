@@ -31,7 +31,7 @@ import pandas as pd
 from nanoshape import rundir
 from nanoshape.crop import CropOptions, crop_labels, window_sides
 from nanoshape.features import measure
-from nanoshape.io import Micrograph, MicrographError, find_inputs, read_micrograph, write_csv, write_tiff
+from nanoshape.io import Micrograph, MicrographError, as_micrograph, find_inputs, read_micrograph, write_csv, write_tiff
 from nanoshape.groups import GroupOptions
 from nanoshape.imagefit import ImageFitOptions
 from nanoshape.refine import RefineOptions
@@ -178,9 +178,13 @@ class ImageResult:
     info: dict[str, Any]
 
 
-def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = AnalyzeOptions(),
+def analyze_micrograph(micrograph: Micrograph | np.ndarray, options: AnalyzeOptions = AnalyzeOptions(),
                        progress: Callable[[Progress], None] | None = None) -> ImageResult:
-    """Segment, measure and crop every particle of one micrograph (``progress``: see :class:`Progress`)."""
+    """Segment, measure and crop every particle of one micrograph (``progress``: see :class:`Progress`).
+
+    ``micrograph`` may be an image array of any real dtype (:func:`nanoshape.io.as_micrograph`;
+    sizes in px, named ``array``)."""
+    micrograph = as_micrograph(micrograph)
     timings: dict[str, float] = {}
     stem = micrograph.stem
     _report(progress, "segment", 0, 1, stem)
@@ -649,16 +653,14 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress, 
         return records
     import logging
 
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     # Hydra sets the root logger to INFO: keep dask's connection chatter off the user's terminal
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if distribute.scheduler:
         client, cluster = Client(distribute.scheduler), None
     else:
-        # one single-threaded worker process per core: the micrographs are the parallelism
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.WARNING)
+        cluster = _local_cluster(workers)
         client = Client(cluster)
     if options.segment.threads == 0:
         # one process per core already: filter threads inside each would only compete
@@ -676,6 +678,19 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress, 
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _local_cluster(workers: int):
+    """One single-threaded worker process per core (the micrographs are the parallelism), each
+    started with :func:`nanoshape.gpu.worker_environment` so that they share a GPU."""
+    import logging
+
+    from dask.distributed import LocalCluster
+
+    from nanoshape.gpu import worker_environment
+
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=logging.WARNING, env=worker_environment(workers))
 
 
 def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", progress=None) -> dict[str, Any]:

@@ -183,7 +183,32 @@ TINY_TRAINING = ["train.batch_size=8", "train.checkpoint_every=2", "train.valida
                  "train.validation_size=16", "train.test_size=16", "train.warmup_steps=1", "train.render_chunk=8"]
 
 
+def test_an_evaluate_sweep_writes_each_jobs_scores_into_its_own_directory(tmp_path, capsys):
+    """The fast variant of the train sweep below: Hydra's multirun, one directory per job."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    labels = np.zeros((40, 40), np.uint16)
+    labels[5:15, 5:15], labels[20:32, 20:32] = 1, 2
+    shifted = np.zeros_like(labels)
+    shifted[5:15, 9:19], shifted[20:32, 20:32] = 1, 2  # IoU 6/14 = 0.43 and 1
+    for folder, image in (("pred", shifted), ("masks", labels)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(image).save(tmp_path / folder / "m.png")
+    out = tmp_path / "sweep"
+    assert main(["evaluate", "-m", "iou_threshold=0.3,0.5", f"predictions={tmp_path / 'pred'}",
+                 f"masks={tmp_path / 'masks'}", f"output={out}"]) == 0
+    for job, (threshold, matched) in enumerate(((0.3, 2), (0.5, 1))):
+        scores = json.loads((out / str(job) / "evaluation.json").read_text())["pooled"]
+        assert scores["iou_threshold"] == threshold and scores["tp"] == matched
+        assert OmegaConf.load(out / str(job) / ".hydra" / "config.yaml").iou_threshold == threshold
+    assert sorted(path.name for path in out.iterdir()) == ["0", "1", "multirun.yaml"]
+
+
+@pytest.mark.slow
 def test_train_sweep_writes_one_run_directory_per_job_with_its_options(tmp_path, capsys):
+    """`nanoshape train -m train.steps=2,3` (~80 s of CPU: two compilations and test sets)."""
     import json
 
     from omegaconf import OmegaConf

@@ -626,6 +626,11 @@ def main(argv: list[str] | None = None) -> int:
         if wants_help:
             return _help(command, overrides)
         _check_values(command, parsed)
+        modes = [flag for flag in flags if flag in ("-m", "--multirun", "--run", "-r", "--cfg", "-c", "--info", "-i",
+                                                    "--shell-completion", "-sc")]
+        if len(modes) > 1:
+            raise _UsageError(f"{' and '.join(modes)} exclude each other (Hydra takes one of --run, --multirun, --cfg, "
+                              f"--info, --shell-completion)")
         if "-m" in flags or "--multirun" in flags:
             overrides = _sweep_overrides(command, parsed, overrides)
     except _UsageError as error:

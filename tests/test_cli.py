@@ -156,6 +156,8 @@ def test_misspelled_keys_and_stray_words_are_refused_with_what_was_meant(capsys)
     assert main(["train", "something"]) == 2
     assert main(["analyze", "hydra.run.dir=elsewhere"]) == 2
     assert "output=" in capsys.readouterr().err
+    assert main(["train", "-m", "train.steps=2,3", "--cfg", "job"]) == 2  # Hydra's ValueError, once a traceback
+    assert "exclude each other" in capsys.readouterr().err
 
 
 def test_positional_input_and_dashed_options_compose_like_overrides(tmp_path, capsys):

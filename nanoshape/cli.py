@@ -542,6 +542,21 @@ def _example_key(command: str) -> str:
     return next((key for key in option_keys(command) if "." in key), "output")
 
 
+def _save_hydra_record(cfg, overrides: list[str]) -> None:
+    """A single run's options and overrides in ``<output>/.hydra/``, as Hydra keeps them for each
+    job of a sweep; written once the command has accepted its options and finished (Hydra
+    would create the folder before the options are checked)."""
+    from omegaconf import OmegaConf
+
+    output = Path(cfg.output)
+    if not output.is_dir():  # evaluate writes one file; a run that stopped may have no folder
+        return
+    record = output / ".hydra"
+    record.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, record / "config.yaml", resolve=True)
+    OmegaConf.save(OmegaConf.create(overrides), record / "overrides.yaml")
+
+
 def _hydra_main(command: str, flags: list[str], overrides: list[str]) -> int:
     """Run a command through Hydra's own entry (``hydra.main``): single runs, sweeps (``-m``,
     any sweeper or launcher), ``--cfg``, ``--info``; returns the exit status (a sweep: its
@@ -564,6 +579,8 @@ def _hydra_main(command: str, flags: list[str], overrides: list[str]) -> int:
                 statuses.append(COMMANDS[command][1](cfg))
             except Exception as error:
                 crashes.append(error)
+                return
+            _save_hydra_record(cfg, list(hydra_cfg.overrides.task))
             return
         OmegaConf.resolve(cfg)  # output= is this job's directory
         label = " ".join(hydra_cfg.overrides.task[:-1]) or "(defaults)"

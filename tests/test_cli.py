@@ -34,6 +34,10 @@ def test_render_sheet_writes_png_and_csv(tmp_path, capsys):
     with Image.open(out / "sheet.png") as png:
         assert png.size[0] > 200 and png.size[1] > 100
     assert str(out / "sheet.png") in capsys.readouterr().out
+    from omegaconf import OmegaConf  # the run's options, as Hydra keeps a sweep job's
+
+    assert OmegaConf.load(out / ".hydra" / "config.yaml").n_shapes == 6
+    assert "seed=5" in OmegaConf.load(out / ".hydra" / "overrides.yaml")
 
 
 def test_analyze_without_input_runs_on_the_bundled_examples_and_evaluate_scores_them(tmp_path, capsys):
@@ -47,6 +51,10 @@ def test_analyze_without_input_runs_on_the_bundled_examples_and_evaluate_scores_
     assert set(particles.image) == {"mixed_shapes", "cubes_and_rods", "crowded_spheres"}
     assert "area_nm2" in particles.columns  # the examples carry their pixel size
     assert (out / "config.yaml").read_text().count("threshold_fraction") == 1
+    from omegaconf import OmegaConf
+
+    assert list(OmegaConf.load(out / ".hydra" / "overrides.yaml")) == [f"output={out}", "workers=0"]
+    assert OmegaConf.load(out / ".hydra" / "config.yaml").output == str(out)
     evaluation = tmp_path / "scores.json"
     assert main(["evaluate", f"predictions={out}", f"masks={bundled_examples_dir() / 'truth'}", f"output={evaluation}"]) == 0
     import json

@@ -364,8 +364,9 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-#: commands whose first word may be the input (``nanoshape analyze img.png``)
-_POSITIONAL_INPUT = ("analyze", "classify")
+#: command -> the option its plain words give (``nanoshape analyze img.png`` is ``input=img.png``);
+#: a list option takes every word (``"compare": "runs"`` would give ``runs=[a,b]``), another one word
+_POSITIONAL = {"analyze": "input", "classify": "input"}
 #: Hydra's own flags that take a value (``--cfg job``); the others stand alone
 _HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp", "--config-name",
                            "-cn", "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc")
@@ -433,16 +434,25 @@ def _split_arguments(command: str, args: list[str]) -> tuple[list[str], list[str
         else:
             positional.append(arg)
     if positional:
-        if command not in _POSITIONAL_INPUT:
-            raise _UsageError(f"{positional[0]!r} is not an option; options are key=value (`--help` lists them)")
-        if len(positional) > 1:
-            raise _UsageError(f"{len(positional)} inputs given ({', '.join(positional[:3])}{', ...' if len(positional) > 3 else ''}); "
-                              f"give one file, folder or glob (quote a glob so the shell does not expand it: "
-                              f"'data/*.tif')")
-        if any(o.split("=", 1)[0] == "input" for o in overrides):
-            raise _UsageError(f"the input is given twice ({positional[0]!r} and input=)")
-        overrides.insert(0, f"input={_quote(positional[0])}")
+        overrides = _positional_overrides(command, positional, overrides)
     return flags, overrides, wants_help
+
+
+def _positional_overrides(command: str, words: list[str], overrides: list[str]) -> list[str]:
+    """The overrides with the command's plain words given to its positional option (``_POSITIONAL``)."""
+    from nanoshape.config import COMMAND_SCHEMAS
+
+    key = _POSITIONAL.get(command)
+    if key is None:
+        raise _UsageError(f"{words[0]!r} is not an option; options are key=value (`--help` lists them)")
+    if any(o.split("=", 1)[0] == key for o in overrides):
+        raise _UsageError(f"{key} is given twice ({words[0]!r} and {key}=)")
+    if isinstance(getattr(COMMAND_SCHEMAS[command](), key), list):
+        return [f"{key}=[{','.join(_quote(word) for word in words)}]", *overrides]
+    if len(words) > 1:
+        raise _UsageError(f"{len(words)} inputs given ({', '.join(words[:3])}{', ...' if len(words) > 3 else ''}); "
+                          f"give one file, folder or glob (quote a glob so the shell does not expand it: 'data/*.tif')")
+    return [f"{key}={_quote(words[0])}", *overrides]
 
 
 def _check_overrides(command: str, overrides: list[str]) -> list:
@@ -510,7 +520,7 @@ def _help(command: str, overrides: list[str]) -> int:
 
     cfg = compose(command, [o for o in overrides if not o.startswith("hydra")])
     doc = inspect.cleandoc(COMMAND_SCHEMAS[command].__doc__ or "").split("\nAttributes:")[0].strip()
-    usage = f"nanoshape {command} " + ("[input] " if command in _POSITIONAL_INPUT else "") + "[key=value ...]"
+    usage = f"nanoshape {command} " + (f"[{_POSITIONAL[command]}] " if command in _POSITIONAL else "") + "[key=value ...]"
     examples = _examples(command)
     if examples:
         doc += "\n\nExamples:\n" + "\n".join(examples)

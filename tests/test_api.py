@@ -117,3 +117,20 @@ def test_import_nanoshape_is_cheap_and_render_is_the_function():
             "assert callable(nanoshape.render) and nanoshape.render.__module__ == 'nanoshape.api'\n"
             "assert sys.modules['nanoshape.render'].silhouette is silhouette\n")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def test_analyze_a_file_gives_the_table_of_its_pixels(tmp_path):
+    """A path runs the command's analysis (a run directory, temporary unless output= is given);
+    the same pixels given as an array with the same pixel size give the same particles."""
+    from nanoshape.io import write_tiff
+
+    path = tmp_path / "two discs.tif"
+    write_tiff(path, _disc_image(np.uint16), pixel_size_nm=0.5)  # ImageJ calibration, read back
+    quick = {"shape": {"cnn": False}, "group": False, "calibration": {"read": False}}
+    from_file = nanoshape.analyze(path, output=tmp_path / "run", **quick)
+    assert (tmp_path / "run" / "particles.csv").exists() and (tmp_path / "run" / "report.html").exists()
+    assert from_file.image.tolist() == ["two discs"] * 2 and (from_file.pixel_size_nm == 0.5).all()
+    from_array = nanoshape.analyze(_disc_image(np.uint16), pixel_size_nm=0.5, **quick)
+    np.testing.assert_allclose(from_array.area_nm2.to_numpy(), from_file.area_nm2.to_numpy(), rtol=1e-6)
+    temporary = nanoshape.analyze(str(path), **quick)  # no output=: a temporary run directory, removed
+    np.testing.assert_allclose(temporary.area_nm2.to_numpy(), from_file.area_nm2.to_numpy(), rtol=1e-6)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
+import inspect
 from pathlib import Path
 from typing import Callable
 
@@ -392,37 +392,288 @@ COMMANDS: dict[str, tuple[str, Callable]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: nanoshape <command> [key=value ...] [--help]", "", "commands:"]
+    lines = ["usage: nanoshape <command> [input] [key=value ...] [-m] [--cfg job] [--help]", "", "commands:"]
     lines += [f"  {name:<19} {doc}" for name, (doc, _) in COMMANDS.items()]
-    lines += ["", "Options are Hydra overrides; `nanoshape <command> --help` lists them with their defaults.",
+    lines += ["", "Options are Hydra overrides (key=value; --key value works too); `nanoshape <command> --help` lists",
+              "them with their defaults and meaning. `-m key=a,b` sweeps (one run directory per job, <output>/<n>);",
+              "`--cfg job` prints the composed options without running. analyze and classify take the input",
+              "(a micrograph, a folder or a quoted glob) as their first word.",
               "Exit statuses: 0 done, 1 stopped with a message, 2 invalid command or option, 3 some files skipped,",
-              "4 no micrograph analysed."]
+              "4 no micrograph analysed (a sweep exits with the largest of its jobs')."]
     return "\n".join(lines)
 
 
-def _refused_overrides(overrides: list[str]) -> str | None:
-    """Why overrides that nanoshape would silently ignore or add are refused, or None.
+#: command -> the option its plain words give (``nanoshape analyze img.png`` is ``input=img.png``);
+#: a list option takes every word (``"compare": "runs"`` would give ``runs=[a,b]``), another one word
+_POSITIONAL = {"analyze": "input", "classify": "input", "compare": "runs"}
+#: Hydra's own flags that take a value (``--cfg job``); the others stand alone
+_HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp", "--config-name",
+                           "-cn", "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc")
+_HYDRA_FLAGS = ("-m", "--multirun", "--run", "-r", "--resolve", "--hydra-help")
+#: in a sweep, where each job's ``output`` goes inside its job directory (evaluate writes one JSON file)
+_SWEEP_OUTPUT = {"evaluate": "/evaluation.json"}
 
-    Hydra accepts ``hydra.*`` settings (``hydra.run.dir``: nanoshape never changes directory;
-    ``output=`` says where results go) and ``+key`` / ``++key`` / ``~key`` (adding or removing
-    keys the schema does not have); none of them would do anything here.
+
+class _UsageError(Exception):
+    """An invalid command line; ``str()`` says what is wrong and what to type."""
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value holding ``value`` literally (commas, globs, spaces, quotes)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _split_arguments(command: str, args: list[str]) -> tuple[list[str], list[str], bool]:
+    """Sort a command's arguments into (Hydra flags, overrides, wants_help).
+
+    ``--key value`` and ``--key=value`` become ``key=value`` for the command's own keys
+    (dashes read as underscores), and a first word that is neither becomes ``input=`` for
+    analyze and classify.
+    """
+    from nanoshape.config import option_keys, suggest
+
+    keys = set(option_keys(command))
+    flags: list[str] = []
+    overrides: list[str] = []
+    positional: list[str] = []
+    wants_help = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg in ("-h", "--help"):
+            wants_help = True
+        elif arg in _HYDRA_FLAGS:
+            flags.append(arg)
+        elif arg.split("=", 1)[0] in _HYDRA_FLAGS_WITH_VALUE:
+            flags.append(arg)
+            if "=" not in arg and arg not in ("--info", "-i") and i < len(args):
+                flags.append(args[i])
+                i += 1
+            elif arg in ("--info", "-i") and i < len(args) and not args[i].startswith("-") and "=" not in args[i]:
+                flags.append(args[i])
+                i += 1
+        elif arg.startswith("--") and len(arg) > 2:
+            name, has_value, value = arg[2:].partition("=")
+            key = name if name in keys else name.replace("-", "_")
+            if key not in keys:
+                close = suggest(command, key)
+                raise _UsageError(f"unknown option {arg!r}" + (f"; did you mean {' or '.join(close)}?" if close else "")
+                                  + " `--help` lists the options")
+            if not has_value:
+                if i >= len(args):
+                    raise _UsageError(f"{arg} needs a value ({key}=<value>)")
+                value = args[i]
+                i += 1
+            overrides.append(f"{key}={_quote(value)}" if key in ("input", "output") else f"{key}={value}")
+        elif arg.startswith("-") and "=" not in arg:
+            raise _UsageError(f"unknown flag {arg!r}; options are key=value (`--help` lists them)")
+        elif "=" in arg or arg.startswith(("+", "~")):
+            overrides.append(arg)
+        else:
+            positional.append(arg)
+    if positional:
+        overrides = _positional_overrides(command, positional, overrides)
+    return flags, overrides, wants_help
+
+
+def _positional_overrides(command: str, words: list[str], overrides: list[str]) -> list[str]:
+    """The overrides with the command's plain words given to its positional option (``_POSITIONAL``)."""
+    from nanoshape.config import COMMAND_SCHEMAS
+
+    key = _POSITIONAL.get(command)
+    if key is None:
+        raise _UsageError(f"{words[0]!r} is not an option; options are key=value (`--help` lists them)")
+    if any(o.split("=", 1)[0] == key for o in overrides):
+        raise _UsageError(f"{key} is given twice ({words[0]!r} and {key}=)")
+    if isinstance(getattr(COMMAND_SCHEMAS[command](), key), list):
+        return [f"{key}=[{','.join(_quote(word) for word in words)}]", *overrides]
+    if len(words) > 1:
+        raise _UsageError(f"{len(words)} inputs given ({', '.join(words[:3])}{', ...' if len(words) > 3 else ''}); "
+                          f"give one file, folder or glob (quote a glob so the shell does not expand it: 'data/*.tif')")
+    return [f"{key}={_quote(words[0])}", *overrides]
+
+
+def _check_overrides(command: str, overrides: list[str]) -> list:
+    """Parse the overrides and refuse unknown keys (naming the closest ones); returns them parsed.
+
+    ``hydra.*`` settings and ``hydra/<group>=<option>`` choices (a launcher, a sweeper) go to
+    Hydra. ``+key`` / ``++key`` / ``~key`` (adding or removing keys) are refused: every option
+    exists already.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
 
+    from nanoshape.config import option_keys, suggest
+
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:
-        return None  # compose reports the syntax error itself
+    except Exception as error:  # Hydra's grammar errors quote the override
+        raise _UsageError(str(error).strip().splitlines()[0] + " (values with spaces, commas or brackets need quotes: "
+                          "key='a b')") from None
+    keys = set(option_keys(command))
     for override in parsed:
         key = override.key_or_group
+        if key in ("hydra.run.dir", "hydra.sweep.dir"):
+            raise _UsageError(f"{override.input_line!r}: output= says where the results go (a sweep's jobs go into "
+                              f"<output>/<job number>; hydra.sweep.subdir names them)")
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
-            return (f"{override.input_line!r}: nanoshape does not use Hydra's own settings (it never changes "
-                    f"directory or writes Hydra logs); output= says where the results go")
+            continue
         if override.type != OverrideType.CHANGE:
-            return (f"{override.input_line!r}: every option of nanoshape exists already; set it with {key}=<value> "
-                    f"(adding or deleting keys with +, ++ or ~ would do nothing). `--help` lists the options")
-    return None
+            raise _UsageError(f"{override.input_line!r}: every option of nanoshape exists already; set it with "
+                              f"{key}=<value> (adding or deleting keys with +, ++ or ~ would do nothing). `--help` lists "
+                              f"the options")
+        if key not in keys:
+            close = suggest(command, key)
+            raise _UsageError(f"no option {key!r}" + (f"; did you mean {' or '.join(close)}?" if close else "")
+                              + " `--help` lists the options")
+    return parsed
+
+
+def _check_values(command: str, parsed: list) -> None:
+    """Compose the configuration with every value given (each value of a sweep once), so that a
+    wrong type stops the command with its name before Hydra runs anything."""
+    from nanoshape.config import compose
+
+    task = [o for o in parsed if not (o.key_or_group == "hydra" or o.key_or_group.startswith(("hydra.", "hydra/")))]
+    firsts = []
+    for override in task:
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        firsts.append(values)
+    base = [f"{o.get_key_element()}={values[0] if o.is_sweep_override() else o.get_value_element_as_str()}"
+            for o, values in zip(task, firsts)]
+    variants = [base]
+    for i, (override, values) in enumerate(zip(task, firsts)):
+        for value in values[1:]:
+            variants.append(base[:i] + [f"{override.get_key_element()}={value}"] + base[i + 1:])
+    for overrides in variants:
+        try:
+            compose(command, overrides)
+        except Exception as error:  # Hydra's composition errors say which override is wrong, their cause why
+            cause = f": {str(error.__cause__).strip().splitlines()[0]}" if error.__cause__ else ""
+            raise _UsageError(str(error).strip() + cause) from None
+
+
+def _help(command: str, overrides: list[str]) -> int:
+    from nanoshape.config import COMMAND_SCHEMAS, compose, describe_config
+
+    cfg = compose(command, [o for o in overrides if not o.startswith("hydra")])
+    doc = inspect.cleandoc(COMMAND_SCHEMAS[command].__doc__ or "").split("\nAttributes:")[0].strip()
+    usage = f"nanoshape {command} " + (f"[{_POSITIONAL[command]}] " if command in _POSITIONAL else "") + "[key=value ...]"
+    examples = _examples(command)
+    if examples:
+        doc += "\n\nExamples:\n" + "\n".join(examples)
+    print(f"usage: {usage} [-m] [--cfg job]\n\n{doc}\n\nOptions, with their defaults (key=value; nested keys "
+          f"with dots, e.g. {_example_key(command)}):\n")
+    try:
+        print(describe_config(command, cfg))
+    except BrokenPipeError:  # `--help | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    print("\nSweeps: -m key=a,b (or range(...), choice(...)) runs one job per value in <output>/<job number>, each\n"
+          "with .hydra/config.yaml and overrides.yaml. --cfg job prints the composed options without running.\n"
+          "Hydra's own flags: --hydra-help.")
+    return EXIT_OK
+
+
+def _examples(command: str) -> list[str]:
+    """The example command lines at the top of ``configs/<command>.yaml``."""
+    from importlib import resources
+
+    text = resources.files("nanoshape.configs").joinpath(f"{command}.yaml").read_text()
+    lines = [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#   ")]
+    return [("  " if line.startswith("nanoshape") else "    ") + line for line in lines]
+
+
+def _example_key(command: str) -> str:
+    from nanoshape.config import option_keys
+
+    return next((key for key in option_keys(command) if "." in key), "output")
+
+
+def _save_hydra_record(cfg, overrides: list[str]) -> None:
+    """A single run's options and overrides in ``<output>/.hydra/``, as Hydra keeps them for each
+    job of a sweep; written once the command has accepted its options and finished (Hydra
+    would create the folder before the options are checked)."""
+    from omegaconf import OmegaConf
+
+    output = Path(cfg.output)
+    if not output.is_dir():  # evaluate writes one file; a run that stopped may have no folder
+        return
+    record = output / ".hydra"
+    record.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, record / "config.yaml", resolve=True)
+    OmegaConf.save(OmegaConf.create(overrides), record / "overrides.yaml")
+
+
+def _hydra_main(command: str, flags: list[str], overrides: list[str]) -> int:
+    """Run a command through Hydra's own entry (``hydra.main``): single runs, sweeps (``-m``,
+    any sweeper or launcher), ``--cfg``, ``--info``; returns the exit status (a sweep: its
+    jobs' largest)."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from nanoshape.config import register
+
+    statuses: list[int] = []
+    crashes: list[Exception] = []  # raised again once Hydra is done: a crash keeps its own traceback
+
+    def job(cfg) -> None:
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            try:
+                statuses.append(COMMANDS[command][1](cfg))
+            except Exception as error:
+                crashes.append(error)
+                return
+            _save_hydra_record(cfg, list(hydra_cfg.overrides.task))
+            return
+        OmegaConf.resolve(cfg)  # output= is this job's directory
+        label = " ".join(hydra_cfg.overrides.task[:-1]) or "(defaults)"
+        print(f"nanoshape {command}: sweep job {hydra_cfg.job.num} ({label}) -> {cfg.output}")
+        try:
+            statuses.append(COMMANDS[command][1](cfg))
+        except SystemExit as stop:  # one job's problem; the sweep goes on with the others
+            if stop.code not in (None, 0) and not isinstance(stop.code, int):
+                print(f"nanoshape {command}: sweep job {hydra_cfg.job.num} stopped: {stop.code}", file=sys.stderr)
+            statuses.append(stop.code if isinstance(stop.code, int) else EXIT_STOPPED)
+        except Exception as error:  # as Hydra's own sweeper: the other jobs run, then the first failure is raised
+            print(f"nanoshape {command}: sweep job {hydra_cfg.job.num} failed: {type(error).__name__}: {error}",
+                  file=sys.stderr)
+            crashes.append(error)
+
+    register()
+    GlobalHydra.instance().clear()
+    saved_argv = sys.argv
+    sys.argv = [f"nanoshape {command}", *flags, *overrides]
+    try:
+        hydra.main(config_path="pkg://nanoshape.configs", config_name=command, version_base=None)(job)()
+    finally:
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
+    if crashes:
+        raise crashes[0]
+    return max(statuses, default=EXIT_OK)
+
+
+def _sweep_overrides(command: str, parsed: list, overrides: list[str]) -> list[str]:
+    """A sweep's overrides: output= becomes the sweep's folder (``hydra.sweep.dir``) and each
+    job's ``output`` its own directory in it (``${hydra:runtime.output_dir}``), holding .hydra/."""
+    from nanoshape.config import COMMAND_SCHEMAS
+
+    given = [o for o in parsed if o.key_or_group == "output"]
+    if given and given[0].is_sweep_override():
+        raise _UsageError("output= is the sweep's folder (each job writes into <output>/<job number>); it cannot be swept")
+    folder = given[0].value() if given else COMMAND_SCHEMAS[command]().output
+    if not folder:
+        raise _UsageError(f"give output=<folder> for a sweep of {command}")
+    overrides = [o for o in overrides if o.split("=", 1)[0] != "output"] + [f"hydra.sweep.dir={_quote(str(folder))}"]
+    if not any(o.key_or_group == "hydra.output_subdir" for o in parsed):
+        overrides.append("hydra.output_subdir=.hydra")
+    return overrides + ["output=${hydra:runtime.output_dir}" + _SWEEP_OUTPUT.get(command, "")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,36 +687,27 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"nanoshape {version()}")
         return 0
-    command, overrides = argv[0], argv[1:]
+    command, args = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"nanoshape: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return EXIT_USAGE
-    from omegaconf import OmegaConf
-
-    from nanoshape.config import COMMAND_SCHEMAS, compose
-
-    wants_help = any(arg in ("-h", "--help") for arg in overrides)
-    overrides = [arg for arg in overrides if arg not in ("-h", "--help")]
-    positional = [arg for arg in overrides if "=" not in arg and not arg.startswith("-")] if command == "compare" else []
-    overrides = [arg for arg in overrides if arg not in positional]
-    refused = _refused_overrides(overrides)
-    if refused:
-        print(f"nanoshape {command}: invalid configuration: {refused}", file=sys.stderr)
-        return EXIT_USAGE
     try:
-        cfg = compose(command, overrides)
-    except Exception as error:  # Hydra's composition errors say which override is wrong
-        message = str(error).strip()
-        print(f"nanoshape {command}: invalid configuration: {message}", file=sys.stderr)
+        flags, overrides, wants_help = _split_arguments(command, args)
+        parsed = _check_overrides(command, overrides)
+        if wants_help:
+            return _help(command, overrides)
+        _check_values(command, parsed)
+        modes = [flag for flag in flags if flag in ("-m", "--multirun", "--run", "-r", "--cfg", "-c", "--info", "-i",
+                                                    "--shell-completion", "-sc")]
+        if len(modes) > 1:
+            raise _UsageError(f"{' and '.join(modes)} exclude each other (Hydra takes one of --run, --multirun, --cfg, "
+                              f"--info, --shell-completion)")
+        if "-m" in flags or "--multirun" in flags:
+            overrides = _sweep_overrides(command, parsed, overrides)
+    except _UsageError as error:
+        print(f"nanoshape {command}: invalid command line: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if wants_help:
-        doc = textwrap.dedent(COMMAND_SCHEMAS[command].__doc__ or "")
-        print(f"nanoshape {command}: {COMMANDS[command][0]}\n\n{doc.strip()}\n\nOptions with their defaults:\n")
-        print(OmegaConf.to_yaml(cfg))
-        return 0
-    if positional:  # nanoshape compare <run> <run>: plain paths, never parsed as overrides
-        cfg.runs = positional + list(cfg.runs)
-    return COMMANDS[command][1](cfg)
+    return _hydra_main(command, flags, overrides)
 
 
 if __name__ == "__main__":

@@ -1,75 +1,51 @@
 """Configuration of every command: Hydra structured-config schemas, in one place.
 
 Each stage keeps its options in a frozen, hashable dataclass beside its code (so jitted
-functions can take them as static arguments and the library runs without Hydra). This
-module mirrors each into a mutable Hydra schema with the same fields and defaults
-(:func:`schema`), composes them into one schema per command, registers those in Hydra's
-ConfigStore, and turns a composed config back into the frozen options
-(:func:`to_options`). YAML under ``configs/`` only composes the schemas.
+functions can take them as static arguments and the library runs without Hydra). Those
+modules import JAX, which takes seconds; the command line must not wait for it to parse
+its options or print ``--help``. So the Hydra schemas are mirrors of the options classes
+(same fields, types, defaults and docstrings) written out as plain dataclasses in
+:mod:`nanoshape._schemas` by :func:`generate_schemas` (``python -m nanoshape.config``
+rewrites it; a test fails while it differs from the options classes). This module
+composes them into one schema per command, registers those in Hydra's ConfigStore, and
+turns a composed config back into the frozen options (:func:`to_options`). YAML under
+``configs/`` only composes the schemas. Importing it imports no JAX.
 """
 
 import dataclasses
-import functools
+import difflib
+import importlib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from nanoshape.crop import CropOptions
-from nanoshape.groups import GroupOptions
-from nanoshape.pipeline import ShapeOptions
-from nanoshape.imagefit import ImageFitOptions
-from nanoshape.refine import RefineOptions
-from nanoshape.render import Imaging
-from nanoshape.scalebar import ScaleBarOptions
-from nanoshape.segment import SegmentOptions
-from nanoshape.segtrain import SegTrainOptions
-from nanoshape.shape import ShapePrior
-from nanoshape.training import TrainOptions
+from nanoshape import _schemas
 
-__all__ = ["schema", "to_options", "RenderCommand", "AnalyzeCommand", "ClassifyCommand", "EvaluateCommand", "TrainCommand", "TrainSegmentationCommand", "CompareCommand", "COMMAND_SCHEMAS", "register", "compose"]
+__all__ = ["to_options", "RenderCommand", "AnalyzeCommand", "ClassifyCommand", "EvaluateCommand", "TrainCommand",
+           "TrainSegmentationCommand", "CompareCommand", "COMMAND_SCHEMAS", "OPTIONS_CLASSES", "register", "compose",
+           "option_keys", "descriptions", "suggest", "describe_config", "generate_schemas"]
 
-
-def _hydra_type(annotation: Any) -> Any:
-    """OmegaConf understands Optional[X] but not PEP 604 ``X | None``."""
-    if isinstance(annotation, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return Optional[args[0]]
-        return Any
-    return annotation
-
-
-@functools.cache
-def schema(options_cls: type) -> type:
-    """A mutable Hydra schema with the fields, types and defaults of a frozen options dataclass."""
-    hints = typing.get_type_hints(options_cls)
-    defaults = options_cls()
-    fields = []
-    for f in dataclasses.fields(options_cls):
-        value = getattr(defaults, f.name)
-        if dataclasses.is_dataclass(value):
-            sub = schema(type(value))
-            fields.append((f.name, sub, field(default_factory=functools.partial(_schema_instance, sub, value))))
-        else:
-            fields.append((f.name, _hydra_type(hints[f.name]), field(default=value)))
-    return dataclasses.make_dataclass(options_cls.__name__ + "Schema", fields)
-
-
-def _schema_instance(schema_cls: type, options: Any) -> Any:
-    kwargs = {}
-    for f in dataclasses.fields(options):
-        value = getattr(options, f.name)
-        kwargs[f.name] = _schema_instance(schema(type(value)), value) if dataclasses.is_dataclass(value) else value
-    return schema_cls(**kwargs)
-
-
-def _default(options_cls: type) -> Any:
-    """The schema instance holding the defaults of an options class."""
-    return _schema_instance(schema(options_cls), options_cls())
+#: The stage options classes mirrored in :mod:`nanoshape._schemas` (nested ones are found by
+#: walking these), by module. The Hydra schema of ``X`` is ``_schemas.XSchema``.
+OPTIONS_CLASSES: dict[str, tuple[str, ...]] = {
+    "nanoshape.render": ("Imaging",),
+    "nanoshape.shape": ("ShapePrior",),
+    "nanoshape.scalebar": ("ScaleBarOptions",),
+    "nanoshape.segment": ("SegmentOptions",),
+    "nanoshape.crop": ("CropOptions",),
+    "nanoshape.pipeline": ("ShapeOptions",),
+    "nanoshape.imagefit": ("ImageFitOptions",),
+    "nanoshape.refine": ("RefineOptions",),
+    "nanoshape.groups": ("GroupOptions",),
+    "nanoshape.training": ("TrainOptions",),
+    "nanoshape.segtrain": ("SegTrainOptions",),
+}
 
 
 def to_options(options_cls: type, node: Any) -> Any:
@@ -127,8 +103,8 @@ class RenderCommand:
     scene_particles: int = 60
     pixel_size_nm: float = 0.5
     populations: list[str] = field(default_factory=lambda: ["spheres", "cubes", "rods", "triangles", "stars"])
-    prior: schema(ShapePrior) = field(default_factory=lambda: _default(ShapePrior))
-    imaging: schema(Imaging) = field(default_factory=lambda: _default(Imaging))
+    prior: _schemas.ShapePriorSchema = field(default_factory=_schemas.ShapePriorSchema)
+    imaging: _schemas.ImagingSchema = field(default_factory=_schemas.ImagingSchema)
 
 @dataclass
 class AnalyzeCommand:
@@ -187,19 +163,19 @@ class AnalyzeCommand:
     scale_bar: str = ""
     scale_bars: str = ""
     samples: str = ""
-    calibration: schema(ScaleBarOptions) = field(default_factory=lambda: _default(ScaleBarOptions))
+    calibration: _schemas.ScaleBarOptionsSchema = field(default_factory=_schemas.ScaleBarOptionsSchema)
     overlays: bool = True
     save_crops: bool = False
     workers: int = -1
     scheduler: str = ""
     max_megapixels: float = 300.0
-    segment: schema(SegmentOptions) = field(default_factory=lambda: _default(SegmentOptions))
-    crop: schema(CropOptions) = field(default_factory=lambda: _default(CropOptions))
-    shape: schema(ShapeOptions) = field(default_factory=lambda: _default(ShapeOptions))
-    image_fit: schema(ImageFitOptions) = field(default_factory=lambda: _default(ImageFitOptions))
-    refine: schema(RefineOptions) = field(default_factory=lambda: _default(RefineOptions))
+    segment: _schemas.SegmentOptionsSchema = field(default_factory=_schemas.SegmentOptionsSchema)
+    crop: _schemas.CropOptionsSchema = field(default_factory=_schemas.CropOptionsSchema)
+    shape: _schemas.ShapeOptionsSchema = field(default_factory=_schemas.ShapeOptionsSchema)
+    image_fit: _schemas.ImageFitOptionsSchema = field(default_factory=_schemas.ImageFitOptionsSchema)
+    refine: _schemas.RefineOptionsSchema = field(default_factory=_schemas.RefineOptionsSchema)
     group: bool = True
-    groups: schema(GroupOptions) = field(default_factory=lambda: _default(GroupOptions))
+    groups: _schemas.GroupOptionsSchema = field(default_factory=_schemas.GroupOptionsSchema)
     report: bool = True
     compilation_cache: str = ""
 
@@ -292,7 +268,7 @@ class TrainCommand:
 
     output: str = "nanoshape-train"
     shape: TrainShape = field(default_factory=TrainShape)
-    train: schema(TrainOptions) = field(default_factory=lambda: _default(TrainOptions))
+    train: _schemas.TrainOptionsSchema = field(default_factory=_schemas.TrainOptionsSchema)
 
 
 @dataclass
@@ -318,29 +294,264 @@ class TrainSegmentationCommand:
     split: str = "train"
     rendered: int = 300
     evaluation_scenes: int = 12
-    train: schema(SegTrainOptions) = field(default_factory=lambda: _default(SegTrainOptions))
+    train: _schemas.SegTrainOptionsSchema = field(default_factory=_schemas.SegTrainOptionsSchema)
 
 
 #: Command name -> schema; ``register`` stores each as ``<name>_schema`` in the ConfigStore.
-COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand, "analyze": AnalyzeCommand, "evaluate": EvaluateCommand, "train": TrainCommand,
-                                   "classify": ClassifyCommand, "train-segmentation": TrainSegmentationCommand,
-                                   "compare": CompareCommand}
+COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand, "analyze": AnalyzeCommand, "evaluate": EvaluateCommand,
+                                   "train": TrainCommand, "classify": ClassifyCommand,
+                                   "train-segmentation": TrainSegmentationCommand, "compare": CompareCommand}
 
 
 def register() -> None:
     """Store every command schema in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
     store = ConfigStore.instance()
     for name, command_schema in COMMAND_SCHEMAS.items():
         store.store(name=f"{name}_schema", node=command_schema)
 
 
 def compose(command: str, overrides: list[str]) -> DictConfig:
-    """Compose ``configs/<command>.yaml`` with ``key=value`` overrides into a validated config."""
+    """Compose ``configs/<command>.yaml`` with ``key=value`` overrides into a validated config
+    (without Hydra's own ``hydra`` node)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     register()
     GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="nanoshape.configs", version_base=None):
-        return hydra_compose(config_name=command, overrides=list(overrides))
+    try:
+        with initialize_config_module(config_module="nanoshape.configs", version_base=None):
+            return hydra_compose(config_name=command, overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+# ---------------------------------------------------------------- keys and their descriptions
+
+def _field_schema(schema_cls: type, name: str) -> Optional[type]:
+    """The schema class of a nested field, or None for a leaf."""
+    for f in dataclasses.fields(schema_cls):
+        if f.name == name:
+            return f.type if isinstance(f.type, type) and dataclasses.is_dataclass(f.type) else None
+    raise KeyError(name)
+
+
+def option_keys(command: str) -> list[str]:
+    """Every key of a command, dotted (``segment.method``), nested groups included (``segment``)."""
+    def walk(schema_cls: type, prefix: str) -> list[str]:
+        keys = []
+        for f in dataclasses.fields(schema_cls):
+            keys.append(prefix + f.name)
+            nested = _field_schema(schema_cls, f.name)
+            if nested is not None:
+                keys += walk(nested, prefix + f.name + ".")
+        return keys
+
+    return walk(COMMAND_SCHEMAS[command], "")
+
+
+_ATTRIBUTE = re.compile(r"^(\w+(?:\s*,\s*\w+)*):\s*(.*)$")
+
+
+def descriptions(schema_cls: type) -> dict[str, str]:
+    """Each field's description from the ``Attributes:`` section of a schema's docstring.
+
+    An entry names one field or several (``validation_size, validation_seed: ...``); its
+    continuation lines are indented further.
+    """
+    doc = (schema_cls.__doc__ or "").expandtabs()
+    lines = doc.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return {}
+    found: dict[str, str] = {}
+    names: list[str] = []
+    indent = None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        this_indent = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = this_indent
+        if this_indent < indent:
+            break
+        match = _ATTRIBUTE.match(line.strip()) if this_indent == indent else None
+        if match:
+            names = [name.strip() for name in match.group(1).split(",")]
+            for name in names:
+                found[name] = match.group(2).strip()
+        else:
+            for name in names:
+                found[name] = (found[name] + " " + line.strip()).strip()
+    return found
+
+
+def _node_descriptions(command: str) -> dict[str, str]:
+    """Dotted key -> description, for every key of a command."""
+    result: dict[str, str] = {}
+
+    def walk(schema_cls: type, prefix: str) -> None:
+        described = descriptions(schema_cls)
+        for base in schema_cls.__mro__[1:]:  # ClassifyCommand inherits AnalyzeCommand's keys
+            if dataclasses.is_dataclass(base):
+                described = {**descriptions(base), **described}
+        for f in dataclasses.fields(schema_cls):
+            if f.name in described:
+                result[prefix + f.name] = described[f.name]
+            nested = _field_schema(schema_cls, f.name)
+            if nested is not None:
+                walk(nested, prefix + f.name + ".")
+        for f in dataclasses.fields(schema_cls):  # a field explained inside another's entry
+            if prefix + f.name not in result:
+                host = next((name for name, text in described.items() if f"``{f.name}``" in text), None)
+                if host is not None:
+                    result[prefix + f.name] = f"see {prefix + host}: {described[host]}"
+
+    walk(COMMAND_SCHEMAS[command], "")
+    return result
+
+
+def suggest(command: str, key: str) -> list[str]:
+    """The command's keys closest to a misspelled one (``pixelsize`` -> ``pixel_size_nm``)."""
+    keys = option_keys(command)
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    last = key.rsplit(".", 1)[-1]
+    by_leaf: dict[str, list[str]] = {}
+    for full in keys:
+        by_leaf.setdefault(full.rsplit(".", 1)[-1], []).append(full)
+    for leaf in difflib.get_close_matches(last, list(by_leaf), n=3, cutoff=0.75):
+        close += [full for full in by_leaf[leaf] if full not in close]
+    return close[:3]
+
+
+def describe_config(command: str, cfg: DictConfig, width: int = 100) -> str:
+    """The composed options as YAML, each key preceded by its description as a comment."""
+    import textwrap
+
+    described = _node_descriptions(command)
+    out: list[str] = []
+
+    def walk(node: DictConfig, prefix: str, depth: int) -> None:
+        pad = "  " * depth
+        for name in node:
+            key = prefix + str(name)
+            text = described.get(key, "")
+            if text:
+                out.extend(textwrap.wrap(text, width=width, initial_indent=pad + "# ", subsequent_indent=pad + "# "))
+            value = node._get_node(name)
+            if isinstance(value, DictConfig):
+                out.append(f"{pad}{name}:")
+                walk(value, key + ".", depth + 1)
+            else:
+                rendered = OmegaConf.to_yaml({str(name): OmegaConf.to_container(value) if isinstance(value, ListConfig)
+                                              else value._value()}).rstrip()
+                out.extend(pad + line for line in rendered.splitlines())
+
+    walk(cfg, "", 0)
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- the generated light schemas
+
+_GENERATED_HEADER = '''"""Hydra schemas of the stage options (generated: do not edit).
+
+Plain mirrors of the frozen options dataclasses of the stage modules (fields, types,
+defaults, docstrings), so that the command line parses its options and prints ``--help``
+without importing JAX. Rewrite with ``python -m nanoshape.config`` after changing an
+options class; tests/test_config.py fails while this file differs from them.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+'''
+
+
+def _type_source(annotation: Any) -> str:
+    """Python source of a field annotation that OmegaConf understands (``X | None`` -> Optional)."""
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return f"Optional[{_type_source(args[0])}]" if len(args) == 1 else "Any"
+    if annotation is Any:
+        return "Any"
+    if annotation is Ellipsis:
+        return "..."
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(_type_source(a) for a in typing.get_args(annotation))}]"
+    if annotation in (str, int, float, bool):
+        return annotation.__name__
+    if dataclasses.is_dataclass(annotation):
+        return annotation.__name__ + "Schema"
+    raise TypeError(f"no Hydra schema type for the annotation {annotation!r}")
+
+
+def _value_source(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f'float("{value}")'
+    if isinstance(value, tuple):
+        inner = ", ".join(_value_source(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value_source(v) for v in value) + "]"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return repr(value)
+    raise TypeError(f"no source for the default {value!r}")
+
+
+def _instance_source(value: Any) -> str:
+    """Source building the schema of a nested default, naming only what differs from its class's defaults."""
+    defaults = type(value)()
+    args = []
+    for f in dataclasses.fields(value):
+        item, default = getattr(value, f.name), getattr(defaults, f.name)
+        if item != default:
+            args.append(f"{f.name}={_instance_source(item) if dataclasses.is_dataclass(item) else _value_source(item)}")
+    return f"{type(value).__name__}Schema({', '.join(args)})"
+
+
+def generate_schemas() -> str:
+    """The source of :mod:`nanoshape._schemas`, from the options classes (imports them, and so JAX)."""
+    ordered: list[type] = []
+
+    def visit(cls: type) -> None:
+        if cls in ordered:
+            return
+        for f in dataclasses.fields(cls):
+            default = getattr(cls(), f.name)
+            if dataclasses.is_dataclass(default):
+                visit(type(default))
+        ordered.append(cls)
+
+    for module, names in OPTIONS_CLASSES.items():
+        for name in names:
+            visit(getattr(importlib.import_module(module), name))
+    blocks = []
+    for cls in ordered:
+        hints = typing.get_type_hints(cls)
+        defaults = cls()
+        doc = (cls.__doc__ or "").replace("\\", "\\\\").replace('"""', "'''")
+        lines = ["@dataclass", f"class {cls.__name__}Schema:", f'    """{doc}"""', ""]
+        for f in dataclasses.fields(cls):
+            value = getattr(defaults, f.name)
+            if dataclasses.is_dataclass(value):
+                factory = _instance_source(value)
+                factory = factory.removesuffix("()") if factory.endswith("Schema()") else f"lambda: {factory}"
+                lines.append(f"    {f.name}: {type(value).__name__}Schema = field(default_factory={factory})")
+            else:
+                lines.append(f"    {f.name}: {_type_source(hints[f.name])} = {_value_source(value)}")
+        blocks.append("\n".join(lines))
+    return _GENERATED_HEADER + "\n\n" + "\n\n\n".join(blocks) + "\n"
+
+
+def _schemas_path() -> Path:
+    return Path(__file__).with_name("_schemas.py")
+
+
+if __name__ == "__main__":
+    _schemas_path().write_text(generate_schemas())
+    print(f"wrote {_schemas_path()}")

@@ -32,6 +32,7 @@ __all__ = [
     "PIXEL_SIZE_NM_RANGE",
     "Micrograph",
     "MicrographError",
+    "as_micrograph",
     "find_inputs",
     "find_micrographs",
     "read_micrograph",
@@ -123,8 +124,12 @@ class Micrograph:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        if not isinstance(self.pixels, np.ndarray) or self.pixels.ndim != 2 or self.pixels.dtype != np.float32:
-            raise ValueError(f"Micrograph.pixels must be a 2-D float32 array, got {_describe_array(self.pixels)}")
+        # any real or boolean dtype is taken as its values in float32 (the analysis's type)
+        if not isinstance(self.pixels, np.ndarray) or self.pixels.ndim != 2 or self.pixels.dtype.kind not in "biuf":
+            raise ValueError(f"Micrograph.pixels must be a 2-D array of real numbers, got {_describe_array(self.pixels)}")
+        if self.pixels.dtype != np.float32:
+            object.__setattr__(self, "pixels", self.pixels.astype(np.float32))
+        object.__setattr__(self, "path", Path(self.path))
 
     @property
     def stem(self) -> str:
@@ -210,6 +215,52 @@ def read_micrograph(path: str | os.PathLike, *, pixel_size_nm: float | None = No
     _replace_non_finite(path, pixels, notes)
     size_nm = _resolve_pixel_size(pixel_size_nm, notes)
     return Micrograph(pixels, size_nm, path, notes.finish())
+
+
+def as_micrograph(image: Any, *, pixel_size_nm: float | None = None, name: str = "array") -> Micrograph:
+    """A :class:`Micrograph` from an image array (a :class:`Micrograph` is returned as it is).
+
+    The pixels are treated as a file's are: any real or boolean dtype (uint8, uint16, int,
+    float64, bool, a JAX array...) becomes float32 values, values beyond float32's
+    comfortable range are scaled by a power of two, non-finite pixels are replaced by the
+    median of the others (each with a warning in ``meta``), and (H, W, 3) or (H, W, 4)
+    colour arrays become grey as a colour file's pixels do.
+
+    Args:
+      image: (H, W) grey, or (H, W, 3|4) colour, array.
+      pixel_size_nm: nm per pixel; None leaves sizes in px.
+      name: the micrograph's name (its ``stem``: the ``image`` column of the particle table).
+
+    Raises:
+      MicrographError: not a 2-D image of real numbers, every pixel non-finite, or
+        ``pixel_size_nm`` not a number in :data:`PIXEL_SIZE_NM_RANGE`.
+
+    Example:
+      >>> import numpy as np
+      >>> micrograph = as_micrograph(np.full((4, 6), 200, np.uint8), pixel_size_nm=0.5, name="flat")
+      >>> micrograph.pixels.dtype, micrograph.pixels.shape, micrograph.stem, micrograph.meta["pixel_size_source"]
+      (dtype('float32'), (4, 6), 'flat', 'given with the array')
+    """
+    if isinstance(image, Micrograph):
+        return image
+    path = Path(name)
+    if pixel_size_nm is not None:
+        pixel_size_nm = _check_override(path, pixel_size_nm)
+    raw = np.asarray(image)
+    if raw.dtype.kind not in "biuf" or raw.ndim not in (2, 3) or (raw.ndim == 3 and raw.shape[-1] not in (3, 4)):
+        raise MicrographError(path, f"an image must be a 2-D (H, W) or colour (H, W, 3|4) array of real numbers, "
+                                    f"got {_describe_array(raw)}")
+    notes = _Notes()
+    notes.meta.update({"format": "array", "dtype": str(raw.dtype), "shape": list(raw.shape)})
+    grey = _to_grey_2d(path, raw, "grey" if raw.ndim == 2 else "colour", notes)
+    pixels = _to_float32(_scale_extreme_values(grey.astype(np.float32) if grey.dtype == bool else grey, notes))
+    if np.shares_memory(pixels, raw):  # never change the caller's array in place
+        pixels = pixels.copy()
+    _apply_value_calibration(pixels, notes)
+    _replace_non_finite(path, pixels, notes)
+    notes.meta["pixel_size_nm"] = pixel_size_nm
+    notes.meta["pixel_size_source"] = "given with the array" if pixel_size_nm is not None else None
+    return Micrograph(pixels, pixel_size_nm, path, notes.finish())
 
 
 def find_micrographs(spec: str | os.PathLike) -> list[Path]:

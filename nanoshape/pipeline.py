@@ -32,7 +32,7 @@ from nanoshape import rundir
 from nanoshape.columns import RENAMED, describe_columns, upgrade_columns
 from nanoshape.crop import CropOptions, crop_labels, window_sides
 from nanoshape.features import measure
-from nanoshape.io import Micrograph, MicrographError, find_inputs, read_micrograph, write_csv, write_labels
+from nanoshape.io import Micrograph, MicrographError, as_micrograph, find_inputs, read_micrograph, write_csv, write_labels
 from nanoshape.groups import GroupOptions
 from nanoshape.imagefit import ImageFitOptions
 from nanoshape.provenance import provenance, write_parquet
@@ -202,14 +202,16 @@ class ImageResult:
     window_px: np.ndarray | None = None
 
 
-def analyze_micrograph(micrograph: Micrograph, options: AnalyzeOptions = AnalyzeOptions(),
+def analyze_micrograph(micrograph: Micrograph | np.ndarray, options: AnalyzeOptions = AnalyzeOptions(),
                        progress: Callable[[Progress], None] | None = None) -> ImageResult:
     """Segment, measure and crop every particle of one micrograph and find its shape (``progress``: see :class:`Progress`).
 
     The same as :func:`measure_micrograph`, then :func:`add_shapes` and
     :func:`finish_micrograph` on it alone; a run batches the middle step across micrographs.
+    ``micrograph`` may be an image array of any real dtype (:func:`nanoshape.io.as_micrograph`;
+    sizes in px, named ``array``).
     """
-    result = measure_micrograph(micrograph, options, progress)
+    result = measure_micrograph(as_micrograph(micrograph), options, progress)
     add_shapes([result], options, progress)
     return finish_micrograph(result, options)
 
@@ -776,16 +778,14 @@ def _run_files(paths, output, options, distribute: DistributeOptions, progress, 
         return _run_serial(paths, output, options, progress, digests)
     import logging
 
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     # Hydra sets the root logger to INFO: keep dask's connection chatter off the user's terminal
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if distribute.scheduler:
         client, cluster = Client(distribute.scheduler), None
     else:
-        # one single-threaded worker process per core: the micrographs are the parallelism
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.WARNING)
+        cluster = _local_cluster(workers)
         client = Client(cluster)
     if options.segment.threads == 0:
         # one process per core already: filter threads inside each would only compete
@@ -846,6 +846,19 @@ def _run_serial(paths, output, options, progress, digests) -> list[dict[str, Any
             else:
                 queue.put((index, *started))
     return [records[i] for i in range(len(paths))]
+
+
+def _local_cluster(workers: int):
+    """One single-threaded worker process per core (the micrographs are the parallelism), each
+    started with :func:`nanoshape.gpu.worker_environment` so that they share a GPU."""
+    import logging
+
+    from dask.distributed import LocalCluster
+
+    from nanoshape.gpu import worker_environment
+
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=logging.WARNING, env=worker_environment(workers))
 
 
 def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", progress=None) -> dict[str, Any]:

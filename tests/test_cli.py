@@ -34,6 +34,10 @@ def test_render_sheet_writes_png_and_csv(tmp_path, capsys):
     with Image.open(out / "sheet.png") as png:
         assert png.size[0] > 200 and png.size[1] > 100
     assert str(out / "sheet.png") in capsys.readouterr().out
+    from omegaconf import OmegaConf  # the run's options, as Hydra keeps a sweep job's
+
+    assert OmegaConf.load(out / ".hydra" / "config.yaml").n_shapes == 6
+    assert "seed=5" in OmegaConf.load(out / ".hydra" / "overrides.yaml")
 
 
 def test_analyze_without_input_runs_on_the_bundled_examples_and_evaluate_scores_them(tmp_path, capsys):
@@ -47,6 +51,10 @@ def test_analyze_without_input_runs_on_the_bundled_examples_and_evaluate_scores_
     assert set(particles.image) == {"mixed_shapes", "cubes_and_rods", "crowded_spheres"}
     assert "area_nm2" in particles.columns  # the examples carry their pixel size
     assert (out / "config.yaml").read_text().count("threshold_fraction") == 1
+    from omegaconf import OmegaConf
+
+    assert list(OmegaConf.load(out / ".hydra" / "overrides.yaml")) == [f"output={out}", "workers=0"]
+    assert OmegaConf.load(out / ".hydra" / "config.yaml").output == str(out)
     evaluation = tmp_path / "scores.json"
     assert main(["evaluate", f"predictions={out}", f"masks={bundled_examples_dir() / 'truth'}", f"output={evaluation}"]) == 0
     import json
@@ -142,3 +150,89 @@ def test_train_segmentation_trains_a_small_detector_and_says_its_figures(tmp_pat
         found = match_instances(segment(image, SegmentOptions(method=method, model=model)).labels, truth)
         assert (found["tp"] == figures["validation"]["tp"] and found["fp"] == figures["validation"]["fp"]) == \
             (method == "learned"), (method, found, figures["validation"])
+
+
+def test_misspelled_keys_and_stray_words_are_refused_with_what_was_meant(capsys):
+    assert main(["analyze", "pixelsize=0.5"]) == 2
+    assert "did you mean pixel_size_nm?" in capsys.readouterr().err
+    assert main(["train", "steps=3"]) == 2
+    assert "did you mean train.steps?" in capsys.readouterr().err
+    assert main(["analyze", "--pixel-size", "0.5"]) == 2
+    assert "did you mean pixel_size_nm?" in capsys.readouterr().err
+    assert main(["analyze", "a.png", "b.png"]) == 2  # a glob the shell expanded
+    assert "quote a glob" in capsys.readouterr().err
+    assert main(["train", "something"]) == 2
+    assert main(["analyze", "hydra.run.dir=elsewhere"]) == 2
+    assert "output=" in capsys.readouterr().err
+    assert main(["train", "-m", "train.steps=2,3", "--cfg", "job"]) == 2  # Hydra's ValueError, once a traceback
+    assert "exclude each other" in capsys.readouterr().err
+
+
+def test_positional_input_and_dashed_options_compose_like_overrides(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    name = str(tmp_path / "my data" / "a,b [1].tif")  # a comma would be a sweep, brackets a list
+    out = tmp_path / "run"
+    assert main(["analyze", name, "--pixel-size-nm", "0.5", "--segment.method=classical", f"output={out}",
+                 "--cfg", "job"]) == 0
+    cfg = OmegaConf.create(capsys.readouterr().out)
+    assert cfg.input == name and cfg.pixel_size_nm == 0.5 and cfg.segment.method == "classical"
+    assert cfg.output == str(out) and not out.exists()  # --cfg prints, runs nothing
+
+
+def test_a_sweep_runs_every_job_and_exits_with_the_worst_status(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    missing = [tmp_path / "missing_a", tmp_path / "missing_b"]
+    assert main(["analyze", "-m", f"input={missing[0]},{missing[1]}", f"output={out}", "workers=0"]) == 1
+    err = capsys.readouterr().err
+    assert "missing_a" in err and "missing_b" in err  # the second job ran after the first stopped
+    assert (out / "multirun.yaml").exists()
+
+
+TINY_TRAINING = ["train.batch_size=8", "train.checkpoint_every=2", "train.validation_every=2",
+                 "train.validation_size=16", "train.test_size=16", "train.warmup_steps=1", "train.render_chunk=8"]
+
+
+def test_an_evaluate_sweep_writes_each_jobs_scores_into_its_own_directory(tmp_path, capsys):
+    """The fast variant of the train sweep below: Hydra's multirun, one directory per job."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    labels = np.zeros((40, 40), np.uint16)
+    labels[5:15, 5:15], labels[20:32, 20:32] = 1, 2
+    shifted = np.zeros_like(labels)
+    shifted[5:15, 9:19], shifted[20:32, 20:32] = 1, 2  # IoU 6/14 = 0.43 and 1
+    for folder, image in (("pred", shifted), ("masks", labels)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(image).save(tmp_path / folder / "m.png")
+    out = tmp_path / "sweep"
+    assert main(["evaluate", "-m", "iou_threshold=0.3,0.5", f"predictions={tmp_path / 'pred'}",
+                 f"masks={tmp_path / 'masks'}", f"output={out}"]) == 0
+    for job, (threshold, matched) in enumerate(((0.3, 2), (0.5, 1))):
+        scores = json.loads((out / str(job) / "evaluation.json").read_text())["pooled"]
+        assert scores["iou_threshold"] == threshold and scores["tp"] == matched
+        assert OmegaConf.load(out / str(job) / ".hydra" / "config.yaml").iou_threshold == threshold
+    assert sorted(path.name for path in out.iterdir()) == ["0", "1", "multirun.yaml"]
+
+
+@pytest.mark.slow
+def test_train_sweep_writes_one_run_directory_per_job_with_its_options(tmp_path, capsys):
+    """`nanoshape train -m train.steps=2,3` (~80 s of CPU: two compilations and test sets)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    out = tmp_path / "sweep"
+    assert main(["train", "-m", "train.steps=2,3", f"output={out}", *TINY_TRAINING]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(path.name for path in out.iterdir() if path.is_dir()) == ["0", "1"]
+    for job, steps in ((0, 2), (1, 3)):
+        run = out / str(job)
+        assert f"sweep job {job} (train.steps={steps} " in printed
+        assert OmegaConf.load(run / ".hydra" / "config.yaml").train.steps == steps
+        assert f"train.steps={steps}" in OmegaConf.load(run / ".hydra" / "overrides.yaml")
+        assert json.loads((run / "options.json").read_text())["steps"] == steps
+        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last["step"] == steps and (run / "model").is_dir() and (run / "test.json").exists()
+    assert OmegaConf.load(out / "multirun.yaml").hydra.mode == "MULTIRUN"

@@ -593,10 +593,18 @@ def test_error_pickles_and_reads_well(tmp_path):
     assert isinstance(copy, ValueError)
 
 
-def test_micrograph_holds_2d_float32_only(tmp_path):
-    with pytest.raises(ValueError):
-        Micrograph(np.zeros((4, 4)), None, tmp_path / "a.tif", {})
-    assert Micrograph(np.zeros((4, 4), np.float32), None, tmp_path / "a.b.tif", {}).stem == "a.b"
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, np.float16, np.float64, bool])
+def test_micrograph_holds_2d_float32_converting_any_real_dtype(tmp_path, dtype):
+    values = np.array([[0, 1, 1], [1, 0, 1]]).astype(dtype)
+    micrograph = Micrograph(values, None, tmp_path / "a.b.tif", {})
+    assert micrograph.pixels.dtype == np.float32 and micrograph.stem == "a.b"
+    np.testing.assert_array_equal(micrograph.pixels, values.astype(np.float64))
+
+
+@pytest.mark.parametrize("pixels", [np.zeros((4, 4, 2)), np.zeros(4), np.zeros((4, 4), complex), np.full((2, 2), "a")])
+def test_micrograph_refuses_what_is_not_a_2d_real_image(tmp_path, pixels):
+    with pytest.raises(ValueError, match="2-D array of real numbers"):
+        Micrograph(pixels, None, tmp_path / "a.tif", {})
 
 
 # --------------------------------------------------------------------------- find_micrographs

@@ -1,0 +1,64 @@
+"""Configuration schemas: the light mirrors of the options classes, descriptions, suggestions."""
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from nanoshape import _schemas
+from nanoshape.config import (COMMAND_SCHEMAS, OPTIONS_CLASSES, _node_descriptions, compose, generate_schemas,
+                              option_keys, suggest, to_options)
+
+
+def test_generated_schemas_are_those_of_the_options_classes():
+    """nanoshape/_schemas.py must be rewritten (python -m nanoshape.config) when an options class changes."""
+    with open(_schemas.__file__) as handle:
+        assert handle.read() == generate_schemas(), "run: python -m nanoshape.config"
+
+
+def test_schemas_compose_back_into_the_options_with_their_defaults():
+    import importlib
+
+    cfg = compose("analyze", [])
+    from nanoshape.pipeline import ShapeOptions
+    from nanoshape.segment import SegmentOptions
+
+    assert to_options(SegmentOptions, cfg.segment) == SegmentOptions()
+    assert to_options(ShapeOptions, cfg.shape) == ShapeOptions()
+    train = compose("train", ["train.steps=7", "train.model.channels=[4,8,16]"])
+    from nanoshape.training import TrainOptions
+
+    options = to_options(TrainOptions, train.train)
+    assert options.steps == 7 and options.model.channels == (4, 8, 16)
+    assert dataclasses.replace(options, steps=TrainOptions().steps, model=TrainOptions().model) == TrainOptions()
+    for module, names in OPTIONS_CLASSES.items():
+        for name in names:
+            assert hasattr(_schemas, name + "Schema"), (module, name)
+            importlib.import_module(module)
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_SCHEMAS))
+def test_every_key_is_described(command):
+    described = _node_descriptions(command)
+    missing = [key for key in option_keys(command) if not described.get(key)]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("command, typo, meant", [("analyze", "pixelsize", "pixel_size_nm"),
+                                                  ("analyze", "pixel_size", "pixel_size_nm"),
+                                                  ("analyze", "segment.metod", "segment.method"),
+                                                  ("train", "steps", "train.steps"),
+                                                  ("train", "train.learningrate", "train.learning_rate")])
+def test_a_misspelled_key_gets_the_one_meant(command, typo, meant):
+    assert suggest(command, typo)[0] == meant
+
+
+def test_parsing_options_and_help_import_no_jax():
+    """--help must stay fast: the schemas and the CLI's parsing import neither JAX, Flax nor optax."""
+    code = ("import sys\nfrom nanoshape.cli import main\n"
+            "for command in ('analyze', 'train', 'render', 'classify', 'evaluate', 'train-segmentation'):\n"
+            "    assert main([command, '--help']) == 0\n"
+            "heavy = sorted(m for m in ('jax', 'flax', 'optax', 'orbax', 'skimage', 'sklearn') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -619,14 +619,14 @@ def _hydra_main(command: str, flags: list[str], overrides: list[str]) -> int:
     from nanoshape.config import register
 
     statuses: list[int] = []
-    crashes: list[Exception] = []  # raised again once Hydra is done: a crash keeps its own traceback
+    crashes: list[BaseException] = []  # raised again once Hydra is done: a crash keeps its own traceback
 
     def job(cfg) -> None:
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode != RunMode.MULTIRUN:
             try:
                 statuses.append(COMMANDS[command][1](cfg))
-            except Exception as error:
+            except (Exception, SystemExit) as error:  # raised once Hydra has put back what it changed (logging)
                 crashes.append(error)
                 return
             _save_hydra_record(cfg, list(hydra_cfg.overrides.task))

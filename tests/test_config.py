@@ -3,6 +3,7 @@
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,16 @@ def test_parsing_options_and_help_import_no_jax():
             "heavy = sorted(m for m in ('jax', 'flax', 'optax', 'orbax', 'skimage', 'sklearn') if m in sys.modules)\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_every_command_runs_with_the_shared_hydra_settings():
+    """Without them Hydra configures its own logging, which closes the handlers it finds (absl's
+    closed pytest's captured stderr, and so the test session, after `nanoshape compare`)."""
+    import yaml
+
+    from nanoshape.config import COMMAND_SCHEMAS
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for command in COMMAND_SCHEMAS:
+        defaults = yaml.safe_load((configs / f"{command}.yaml").read_text())["defaults"]
+        assert "hydra_settings" in defaults, command

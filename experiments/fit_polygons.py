@@ -1,7 +1,7 @@
 """Fit rounded polygons (and eq. 1) to particle masks, as a researcher would (issue 23, item 1).
 
     python experiments/fit_polygons.py [--per-class 16] [--output experiments/results/fit_polygons]
-        (about 2-3 minutes on a 2-core CPU, most of it compiling)
+        (28 s on a 2-core CPU at the default --per-class 16, compilation included)
 
 The masks come from the second generator of ``experiments/groups_second_generator.py``,
 which draws its shapes explicitly, not from any nanoshape family: rounded triangles,

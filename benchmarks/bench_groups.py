@@ -1,7 +1,7 @@
 """Grouping and the group classifier at 2k, 5k and 20k particles: this branch against a baseline commit.
 
     python benchmarks/bench_groups.py RUN/particles.parquet [--baseline REV] [--sizes 2000 5000 20606]
-        (about 6 minutes on a 2-core CPU, most of it the baseline's classifier at 20k)
+        (7 minutes on a 2-core CPU, 4 of them the baseline's classifier at 20k)
 
 What ``nanoshape analyze`` does at the end of a run (:func:`nanoshape.pipeline._group`):
 :func:`nanoshape.groups.cluster_particles` then :func:`nanoshape.groups.train_classifier` on its

@@ -877,11 +877,15 @@ def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", pro
         particles["group"] = 0
         return {"groups": 0, "groups_skipped_reason": str(error)}
     particles["group"] = grouping.labels
+    if grouping.assigned is not None:
+        particles["group_assigned"] = grouping.assigned
     names = _name_groups(folder, particles)
     _atomic_write(folder / "comparison.csv", lambda tmp: grouping.comparison.to_csv(tmp, index=False))
     _atomic_write(folder / "silhouette_by_k.csv", lambda tmp: grouping.silhouette_by_k.to_csv(tmp, index=False))
     info = {"groups": grouping.k, "dataset": grouping.dataset, "method": grouping.method, "reason": grouping.reason,
             "stability_halves_ari": grouping.stability,
+            "clustered_particles": int((grouping.labels > 0).sum() - (0 if grouping.assigned is None else grouping.assigned.sum())),
+            "assigned_particles": 0 if grouping.assigned is None else int(grouping.assigned.sum()),
             "columns": list(grouping.columns),
             "group_sizes": {str(g): int(n) for g, n in zip(*np.unique(grouping.labels[grouping.labels > 0], return_counts=True))},
             "group_names": names}

@@ -1,5 +1,7 @@
 """Shape groups and the classifier: recovery of known populations, determinism, safe round trip."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pandas as pd
@@ -241,3 +243,29 @@ def test_micrographs_without_a_pixel_size_are_grouped_beside_calibrated_ones():
     assert "equivalent_diameter_nm" not in grouping.columns
     rods = grouping.labels[table.true.to_numpy() == 3]
     assert len(set(rods)) == 1 and (grouping.labels[table.true.to_numpy() != 3] != rods[0]).all()
+
+
+def test_a_large_run_is_grouped_on_a_sample_and_every_particle_gets_the_group_of_the_whole(tmp_path):
+    """More particles than ``max_particles``: the groups are found on a seeded sample, the rest join their nearest
+    sampled neighbours' group, and on well-separated shapes that is the grouping of all particles at once; the
+    classifier trains on a sample of the same size and still sorts every particle into its group."""
+    rng = np.random.default_rng(5)
+    # spheres, cubes twice their size, rods; unequal counts, so that group numbers by size are unambiguous
+    kinds = [(420, 1.05, 0.90, 0.97, 20.0), (260, 1.10, 0.75, 0.95, 40.0), (140, 3.0, 0.55, 0.93, 25.0)]
+    table = pd.concat([pd.DataFrame({"feret_ratio": feret * np.exp(rng.normal(0, 0.03, n)),
+                                     "circularity": circularity * np.exp(rng.normal(0, 0.03, n)),
+                                     "solidity": solidity * np.exp(rng.normal(0, 0.01, n)),
+                                     "equivalent_diameter_nm": size * np.exp(rng.normal(0, 0.08, n)), "true": true})
+                       for true, (n, feret, circularity, solidity, size) in enumerate(kinds, start=1)], ignore_index=True)
+    options = GroupOptions(max_particles=300)
+    sampled = cluster_particles(table, options)
+    whole = cluster_particles(table, dataclasses.replace(options, max_particles=len(table)))
+    assert whole.assigned is None and adjusted_rand_score(table.true, whole.labels) == 1.0
+    np.testing.assert_array_equal(sampled.labels, whole.labels)
+    assert sampled.assigned.sum() == len(table) - 300 and (sampled.labels > 0).all()
+    assert "300 of the 820 particles" in sampled.reason
+    np.testing.assert_array_equal(cluster_particles(table, options).labels, sampled.labels)  # deterministic
+    classifier = train_classifier(table, sampled.labels, sampled.columns, options)
+    assert classifier.trained_on == (300, len(table))
+    assert (classifier.predict(table) == sampled.labels).mean() >= 0.99
+    assert load_classifier(save_classifier(classifier, tmp_path / "c.skops")).trained_on == (300, len(table))

@@ -118,6 +118,8 @@ def draw_overlay(image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame,
     font, small = _font(text_px), _font(max(10, int(text_px * 0.8)))
     stroke = max(1, text_px // 8)
     unit_nm = pixel_size_nm is not None and pixel_size_nm > 0
+    # a file name may hold control characters (a newline): the text layout refuses them, so they are shown escaped
+    title = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in title)
     pieces = [title, f"white numbers: particle_id in particles.csv ({len(particles)})",
               f"dashed red: dropped candidates and why ({len(dropped)}, dropped.csv)",
               "scale bar in nm" if unit_nm else "no pixel size: scale bar in px"]

@@ -8,7 +8,7 @@ which draws its shapes explicitly, not from any nanoshape family: rounded triang
 squares and hexagons (a regular polygon grown by a disc), discs, rounded-rectangle
 platelets and capsules (rods), each turned at random, at two sizes (24 and 44 px across),
 antialiased and thresholded at one half. Every mask is fitted twice through nanoshape's
-public fitting entry point, :func:`nanoshape.familyfit.fit_masks`: with the rounded-polygon
+public fitting entry point, :func:`nanoshape.fit_masks`: with the rounded-polygon
 family (``family="polygon"``: n sides, corner rounding, phase; started from the middle of
 its prior, every n tried) and with eq. 1 (``family="superellipse"``: the refinement,
 started from the mask's moments).
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nanoshape.familyfit import fit_masks
+from nanoshape import fit_masks  # the public API only
 
 HERE = Path(__file__).resolve().parent
 SIDES = {"triangles": 3, "squares": 4, "hexagons": 6}

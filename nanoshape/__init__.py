@@ -2,7 +2,8 @@
 
 The Python entry points (README, "Python"): :func:`analyze` micrographs (arrays of any real
 dtype, files, folders) into a table of particles, :func:`render` and :func:`fit` shapes of
-the family, :func:`load_model` the shape CNN, :func:`read_micrograph` a file. They are
+the family, :func:`load_model` the shape CNN, :func:`read_micrograph` a file; for shape
+families (README, "Shape families"), :func:`fit_masks` fits any family to masks. They are
 imported on first use, so ``import nanoshape`` stays quick and imports no JAX.
 """
 
@@ -12,10 +13,13 @@ import types
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "analyze", "render", "fit", "load_model", "read_micrograph", "Micrograph"]
+__all__ = ["__version__", "analyze", "render", "fit", "load_model", "read_micrograph", "Micrograph", "fit_masks",
+           "FamilyFitOptions", "ShapeFamily", "FAMILIES", "get_family"]
 
 _LAZY = {"analyze": "nanoshape.api", "fit": "nanoshape.api", "load_model": "nanoshape.api",
-         "read_micrograph": "nanoshape.io", "Micrograph": "nanoshape.io"}
+         "read_micrograph": "nanoshape.io", "Micrograph": "nanoshape.io", "fit_masks": "nanoshape.familyfit",
+         "FamilyFitOptions": "nanoshape.familyfit", "ShapeFamily": "nanoshape.family", "FAMILIES": "nanoshape.family",
+         "get_family": "nanoshape.family"}
 
 
 class _Package(types.ModuleType):

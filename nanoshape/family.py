@@ -28,6 +28,7 @@ and add it to :data:`FAMILIES`.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -62,7 +63,7 @@ class Continuous:
 
 
 @dataclass(frozen=True)
-class ShapeFamily:
+class ShapeFamily(abc.ABC):
     """The interface of a shape family (frozen and hashable: usable as a static argument).
 
     Attributes:
@@ -91,21 +92,21 @@ class ShapeFamily:
     phase_harmonics: tuple[int, ...]
 
     # --- what a family implements -----------------------------------------------------
+    @abc.abstractmethod
     def radius(self, theta: jax.Array, params: Any) -> jax.Array:
         """R(theta) of the unit-scale shape (elementwise in ``theta``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def canonicalize(self, params: Any) -> Any:
         """The canonical parameters drawing the same shape (up to scale)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def sample_prior(self, key: jax.Array, prior: Any) -> Any:
         """One shape (scalars) drawn from ``prior``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def make(self, discrete: jax.Array, continuous: tuple[jax.Array, ...], phi: jax.Array) -> Any:
         """Parameters from the discrete value, the continuous values (head order) and the phase."""
-        raise NotImplementedError
 
     # --- derived, overridable ---------------------------------------------------------
     def log_slope(self, theta: jax.Array, params: Any) -> tuple[jax.Array, jax.Array]:

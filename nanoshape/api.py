@@ -101,7 +101,6 @@ def analyze(image: Any, pixel_size_nm: float | None = None, *, output: str | os.
     ...
     TypeError: nanoshape.analyze: no option 'segmnt'; did you mean segment?
     """
-    from nanoshape.io import Micrograph
     from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, analyze_micrograph, run_analysis
 
     is_path = isinstance(image, (str, os.PathLike))
@@ -114,8 +113,7 @@ def analyze(image: Any, pixel_size_nm: float | None = None, *, output: str | os.
             raise TypeError("nanoshape.analyze: output= and workers= are for files; an array's table is returned")
         from nanoshape.io import as_micrograph
 
-        micrograph = image if isinstance(image, Micrograph) else as_micrograph(image, pixel_size_nm=pixel_size_nm)
-        return analyze_micrograph(micrograph, settings).particles
+        return analyze_micrograph(as_micrograph(image, pixel_size_nm=pixel_size_nm), settings).particles
     distribute = DistributeOptions(workers=workers)
     if output is not None:
         run_analysis(image, output, settings, distribute=distribute)

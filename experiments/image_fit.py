@@ -39,6 +39,9 @@ def parse_args():
     parser.add_argument("--n", type=int, default=13_000, help="rendered test particles (the first n of the test set)")
     parser.add_argument("--emps", type=Path, default=EMPS)
     parser.add_argument("--skip-emps", action="store_true")
+    parser.add_argument("--validation-only", action="store_true",
+                        help="only the EMPS micrographs of the fixed validation part (nanoshape.evaluate.is_validation), "
+                             "e.g. with --emps ../shared/data/emps_train_more: figures on data never tuned on")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="override an ImageFitOptions field, e.g. --option prior_weight=2")
     parser.add_argument("--output", type=Path, default=REPO / "experiments" / "results" / "image_fit")
@@ -128,7 +131,8 @@ def main():
     summary = {
         "command": "python experiments/image_fit.py " + " ".join(
             (["--n", str(args.n)] if args.n != 13_000 else []) + (["--skip-emps"] if args.skip_emps else [])
-            + [f"--option {o}" for o in args.option]),
+            + ([f"--emps {args.emps}"] if args.emps != EMPS else [])
+            + (["--validation-only"] if args.validation_only else []) + [f"--option {o}" for o in args.option]),
         "options": repr(options),
         "rendered": {"particles": "the first n of the default test set (full imaging model)",
                      "cnn": figures(j_cnn, e_cnn, d_right) | {"coverage90": coverage90(cnn)},
@@ -150,7 +154,7 @@ def main():
     if not args.skip_emps:
         if not (args.emps / "index.csv").exists():
             raise SystemExit(f"{args.emps}: no index.csv (the EMPS subset is not there); use --skip-emps")
-        summary["emps"] = evaluate_emps(args.emps, model, options, args.output)
+        summary["emps"] = evaluate_emps(args.emps, model, options, args.output, validation_only=args.validation_only)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     grid = np.linspace(0.4, 1.0, 121)
@@ -197,7 +201,7 @@ def skip_rule(cnn, j_cnn, j_fit, e_cnn, e_fit, d_right, d_right_fit):
     return rows
 
 
-def evaluate_emps(root, model, options, output):
+def evaluate_emps(root, model, options, output, validation_only=False):
     """Hand-masked EMPS particles: the CNN's and the image fit's Jaccard on their masks, before and after refine."""
     import numpy as np
     from PIL import Image
@@ -207,8 +211,10 @@ def evaluate_emps(root, model, options, output):
     from nanoshape.imagefit import fit_image
     from nanoshape.refine import refine
 
+    from nanoshape.evaluate import is_validation
+
     with open(root / "index.csv") as f:
-        index = list(csv.DictReader(f))
+        index = [entry for entry in csv.DictReader(f) if not validation_only or is_validation(entry["id"])]
     crops, sides, names = [], [], []
     for entry in index:
         image = np.asarray(Image.open(root / "images" / f"{entry['id']}.png").convert("L"), np.float32)

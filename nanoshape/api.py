@@ -70,9 +70,9 @@ def analyze(image: Any, pixel_size_nm: float | None = None, *, output: str | os.
     Returns
     -------
     pandas.DataFrame
-        One row per particle, the columns of ``particles.csv`` (README, "Columns"): for an
-        array, every measurement and fitted shape but no shape group (groups need a run's
-        many particles: analyse files for them).
+        One row per particle, the columns of ``particles.csv`` (README, "What a run writes";
+        a run's ``columns.csv`` describes each): for an array, every measurement and fitted
+        shape but no shape group (groups need a run's many particles: analyse files for them).
 
     Raises
     ------

@@ -4,7 +4,7 @@ The command line parses and validates the configuration first, imports the heavy
 libraries after, makes one library call per stage and owns the progress bar; the library
 never prints.
 
-Exit statuses (README, "Exit statuses"): 0 every micrograph analysed (or the command done);
+Exit statuses (README, "Run directories"): 0 every micrograph analysed (or the command done);
 1 the command stopped with a message (an input, output or run-directory problem); 2 an
 invalid command or option; 3 the run finished but skipped some files (summary.json lists
 each with its reason); 4 the run finished without analysing any micrograph.

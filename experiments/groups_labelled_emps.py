@@ -259,13 +259,15 @@ def score_part(table: pd.DataFrame, options) -> dict:
             "crosstab": pd.crosstab(truth, labels).to_dict(orient="index")}
 
 
-def score(run: Path, features_only: bool) -> None:
+def score(run: Path, features_only: bool, without_affine: bool, choice: str | None, name: str) -> None:
     from nanoshape.groups import GroupOptions
 
     table = measured_table(run)
-    options = GroupOptions(use_size=False)
+    options = GroupOptions(use_size=False, **({"choice": choice} if choice else {}))
     if features_only:
         table = table.drop(columns=["p", "d", "l_ratio", "phi_rad"])
+    if without_affine:  # the mask's raw angular harmonics, as grouping used them before the affine ones existed
+        table = table.drop(columns=[c for c in table if c.startswith("affine_harmonic_")])
     labelled = table[table.label.notna()]
     out = {"labels": labelled.label.value_counts().to_dict(),
            "labels_by_part": pd.crosstab(labelled.label, labelled.part).to_dict(orient="index")}
@@ -274,7 +276,8 @@ def score(run: Path, features_only: bool) -> None:
         print(f"== {part}: ARI {out[part]['ari']}, K = {out[part]['k']} ({out[part]['dataset']}, {out[part]['method']})")
         print(pd.DataFrame(out[part]["crosstab"]).T.fillna(0).astype(int).to_string())
         print("\n".join(out[part]["groups"]))
-    (run / ("score_features.json" if features_only else "score.json")).write_text(json.dumps(out, indent=1, default=int))
+    out["options"] = {"features_only": features_only, "without_affine": without_affine, "choice": options.choice}
+    (run / f"score{name}.json").write_text(json.dumps(out, indent=1, default=int))
 
 
 def main() -> None:
@@ -284,12 +287,16 @@ def main() -> None:
                         help="sheets: whose particles")
     parser.add_argument("--output", type=Path, default=Path("runs/groups_labelled_emps"))
     parser.add_argument("--features-only", action="store_true", help="score: group without the fitted shapes")
+    parser.add_argument("--without-affine", action="store_true",
+                        help="score: group on the raw angular harmonics (the grouping before the affine harmonics)")
+    parser.add_argument("--choice", default=None, help="score: GroupOptions.choice (default: the library's)")
+    parser.add_argument("--name", default="", help="score: written to score<name>.json")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     if args.command == "sheets":
         sheets(args.output, args.source)
     else:
-        score(args.output, args.features_only)
+        score(args.output, args.features_only, args.without_affine, args.choice, args.name)
 
 
 if __name__ == "__main__":

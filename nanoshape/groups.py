@@ -410,7 +410,7 @@ def _fit_labels(x: np.ndarray, method: str, k: int, seed: int, min_size: int = 5
 
     if method == "kmeans":
         return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
-    if method == "gmm":
+    if method in ("gmm", "gmm_bic"):  # gmm_bic: the mixture whose K had the lowest BIC, refitted at that K
         return GaussianMixture(n_components=k, covariance_type="full", n_init=3, random_state=seed, reg_covar=1e-4).fit_predict(x)
     if method == "ward":
         return AgglomerativeClustering(n_clusters=k, linkage="ward", memory=memory).fit_predict(x)
@@ -629,8 +629,7 @@ def _halves_agreement(raw: np.ndarray, labels: np.ndarray, columns: tuple[str, .
         min_size = max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(rows))))
         if len(rows) <= max(k, min_size):
             return float("nan")
-        own = _fit_labels(_standardise(raw[rows], columns), "gmm" if method == "gmm_bic" else method, k, options.seed,
-                          min_size=min_size)
+        own = _fit_labels(_standardise(raw[rows], columns), method, k, options.seed, min_size=min_size)
         scores.append(adjusted_rand_score(labels[rows], own))
     return float(min(scores))
 

@@ -338,8 +338,9 @@ class GroupOptionsSchema:
       choice: which grouping is used: ``hdbscan`` (HDBSCAN on ``both``, else ``features``, K
         from the particles' density; the silhouette rule where it finds fewer than two groups),
         ``bic`` (a Gaussian mixture on the same dataset, K by the lowest Bayesian information
-        criterion) or ``silhouette`` (the highest silhouette value of all combinations, the seed
-        paper's way).
+        criterion), ``stable`` (of those two, the one whose groups each half of the particles,
+        grouped on its own, reproduces best) or ``silhouette`` (the highest silhouette value of
+        all combinations, the seed paper's way).
       max_particles: a run with more usable particles is grouped on a seeded random sample of
         this many (silhouette values, Ward trees and the halves' stability are quadratic in the
         count); every other particle takes the group of the majority of its 5 nearest sampled

@@ -285,3 +285,17 @@ def test_a_large_run_is_grouped_on_a_sample_and_every_particle_gets_the_group_of
     assert classifier.trained_on == (300, len(table))
     assert (classifier.predict(table) == sampled.labels).mean() >= 0.99
     assert load_classifier(save_classifier(classifier, tmp_path / "c.skops")).trained_on == (300, len(table))
+
+
+def test_k_by_the_stabler_of_two_ways_that_find_k_themselves():
+    """choice="stable": HDBSCAN and the lowest-BIC mixture are each regrouped on both halves of the particles;
+    the one whose groups the halves reproduce best is used (HDBSCAN where they tie), with both figures given."""
+    kinds = ("discs", "squares", "hexagons", "triangles", "rods", "stars")
+    table = _polygon_scene(np.random.default_rng(4), kinds=kinds)
+    grouping = cluster_particles(table, GroupOptions(datasets=("features",), choice="stable"))
+    scored = grouping.comparison[grouping.comparison.stability.notna()]
+    assert set(scored.method) == {"hdbscan", "gmm_bic"}
+    chosen = grouping.comparison[grouping.comparison.chosen].iloc[0]
+    assert chosen.stability == scored.stability.max() and grouping.stability == pytest.approx(chosen.stability)
+    assert "reproduces best" in grouping.reason and f"{scored.stability.min():.3f}" in grouping.reason
+    assert adjusted_rand_score(table.true, grouping.labels) >= 0.95

@@ -330,6 +330,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--output", type=Path, default=Path("runs/groups_second_generator"))
     parser.add_argument("--reuse", action="store_true", help="regroup an earlier analysis in --output (no new analysis)")
+    parser.add_argument("--raw-harmonics", action="store_true",
+                        help="group on the mask's raw angular harmonics (drop affine_harmonic_*: the grouping before them)")
+    parser.add_argument("--summary", default="summary.json", help="file name of the summary in --output")
     parser.add_argument("--groups", nargs="*", default=[], metavar="KEY=VALUE",
                         help="GroupOptions to score instead of the defaults (methods=kmeans,hdbscan feature_set=shape)")
     args = parser.parse_args()
@@ -342,11 +345,14 @@ def main() -> None:
         run_analysis(out / "in", run, AnalyzeOptions(group=False, report=False, overlays=False),
                      distribute=DistributeOptions(workers=0))
     particles = matched_particles(run, out / "in" / "truth")
+    if args.raw_harmonics:
+        particles = particles.drop(columns=[c for c in particles if c.startswith("affine_harmonic_")])
     scenes, classes = score(particles, group_options(args.groups))
-    scenes.to_csv(out / "scores.csv", index=False)
-    classes.to_csv(out / "classes.csv", index=False)
-    summary = {"group_options": args.groups, **summarise(scenes, classes)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    suffix = "" if args.summary == "summary.json" else "_" + Path(args.summary).stem
+    scenes.to_csv(out / f"scores{suffix}.csv", index=False)
+    classes.to_csv(out / f"classes{suffix}.csv", index=False)
+    summary = {"group_options": args.groups, "raw_harmonics": args.raw_harmonics, **summarise(scenes, classes)}
+    (out / args.summary).write_text(json.dumps(summary, indent=1))
     pd.set_option("display.width", 200)
     print(scenes.round(3).to_string(index=False))
     print(classes.pivot_table(index="image", columns="class", values="share_in_one_group").round(2).to_string())

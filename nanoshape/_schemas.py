@@ -333,11 +333,14 @@ class GroupOptionsSchema:
       datasets, methods: the combinations compared (subsets of ``features``/``parameters``/
         ``both`` and ``kmeans``/``gmm``/``ward``/``hdbscan``).
       feature_set: the descriptors of the ``features`` dataset: ``shape`` (log Feret ratio,
-        circularity, solidity, :data:`ANGULAR_COLUMNS`, log size) or ``classic`` (the seed
+        circularity, solidity, :data:`AFFINE_COLUMNS`, log size) or ``classic`` (the seed
         paper's :data:`FEATURE_COLUMNS`, plus the angular harmonics where the table has them).
       choice: which grouping is used: ``hdbscan`` (HDBSCAN on ``both``, else ``features``, K
-        from the particles' density; the silhouette rule where it finds fewer than two groups) or
-        ``silhouette`` (the highest silhouette value of all combinations, the seed paper's way).
+        from the particles' density; the silhouette rule where it finds fewer than two groups),
+        ``bic`` (a Gaussian mixture on the same dataset, K by the lowest Bayesian information
+        criterion), ``stable`` (of those two, the one whose groups each half of the particles,
+        grouped on its own, reproduces best) or ``silhouette`` (the highest silhouette value of
+        all combinations, the seed paper's way).
       max_particles: a run with more usable particles is grouped on a seeded random sample of
         this many (silhouette values, Ward trees and the halves' stability are quadratic in the
         count); every other particle takes the group of the majority of its 5 nearest sampled

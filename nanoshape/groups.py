@@ -5,8 +5,10 @@ by four methods (the seed paper's Tables S8 and S9 compare the first three):
 
 - datasets: (1) ``features``: descriptors of the particle's mask plus the log of its size:
   by default (``feature_set="shape"``) the log Feret ratio, circularity, solidity and the
-  mask's angular harmonics A_2..A_8 (:func:`nanoshape.features.angular_harmonics`: the
-  symmetry order, 3 for triangles, 4 for cubes, 6 for hexagons), or the seed paper's
+  mask's affine-normalised angular harmonics A_3..A_8 (:data:`AFFINE_COLUMNS`,
+  :func:`nanoshape.features.affine_harmonics`: the symmetry order with the elongation taken
+  out, 3 for triangles, 4 for cubes, 6 for hexagons; the raw A_2..A_8 in a table without
+  them), or the seed paper's
   :data:`FEATURE_COLUMNS` (``classic``); (2) ``parameters``: the fitted shape, by default as
   the harmonic spectrum of its outline (:data:`HARMONIC_COLUMNS`, below), or as the seed
   paper's log p, log L and d (``parameter_space="raw"``; phi, the orientation, is left out
@@ -32,7 +34,25 @@ it put hexagons with spheres and chose K below the number of classes. Measured t
 scenes, 3-5 classes each, grouped one scene at a time; even scenes tuned the choice, odd
 ones held out): mean ARI 0.802 / 0.852 (tuning / held out) the seed paper's way, 0.834 /
 0.863 this way; on nanoshape's own renders (groups_ablation.py) 0.971, and the bundled
-example's five populations are found. ``choice="silhouette"`` is the seed
+example's five populations are found. Since the affine harmonics replaced the raw ones in
+the ``features`` block (:data:`AFFINE_COLUMNS`; the same scenes segmented by the present
+segmentation): 0.840 / 0.784 -> 0.745 / 0.803 there (rectangular platelets, capsules and
+squares now differ by their elongation alone), against 0.401 / 0.080 -> 0.528 / 0.527
+(tuning / validation) on real particles labelled by eye (experiments/groups_labelled_emps.py);
+groups_ablation.py on the present pipeline's analysis 0.927 -> 0.938 (25 of 309 small rounded
+cubes with the spheres; the 0.971 above came from an earlier analysis of the same scenes,
+1,186 matched particles against 1,196 today).
+``choice="bic"``, a Gaussian mixture with K by the lowest BIC, suits a large pooled run
+(emps_train's 1,254 hand-drawn particles: six groups, spheres, cubes, hexagonal plates,
+elongated particles and rods of two aspects, ARI 0.507 against the image labels) but not
+one scene of ~60-160 particles, where a full covariance in 22 predictors costs too many
+parameters (second generator 0.623 / 0.636). ``choice="stable"`` takes, of HDBSCAN and that
+mixture, the one whose groups the two halves of the particles reproduce best (the issue's
+"agreement across resamples"): on emps_train's own run (1,788 particles segmented by
+nanoshape) the mixture, K = 7, halves ARI 0.902, against HDBSCAN's K = 2 at 0.751; on the
+bundled example HDBSCAN's five populations (0.861 against 0.605); but in single scenes of
+the second generator it often prefers a stable K = 2 mixture (0.679 / 0.711), so it is not
+the default either. ``choice="silhouette"`` is the seed
 paper's way: K by the silhouette in each combination's own space, and the combination
 with the highest silhouette (its silhouette in the common space of all predictors is
 reported beside it: that score favours merging groups that differ in a few predictors
@@ -68,7 +88,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-__all__ = ["GroupOptions", "Grouping", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "parameter_columns", "HARMONIC_COLUMNS", "ANGULAR_COLUMNS", "design_matrix", "cluster_particles",
+__all__ = ["GroupOptions", "Grouping", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "parameter_columns", "HARMONIC_COLUMNS", "ANGULAR_COLUMNS",
+           "AFFINE_COLUMNS", "design_matrix", "cluster_particles",
            "shape_name", "describe_groups",
            "Classifier", "train_classifier", "save_classifier", "load_classifier"]
 
@@ -76,6 +97,17 @@ __all__ = ["GroupOptions", "Grouping", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "
 #: uses: order m = 2..8 (as measured in experiments/groups_ablation.py); the higher orders the
 #: table also has serve only to count a star's points in :func:`shape_name`
 ANGULAR_COLUMNS = tuple(f"angular_harmonic_{m}" for m in range(2, 9))
+#: the same symmetry orders with the particle's elongation normalised away
+#: (:func:`nanoshape.features.affine_harmonics`): grouping uses these where the table has them, and leaves
+#: the elongation to the Feret ratio (and the fitted shape). In the raw harmonics a rod's elongation fills
+#: every even order (emps_train's hand-drawn rods: A_4 0.61 median, a cube's 0.17, a sphere's 0.03), so
+#: the rods set the block's one scale and cubes and hexagonal plates stayed within the spheres' spread.
+#: Measured (see the module docstring): experiments/groups_emps_masks.py, 1,254 hand-drawn particles, ARI
+#: against the image's label 0.36 (K = 2: rods, the rest) -> 0.535 (K = 3: cubes a group, 163 of 182);
+#: the by-eye labelled particles of experiments/groups_labelled_emps.py 0.401 / 0.080 -> 0.528 / 0.527
+#: (tuning / validation part). Adding A_2 (elongation) to the block undid it (K = 2 on both real checks)
+AFFINE_COLUMNS = tuple(f"affine_harmonic_{m}" for m in range(3, 9))
+AFFINE_COLUMNS = tuple(f"affine_harmonic_{m}" for m in range(3, 9))
 #: they enter as log(A_m + this): below it, A_m is the pixelation of a ~20 px disc, not the shape
 ANGULAR_FLOOR = 0.03
 #: unit-free morphology descriptors used for grouping (``feature_set="classic"``); the size enters as log
@@ -86,7 +118,7 @@ FEATURE_COLUMNS = ("aspect_ratio", "feret_ratio", "circularity", "roundness", "s
 #: eccentricity), which outweighs the one harmonic that tells a hexagon from a sphere
 SHAPE_FEATURE_COLUMNS = ("feret_ratio", "circularity", "solidity")
 FEATURE_SETS = ("shape", "classic")
-CHOICES = ("hdbscan", "silhouette")
+CHOICES = ("hdbscan", "bic", "stable", "silhouette")
 #: shape parameters used for grouping (phi, the orientation, is not a property of the shape)
 PARAMETER_COLUMNS = ("p", "l_ratio", "d")
 
@@ -129,11 +161,14 @@ class GroupOptions:
       datasets, methods: the combinations compared (subsets of ``features``/``parameters``/
         ``both`` and ``kmeans``/``gmm``/``ward``/``hdbscan``).
       feature_set: the descriptors of the ``features`` dataset: ``shape`` (log Feret ratio,
-        circularity, solidity, :data:`ANGULAR_COLUMNS`, log size) or ``classic`` (the seed
+        circularity, solidity, :data:`AFFINE_COLUMNS`, log size) or ``classic`` (the seed
         paper's :data:`FEATURE_COLUMNS`, plus the angular harmonics where the table has them).
       choice: which grouping is used: ``hdbscan`` (HDBSCAN on ``both``, else ``features``, K
-        from the particles' density; the silhouette rule where it finds fewer than two groups) or
-        ``silhouette`` (the highest silhouette value of all combinations, the seed paper's way).
+        from the particles' density; the silhouette rule where it finds fewer than two groups),
+        ``bic`` (a Gaussian mixture on the same dataset, K by the lowest Bayesian information
+        criterion), ``stable`` (of those two, the one whose groups each half of the particles,
+        grouped on its own, reproduces best) or ``silhouette`` (the highest silhouette value of
+        all combinations, the seed paper's way).
       max_particles: a run with more usable particles is grouped on a seeded random sample of
         this many (silhouette values, Ward trees and the halves' stability are quadratic in the
         count); every other particle takes the group of the majority of its 5 nearest sampled
@@ -232,7 +267,9 @@ def _size_column(table: pd.DataFrame) -> str | None:
 def dataset_columns(table: pd.DataFrame, dataset: str, options: GroupOptions = GroupOptions()) -> tuple[str, ...]:
     """The table columns that make up ``dataset``."""
     features = list(SHAPE_FEATURE_COLUMNS if options.feature_set == "shape" else FEATURE_COLUMNS)
-    if all(c in table for c in ANGULAR_COLUMNS):  # tables of runs before they existed lack them
+    if all(c in table for c in AFFINE_COLUMNS):
+        features.extend(AFFINE_COLUMNS)
+    elif all(c in table for c in ANGULAR_COLUMNS):  # tables of runs before the affine harmonics existed
         features.extend(ANGULAR_COLUMNS)
     size = _size_column(table) if options.use_size else None
     if size:
@@ -263,7 +300,7 @@ def design_matrix(table: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
         if column in HARMONIC_COLUMNS:
             x = table[column].to_numpy(float) if column in table else spectrum[:, HARMONIC_COLUMNS.index(column)]
             x = np.log(np.maximum(x, 0.0) + HARMONIC_FLOOR)
-        elif column in ANGULAR_COLUMNS:
+        elif column in ANGULAR_COLUMNS or column in AFFINE_COLUMNS:
             x = np.log(np.maximum(table[column].to_numpy(float), 0.0) + ANGULAR_FLOOR)
         else:
             x = table[column].to_numpy(float)
@@ -347,7 +384,7 @@ def _scaling(x: np.ndarray, columns: tuple[str, ...] | None = None) -> tuple[np.
     """Means and scales of :func:`_standardise` (fitted on ``x``)."""
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
-    for members in (HARMONIC_COLUMNS, ANGULAR_COLUMNS):
+    for members in (HARMONIC_COLUMNS, ANGULAR_COLUMNS, AFFINE_COLUMNS):
         block = [i for i, c in enumerate(columns or ()) if c in members]
         if block:
             scale[block] = np.sqrt(np.mean((x[:, block] - mean[block]) ** 2))
@@ -383,11 +420,20 @@ def _fit_labels(x: np.ndarray, method: str, k: int, seed: int, min_size: int = 5
 
     if method == "kmeans":
         return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
-    if method == "gmm":
+    if method in ("gmm", "gmm_bic"):  # gmm_bic: the mixture whose K had the lowest BIC, refitted at that K
         return GaussianMixture(n_components=k, covariance_type="full", n_init=3, random_state=seed, reg_covar=1e-4).fit_predict(x)
     if method == "ward":
         return AgglomerativeClustering(n_clusters=k, linkage="ward", memory=memory).fit_predict(x)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+def _mixture(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, float]:
+    """Labels 0..K-1 of a Gaussian mixture with full covariances, and its Bayesian information criterion
+    (Schwarz 1978: -2 log L + (number of parameters) log n)."""
+    from sklearn.mixture import GaussianMixture
+
+    model = GaussianMixture(n_components=k, covariance_type="full", n_init=3, random_state=seed, reg_covar=1e-4).fit(x)
+    return model.predict(x), float(model.bic(x))
 
 
 def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
@@ -468,6 +514,7 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
     common = _standardise(raw[sample], all_columns)
     rows, by_k = [], []
     candidates = {}
+    by_bic: dict[str, tuple[int, float, np.ndarray, float]] = {}  # per dataset: the mixture with the lowest BIC
     total = len(datasets) * sum(1 if m == "hdbscan" else max(0, min(hi, len(sample) - 1) - lo + 1) for m in options.methods)
     done = 0
     tree_cache = tempfile.TemporaryDirectory(prefix="nanoshape-ward-")
@@ -481,8 +528,12 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
             best = None
             ks = range(lo, min(hi, len(sample) - 1) + 1) if method != "hdbscan" else [0]
             for k in ks:
-                labels = _fit_labels(x, method, k, options.seed, min_size=max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(x)))),
-                                     memory=memory)
+                bic = float("nan")
+                if method == "gmm":
+                    labels, bic = _mixture(x, k, options.seed)
+                else:
+                    labels = _fit_labels(x, method, k, options.seed, memory=memory,
+                                         min_size=max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(x)))))
                 k = len(np.unique(labels))
                 done += 1
                 if progress is not None:
@@ -491,16 +542,24 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
                     continue
                 score = _silhouette(distances, labels)
                 small = np.bincount(labels).min() / len(labels)
-                by_k.append({"dataset": dataset, "method": method, "k": k, "silhouette": score,
+                by_k.append({"dataset": dataset, "method": method, "k": k, "silhouette": score, "bic": bic,
                              "smallest_group_fraction": float(small)})
                 if small >= options.min_group_fraction and (best is None or score > best[1]):
                     best = (k, score, labels)
+                if method == "gmm" and small >= options.min_group_fraction and (
+                        dataset not in by_bic or bic < by_bic[dataset][1]):
+                    by_bic[dataset] = (k, bic, labels, score)
             if best is None:
                 continue
             k, score, labels = best
             candidates[(dataset, method)] = (k, labels, columns)
             rows.append({"dataset": dataset, "method": method, "k": k, "silhouette": score,
                          "cophenetic_correlation": cophenetic if method == "ward" else float("nan")})
+        if dataset in by_bic:
+            k, bic, labels, score = by_bic[dataset]
+            candidates[(dataset, "gmm_bic")] = (k, labels, columns)
+            rows.append({"dataset": dataset, "method": "gmm_bic", "k": k, "silhouette": score, "bic": bic,
+                         "cophenetic_correlation": float("nan")})
     tree_cache.cleanup()
     del distances
     if rows:  # every candidate's silhouette in the common space of all predictors, from one distance matrix
@@ -508,15 +567,34 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
         for row in rows:
             row["silhouette_common"] = _silhouette(distances, candidates[(row["dataset"], row["method"])][1])
         del distances
-    comparison = pd.DataFrame(rows, columns=["dataset", "method", "k", "silhouette", "silhouette_common",
+    comparison = pd.DataFrame(rows, columns=["dataset", "method", "k", "silhouette", "silhouette_common", "bic",
                                              "cophenetic_correlation"])
     if comparison.empty:
         raise ValueError("no combination gave at least two groups of sufficient size")
     # HDBSCAN on the mask's descriptors with the fitted shape's spectrum where the run has it
     by_density = [row for dataset in ("both", "features", "parameters") for _, row in comparison.iterrows()
                   if row.method == "hdbscan" and row.dataset == dataset]
+    by_likelihood = [row for dataset in ("both", "features", "parameters") for _, row in comparison.iterrows()
+                     if row.method == "gmm_bic" and row.dataset == dataset]
     if options.choice == "hdbscan" and by_density:
         best_row = by_density[0]
+    elif options.choice == "bic" and by_likelihood:
+        best_row = by_likelihood[0]
+    elif options.choice == "stable" and (by_density or by_likelihood):
+        # HDBSCAN and the lowest-BIC mixture on the first dataset that has either: the one whose groups each
+        # half of the particles, grouped on its own, reproduces best (HDBSCAN where they tie)
+        first = (by_density or by_likelihood)[0].dataset
+        rivals = [row for row in (*by_density, *by_likelihood) if row.dataset == first]
+        for row in rivals:
+            k_row, labels_row, columns_row = candidates[(row.dataset, row.method)]
+            comparison.loc[(comparison.dataset == row.dataset) & (comparison.method == row.method), "stability"] = \
+                _halves_agreement(design_matrix(table.iloc[sample], columns_row), labels_row, columns_row, row.method,
+                                  k_row, options)
+        scored = comparison[comparison.stability.notna()] if "stability" in comparison else comparison.iloc[:0]
+        best_row = scored.loc[scored.stability.idxmax()] if len(scored) and scored.stability.notna().any() else rivals[0]
+        if len(scored) > 1 and (scored.stability == scored.stability.max()).sum() > 1:
+            best_row = rivals[0]
+        best_row = comparison[(comparison.dataset == best_row.dataset) & (comparison.method == best_row.method)].iloc[0]
     else:  # the seed paper's way, and where HDBSCAN found fewer than two groups
         best_row = comparison.sort_values(["silhouette", "silhouette_common"], ascending=False).iloc[0]
     dataset, method, k = str(best_row.dataset), str(best_row.method), int(best_row.k)
@@ -534,7 +612,19 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
         vote = KNeighborsClassifier(n_neighbors=5).fit((x_all[sample] - mean) / scale, sample_labels)
         labels_all = vote.predict((x_all[usable] - mean) / scale)
     labels_out[usable] = _relabel_by_size(labels_all)
-    if method == "hdbscan" and options.choice == "hdbscan":
+    if options.choice == "stable" and "stability" in comparison and comparison.stability.notna().sum() > 1:
+        others = comparison[comparison.stability.notna() & ~comparison.chosen]
+        reason = (f"{'HDBSCAN' if method == 'hdbscan' else 'A Gaussian mixture with K by the lowest BIC'} on the "
+                  f"{dataset} dataset (K = {k}): of the two ways that find K themselves, the one whose groups each half "
+                  f"of the particles, grouped on its own, reproduces best (ARI {best_row.stability:.3f}, against "
+                  + ", ".join(f"{'HDBSCAN' if o.method == 'hdbscan' else 'the mixture'} {o.stability:.3f} with K = {o.k}"
+                              for o in others.itertuples())
+                  + f"). Silhouette {best_row.silhouette:.3f}; the other combinations are listed for comparison")
+    elif method == "gmm_bic":
+        reason = (f"A Gaussian mixture (full covariances) on the {dataset} dataset with K = {k}: the lowest Bayesian "
+                  f"information criterion over K = {lo}..{hi} (BIC {best_row.bic:.0f}; silhouette {best_row.silhouette:.3f}); "
+                  f"the other combinations are listed for comparison")
+    elif method == "hdbscan" and options.choice == "hdbscan":
         reason = (f"HDBSCAN on the {dataset} dataset found K = {k} groups of at least "
                   f"{max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(sample))))} particles where "
                   f"they lie densest (the most persistent clusters; particles between groups join their 5 nearest "

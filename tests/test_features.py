@@ -198,3 +198,31 @@ def test_angular_harmonics_read_the_symmetry_order_of_the_mask():
         assert (rows[[f"angular_harmonic_{m}" for m in others]].max(axis=1) < 0.6 * own).all(), n_sides
         # and it does not depend on the turn or the size (beyond pixelation)
         assert own.max() - own.min() < 0.03, (n_sides, own.tolist())
+
+
+def test_affine_harmonics_take_the_elongation_out_of_the_symmetry_order():
+    """A 3 : 1 rectangle reads as a square and a 3 : 1 ellipse as a disc, at any turn, where the raw
+    harmonics give the ellipse a larger A_4 than the square (elongation fills every even order)."""
+    from skimage.draw import ellipse
+
+    yy, xx = np.mgrid[:200, :200]
+    rows = {}
+    for name, turn in (("a", 0.0), ("b", 0.6)):
+        c, s = np.cos(turn), np.sin(turn)
+        u, v = c * (xx - 100.3) + s * (yy - 99.6), -s * (xx - 100.3) + c * (yy - 99.6)
+        rectangle = ((np.abs(u) < 60) & (np.abs(v) < 20)).astype(np.int32)
+        square = ((np.abs(u) < 35) & (np.abs(v) < 35)).astype(np.int32)
+        oval = np.zeros((200, 200), np.int32)
+        oval[ellipse(99.6, 100.3, 20, 60, rotation=turn)] = 1
+        rows.update({f"rectangle_{name}": measure(rectangle).iloc[0], f"square_{name}": measure(square).iloc[0],
+                     f"ellipse_{name}": measure(oval).iloc[0]})
+    for name in ("a", "b"):
+        rectangle, square, oval = rows[f"rectangle_{name}"], rows[f"square_{name}"], rows[f"ellipse_{name}"]
+        assert rectangle.affine_harmonic_4 == pytest.approx(square.affine_harmonic_4, abs=0.02)
+        assert square.affine_harmonic_4 > 0.25 and rectangle.affine_harmonic_8 == pytest.approx(square.affine_harmonic_8, abs=0.02)
+        assert oval.angular_harmonic_4 > square.angular_harmonic_4  # the raw harmonic: elongation, not corners
+        assert max(oval[f"affine_harmonic_{m}"] for m in range(3, 9)) < 0.02
+        assert max(rectangle[f"affine_harmonic_{m}"] for m in (3, 5, 6, 7)) < 0.02  # centrosymmetric, 4-fold
+    for n_sides in (3, 6):  # a regular polygon is its own affine normal form: the same as the raw harmonics
+        row = measure(_regular_polygon(n_sides, 30, 0.37)).iloc[0]
+        assert row[f"affine_harmonic_{n_sides}"] == pytest.approx(row[f"angular_harmonic_{n_sides}"], rel=0.05)

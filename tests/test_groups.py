@@ -40,7 +40,9 @@ def test_known_groups_are_recovered_and_the_choice_is_explained():
     grouping = cluster_particles(table, seed_paper)
     assert adjusted_rand_score(table.true, grouping.labels) >= 0.95
     assert grouping.k == 3
-    assert len(grouping.comparison) == 9 and grouping.comparison.chosen.sum() == 1
+    # 3 datasets x 3 methods, K by the silhouette, and the mixture with the lowest BIC of each dataset
+    assert len(grouping.comparison) == 12 and grouping.comparison.chosen.sum() == 1
+    assert grouping.comparison.bic.notna().sum() == 3
     assert grouping.comparison.loc[grouping.comparison.method == "ward", "cophenetic_correlation"].notna().all()
     assert grouping.method in grouping.reason and grouping.dataset in grouping.reason
     assert np.array_equal(grouping.labels, cluster_particles(table, seed_paper).labels)  # deterministic
@@ -185,14 +187,28 @@ def test_polygons_of_one_size_are_told_apart_by_their_symmetry_order():
     assert ari >= 0.95 and grouping.k == 4, (ari, pd.crosstab(table.true, grouping.labels))
     assert grouping.method == "hdbscan" and "HDBSCAN" in grouping.reason
     assert grouping.stability >= 0.95 and f"ARI {grouping.stability:.3f}" in grouping.reason  # halves agree
-    assert set(grouping.comparison.method) == {"kmeans", "gmm", "ward", "hdbscan"} and grouping.comparison.chosen.sum() == 1
+    assert set(grouping.comparison.method) == {"kmeans", "gmm", "gmm_bic", "ward", "hdbscan"}
+    assert grouping.comparison.chosen.sum() == 1
     silhouette = cluster_particles(table, GroupOptions(datasets=("features",), choice="silhouette"))
     assert silhouette.k == 3
-    seed_paper = cluster_particles(table.drop(columns=[c for c in table if c.startswith("angular_harmonic_")]),
+    seed_paper = cluster_particles(table.drop(columns=[c for c in table if c.startswith(("angular_harmonic_", "affine_harmonic_"))]),
                                    GroupOptions(datasets=("features",), feature_set="classic", choice="silhouette"))
     assert adjusted_rand_score(table.true, seed_paper.labels) < 0.8
     with pytest.raises(ValueError, match="choice"):
         GroupOptions(choice="gap")
+
+
+def test_k_by_a_mixture_models_likelihood():
+    """choice="bic": the Gaussian mixture whose K has the lowest BIC, the issue's first alternative to the
+    silhouette; on six shapes of one size it finds the six, and the BIC it chose is the lowest of its dataset."""
+    kinds = ("discs", "squares", "hexagons", "triangles", "rods", "stars")
+    table = _polygon_scene(np.random.default_rng(4), kinds=kinds)
+    grouping = cluster_particles(table, GroupOptions(datasets=("features",), choice="bic"))
+    assert grouping.method == "gmm_bic" and grouping.k == 6 and "information criterion" in grouping.reason
+    assert adjusted_rand_score(table.true, grouping.labels) >= 0.95
+    tried = grouping.silhouette_by_k[grouping.silhouette_by_k.method == "gmm"]
+    assert grouping.comparison.loc[grouping.comparison.chosen, "bic"].item() == pytest.approx(tried.bic.min())
+    assert tried.loc[tried.bic.idxmin(), "k"] == 6 and len(tried) == 7  # K = 2..8 tried
 
 
 def test_groups_are_named_by_the_shape_a_chemist_would_draw():
@@ -269,3 +285,17 @@ def test_a_large_run_is_grouped_on_a_sample_and_every_particle_gets_the_group_of
     assert classifier.trained_on == (300, len(table))
     assert (classifier.predict(table) == sampled.labels).mean() >= 0.99
     assert load_classifier(save_classifier(classifier, tmp_path / "c.skops")).trained_on == (300, len(table))
+
+
+def test_k_by_the_stabler_of_two_ways_that_find_k_themselves():
+    """choice="stable": HDBSCAN and the lowest-BIC mixture are each regrouped on both halves of the particles;
+    the one whose groups the halves reproduce best is used (HDBSCAN where they tie), with both figures given."""
+    kinds = ("discs", "squares", "hexagons", "triangles", "rods", "stars")
+    table = _polygon_scene(np.random.default_rng(4), kinds=kinds)
+    grouping = cluster_particles(table, GroupOptions(datasets=("features",), choice="stable"))
+    scored = grouping.comparison[grouping.comparison.stability.notna()]
+    assert set(scored.method) == {"hdbscan", "gmm_bic"}
+    chosen = grouping.comparison[grouping.comparison.chosen].iloc[0]
+    assert chosen.stability == scored.stability.max() and grouping.stability == pytest.approx(chosen.stability)
+    assert "reproduces best" in grouping.reason and f"{scored.stability.min():.3f}" in grouping.reason
+    assert adjusted_rand_score(table.true, grouping.labels) >= 0.95

@@ -26,6 +26,13 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one test process per core, at most four (each holds several GiB of
+    compiled code and arrays; a test that starts nanoshape processes adds theirs)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
 def shared_data(*parts: str) -> Path:
     """Path under ../shared/data, or skip the test with the reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nanoshape.batching import pad_rows, pieces
 from nanoshape.family import ShapeFamily, get_family, placement
 from nanoshape.refine import _binary_jaccard, _box_downsample, _mask_moments, fuzzy_jaccard_distance
 from nanoshape.render import silhouette
@@ -226,10 +227,9 @@ def fit_masks(masks: np.ndarray, *, family: str | ShapeFamily = "superellipse", 
              else np.full((n, len(family.classes)), 1 / len(family.classes), np.float32))
     arrays = [masks, log_values, np.asarray(start["phi"], np.float32), discrete, np.log(np.clip(probs, 1e-6, 1.0))]
     parts = []
-    for begin in range(0, n, options.batch):
-        index = np.minimum(np.arange(begin, begin + options.batch), n - 1)
-        out = _fit_batch(*(jnp.asarray(a[index]) for a in arrays), family, options)
-        parts.append({k: np.asarray(v)[: min(options.batch, n - begin)] for k, v in out.items()})
+    for piece in pieces(n, (options.batch,)):
+        out = _fit_batch(*(jnp.asarray(pad_rows(a[piece.rows], piece.size)) for a in arrays), family, options)
+        parts.append({k: np.asarray(v)[: piece.count] for k, v in out.items()})
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     if not n:
         return {**{name: np.zeros(0, np.float32) for name in family.columns},

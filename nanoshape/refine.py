@@ -80,6 +80,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nanoshape.batching import geometric_size, pad_rows, pieces
 from nanoshape.render import silhouette
 from nanoshape.shape import ShapeParams, area, canonicalize, centroid, max_radius
 
@@ -492,23 +493,6 @@ def _starts(init: Mapping[str, np.ndarray], n: int, options: RefineOptions) -> _
     return _Start(np.log(p), np.log(l_ratio), phi, d, log_d_prob, step.astype(np.float32), log_p_std, *shape_std)
 
 
-def _pieces(n: int, bucket_sizes: tuple[int, ...]) -> list[tuple[int, int, int]]:
-    """Split n particles into (begin, count, padded size) pieces: the largest bucket that is full, then the
-    smallest that holds the rest, so each call has one of a few shapes and little padding."""
-    buckets = sorted(bucket_sizes)
-    pieces, begin = [], 0
-    while begin < n:
-        rest = n - begin
-        full = [b for b in buckets if b <= rest]
-        bucket = full[-1] if full else buckets[0]
-        count = min(bucket, rest)
-        if not full:
-            bucket = next(b for b in buckets if b >= count)
-        pieces.append((begin, count, bucket))
-        begin += count
-    return pieces
-
-
 def refine(
     masks: np.ndarray | jax.Array,
     init: Mapping[str, np.ndarray],
@@ -542,13 +526,13 @@ def refine(
     start = _starts(init, n, options)
     masks = _square(np.nan_to_num(masks))
     results = []
-    for begin, count, bucket in _pieces(n, options.bucket_sizes):
-        # pad with copies of the piece's first particle: valid data, dropped afterwards
-        index = np.concatenate([np.arange(begin, begin + count), np.full(bucket - count, begin)])
-        fit = _refine_bucket(jnp.asarray(masks[index]), jax.tree.map(lambda a: jnp.asarray(a[index]), start), options)
+    for piece in pieces(n, options.bucket_sizes):
+        # padded with copies of the piece's first particle: valid data, dropped afterwards
+        fit = _refine_bucket(jnp.asarray(pad_rows(masks[piece.rows], piece.size)),
+                             jax.tree.map(lambda a: jnp.asarray(pad_rows(a[piece.rows], piece.size)), start), options)
         # canonical parameters on the padded bucket: one compilation per bucket size, not per n
         canonical = _canonical_batch(fit.theta, fit.d)
-        results.append(jax.tree.map(lambda a: np.asarray(a)[:count], (fit, canonical)))
+        results.append(jax.tree.map(lambda a: np.asarray(a)[: piece.count], (fit, canonical)))
     if not results:
         empty = np.zeros(0, np.float32)
         return {k: empty for k in ("p", "l_ratio", "phi", "center_x_px", "center_y_px", "scale_px",
@@ -645,13 +629,10 @@ def fit_jaccard(masks: np.ndarray | jax.Array, shapes: ShapeParams) -> np.ndarra
     if n == 0:
         return np.zeros(0, np.float32)
     # pad the count to a power of two (>= 32): one compilation per size class, not per micrograph
-    padded = max(32, 1 << (n - 1).bit_length())
-    index = np.concatenate([np.arange(n), np.zeros(padded - n, int)])
-    shapes = ShapeParams(
-        jnp.asarray(np.asarray(shapes.p)[index], jnp.float32), jnp.asarray(np.asarray(shapes.d)[index], jnp.int32),
-        jnp.asarray(np.asarray(shapes.l_ratio)[index], jnp.float32), jnp.asarray(np.asarray(shapes.phi)[index], jnp.float32),
-    )
-    return np.asarray(_fit_jaccard_batch(jnp.asarray(masks[index]), shapes))[:n]
+    size = geometric_size(n, smallest=32, factor=2)
+    shapes = ShapeParams(*(jnp.asarray(pad_rows(np.asarray(value), size), dtype)
+                           for value, dtype in zip(shapes, (jnp.float32, jnp.int32, jnp.float32, jnp.float32))))
+    return np.asarray(_fit_jaccard_batch(jnp.asarray(pad_rows(masks, size)), shapes))[:n]
 
 
 def shape_jaccard(a: ShapeParams, b: ShapeParams, *, grid_px: int = 128) -> jax.Array:

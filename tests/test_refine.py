@@ -11,7 +11,6 @@ from nanoshape.refine import (
     RefineOptions,
     _adam,
     _coverage,
-    _pieces,
     _placed,
     _placed_phases,
     _refine_one,
@@ -228,15 +227,6 @@ def test_fuzzy_jaccard_is_the_jaccard_of_binary_maps_and_zero_for_equal_soft_one
     assert float(fuzzy_jaccard_distance(soft, soft)) == pytest.approx(0.0, abs=1e-7)
     # the product form does not reach its optimum at equality for soft maps: why the fit does not use it
     assert float(soft_jaccard(soft, soft)) < 0.9
-
-
-def test_pieces_cover_every_particle_with_few_shapes():
-    for n in (1, 31, 32, 33, 600, 1100):
-        pieces = _pieces(n, (32, 512))
-        assert sum(count for _, count, _ in pieces) == n
-        assert [begin for begin, _, _ in pieces] == list(np.cumsum([0] + [c for _, c, _ in pieces])[:-1])
-        assert all(bucket in (32, 512) and count <= bucket for _, count, bucket in pieces)
-        assert sum(bucket for _, _, bucket in pieces) < n + 32
 
 
 def test_bad_inputs_name_the_problem():

@@ -268,11 +268,9 @@ class RefineOptionsSchema:
         ranking and choosing d; 0 trusts the mask alone.
       p_prior_weight: weight of the Gaussian prior on log p around the start (module docstring).
       shape_prior_weight: weight of the priors on log L and phi around the start (Gaussian in
-        log L, periodic in phi), for candidates with the start's d, times the start's
-        probability of that d, and only where the caller gives their uncertainties (the
-        CNN's); 0 = off.
-      robust_shape_prior: use ``log(1 + q)`` of the Gaussian penalty ``q`` (heavy tails: a
-        mask many sigma away can still pull the fit) instead of ``q`` itself.
+        log L, periodic in phi, heavy-tailed: ``log(1 + q)`` of their penalty ``q``), for
+        candidates with the start's d, times the start's probability of that d, and only
+        where the caller gives their uncertainties (the CNN's); 0 = off.
       coarse_iterations, fine_iterations: Adam steps of the two fits (fixed budget).
       coarse_learning_rate, fine_learning_rate: Adam rates in units of ``step`` (see below);
         both warm up over ``warmup_fraction`` of the steps from 0, then decay to
@@ -300,7 +298,6 @@ class RefineOptionsSchema:
     d_prior_weight: float = 0.1
     p_prior_weight: float = 0.1
     shape_prior_weight: float = 0.01
-    robust_shape_prior: bool = True
     coarse_iterations: int = 14
     fine_iterations: int = 20
     coarse_learning_rate: float = 1.0

@@ -46,7 +46,7 @@ import numpy as np
 from scipy.special import expit
 
 from nanoshape.batching import pad_rows, pieces
-from nanoshape.refine import _mask_moments
+from nanoshape.refine import mask_moments
 from nanoshape.render import gaussian_blur_matrix, optical_density, particle_thickness
 from nanoshape.shape import ShapeParams, ShapePrior, placement
 
@@ -147,7 +147,7 @@ def _fit_one(crop: jax.Array, start: jax.Array, std: jax.Array, d: jax.Array, up
     same problem on either grid."""
     size = crop.shape[0]
     y, mask = crop[..., 0], crop[..., 1]
-    area, centroid = _mask_moments((mask > 0.5).astype(jnp.float32))
+    area, centroid = mask_moments((mask > 0.5).astype(jnp.float32))
     center, scale = placement(ShapeParams(jnp.exp(start[0]), d, jnp.exp(start[1]), start[2]), area, centroid)
     theta0 = jnp.concatenate([start, center, jnp.log(scale)[None], jnp.zeros(2), jnp.zeros(1)])
     # noise: the spread of the background pixels (shot noise and film texture)

@@ -9,6 +9,7 @@ import pytest
 
 from nanoshape.refine import (
     RefineOptions,
+    _Prior,
     _adam,
     _coverage,
     _placed,
@@ -101,10 +102,13 @@ def test_loss_decreases_along_the_descent(masks, start):
     )
     step = jnp.asarray([0.15, 0.075, 0.075, 0.5, 0.5, 0.03], jnp.float32)
     edges = jnp.ones(30, jnp.float32)  # constant edge width: losses along the way are comparable
-    options = RefineOptions(p_prior_weight=0.0)
-    prior = jnp.asarray([0.0, 1.0], jnp.float32)
+    # the mask loss alone: no prior
+    options = RefineOptions(p_prior_weight=0.0, shape_prior_weight=0.0)
+    one = jnp.float32(1.0)
+    prior = _Prior(log_p=0 * one, log_p_std=one, log_l=0 * one, log_l_std=one, phi=0 * one, phi_std=one, shape_weight=0 * one)
     theta, losses = jax.jit(
-        lambda t: _adam(t, jnp.int32(3), target, SIZE, step, edges, 1.0, prior, options)
+        lambda t: _adam(t, jnp.int32(3), target, side_px=SIZE, step=step, edge_widths=edges, learning_rate=1.0,
+                        prior=prior, options=options)
     )(theta0)
     losses = np.asarray(losses)
     final = float(fuzzy_jaccard_distance(_coverage(theta, jnp.int32(3), SIZE, SIZE, 1.0), target, options.loss_epsilon))

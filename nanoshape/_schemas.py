@@ -476,7 +476,6 @@ class TrainOptionsSchema:
       keep_checkpoints: checkpoints kept on disk.
       devices: how many JAX devices to shard the batch over (0 = all).
       render_chunk: crops rendered per ``lax.map`` iteration.
-      shape_weight: weight of the image-space shape loss (see :func:`loss_terms`; 0 = off).
       nll_beta: the beta of the beta-NLL (Seitzer et al., ICLR 2022): each Gaussian term
         (log p, log L, phi) is weighted by its predicted variance to the power beta (held
         constant in the gradient), so that hard, high-variance examples (the boxy shapes'
@@ -509,7 +508,6 @@ class TrainOptionsSchema:
     keep_checkpoints: int = 2
     devices: int = 0
     render_chunk: int = 128
-    shape_weight: float = 0.0
     nll_beta: float = 0.0
     model: CNNOptionsSchema = field(default_factory=CNNOptionsSchema)
     prior: ShapePriorSchema = field(default_factory=ShapePriorSchema)

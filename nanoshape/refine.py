@@ -82,7 +82,7 @@ import optax
 
 from nanoshape.batching import geometric_size, pad_rows, pieces
 from nanoshape.render import silhouette
-from nanoshape.shape import ShapeParams, area, canonicalize, centroid, max_radius
+from nanoshape.shape import ShapeParams, area, canonicalize, centroid
 
 __all__ = ["RefineOptions", "refine", "fit_jaccard", "moment_start", "shape_jaccard", "fuzzy_jaccard_distance",
            "binary_jaccard", "box_downsample", "mask_moments"]

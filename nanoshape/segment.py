@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from nanoshape.labels import border_ids
 from nanoshape.scalebar import is_bar_box
 
 __all__ = [
@@ -304,11 +305,6 @@ def _dropped_rows(labels: np.ndarray, n: int, ids: np.ndarray, reason: str, scal
         return pd.DataFrame(columns=_DROPPED_COLUMNS)
     area, cx, cy = _label_stats(labels, n, ids, scale)
     return pd.DataFrame({"centroid_x_px": cx, "centroid_y_px": cy, "area_px": area, "reason": reason})
-
-
-def _border_ids(labels: np.ndarray) -> np.ndarray:
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    return np.unique(edge[edge > 0])
 
 
 # ----------------------------------------------------------------------------- overlays
@@ -756,7 +752,7 @@ def _removals(labels: np.ndarray, overlay: np.ndarray, options: SegmentOptions
             reason[(ids > 0) & hidden & ~mostly] = "joined to scale bar/text"
             labels = np.where(overlay & ~mostly[labels], 0, labels)
     if options.remove_border:
-        border = _border_ids(labels)
+        border = border_ids(labels)
         reason[border[reason[border] == ""]] = "touches border"
     kept = np.flatnonzero(reason == "")
     kept = kept[kept > 0]

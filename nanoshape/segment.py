@@ -271,7 +271,9 @@ def _block_all(mask: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1-D sample (between-class variance maximised on a histogram)."""
+    """Otsu's threshold of a 1-D sample (between-class variance maximised on a histogram): the
+    upper edge of the chosen bin. :func:`skimage.filters.threshold_otsu` chooses the same bin but
+    returns its centre, half a bin lower; the classical method's thresholds were set with this one."""
     hist, edges = np.histogram(values, bins)
     centres = 0.5 * (edges[1:] + edges[:-1])
     weight0 = np.cumsum(hist).astype(np.float64)

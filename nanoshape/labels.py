@@ -41,5 +41,6 @@ def relabel_sequential(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels)
     if labels.size == 0:
         return labels.astype(np.int64), np.zeros(1, np.int64)
-    new, _, inverse = skimage_relabel(labels)
+    # skimage's compiled lookup refuses read-only buffers (labels read from a file, views)
+    new, _, inverse = skimage_relabel(labels if labels.flags.writeable else labels.copy())
     return new.astype(np.int64, copy=False), np.asarray(inverse).astype(np.int64, copy=False)

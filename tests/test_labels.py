@@ -30,6 +30,7 @@ def test_relabel_sequential_keeps_instances_and_maps_back_for_any_dtype():
     rng = np.random.default_rng(0)
     for labels in (rng.integers(0, 50, (40, 30)).astype(np.uint16), rng.integers(1, 9, (8, 8)).astype(np.int32),
                    (rng.integers(0, 5, (16, 16)) * 10**12).astype(np.uint64), np.zeros((0, 0), np.uint32)):
+        labels.flags.writeable = False  # as read from a file
         new, original = relabel_sequential(labels)
         assert new.dtype == original.dtype == np.int64 and new.shape == labels.shape
         ids = np.unique(labels[labels > 0])

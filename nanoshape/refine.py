@@ -378,8 +378,10 @@ def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
         # the CNN's L and phi belong to its d: the prior binds as much as the CNN believes that d
         # (near-circles, drawn alike by every d, get a weak one)
         belief = jnp.exp(start.log_d_prob[start.d - 1])
-        return _Prior(start.log_p, start.log_p_std, jnp.abs(start.log_l), start.log_l_std, start.phi, start.phi_std,
-                      (d == start.d).astype(jnp.float32) * belief)
+        # one stacked array split into the fields: scalars passed one by one compile to other fused
+        # loops, whose last bits differ, and the Adam steps amplify them (results would change)
+        return _Prior(*jnp.stack([start.log_p, start.log_p_std, jnp.abs(start.log_l), start.log_l_std, start.phi,
+                                  start.phi_std, (d == start.d).astype(jnp.float32) * belief]))
 
     step = jnp.concatenate([start.step, jnp.asarray([options.center_step_px] * 2 + [options.log_scale_step], jnp.float32)])
     first, last = options.coarse_edge_width_px

@@ -117,25 +117,15 @@ class SegmentOptionsSchema:
       valley_level: ...whose floor lies in the lower part of the particle intensity range
         (this fraction of the contrast above the threshold): a gap, not a stripe inside a
         twinned or faceted crystal.
-      intensity_weight: exponent of the intensity factor in the watershed landscape
-        (0 = distance transform alone).
       split_depth: a marker must rise this much above the pass to a higher one...
       split_ratio: ...and this fraction of its own height (a neck criterion).
       landscape_smoothing: Gaussian width (working pixels) applied to the distance
         transform, whose ridges are bumpy where a boundary is jagged.
       min_inscribed_px: when the typical inscribed radius comes out under this many
         working pixels (thin rods), the image is analysed again at a finer resolution.
-      opening: radius of the per-particle erosion/dilation (0 = off).
       remove_border: drop particles touching the image border.
       remove_overlays: find scale bars, text and data bands, and drop particles joined
         to them.
-      outlier_area: drop particles whose log-area is further than this many robust
-        standard deviations (1.4826 MAD) from the median (inf = off).
-      min_area_spread: the spread used for ``outlier_area`` is at least this (log units),
-        so monodisperse samples are not trimmed to their own noise.
-      outlier_solidity: drop particles whose solidity is further than this many robust
-        standard deviations below the median (inf = off).
-      min_solidity_spread: floor of that spread.
       threads: threads for the whole-image filters (bands of rows, identical results);
         0 = one per CPU core (at most 8). Runs that already use one process per core set 1.
     """
@@ -156,18 +146,12 @@ class SegmentOptionsSchema:
     valley_depth: float = 0.2
     valley_width: float = 1.5
     valley_level: float = 0.5
-    intensity_weight: float = 0.0
     split_depth: float = 0.15
     split_ratio: float = 0.2
     landscape_smoothing: float = 0.5
     min_inscribed_px: float = 4.0
-    opening: float = 0.0
     remove_border: bool = True
     remove_overlays: bool = True
-    outlier_area: float = float("inf")
-    min_area_spread: float = 0.5
-    outlier_solidity: float = float("inf")
-    min_solidity_spread: float = 0.05
     threads: int = 0
 
 
@@ -268,11 +252,9 @@ class RefineOptionsSchema:
         ranking and choosing d; 0 trusts the mask alone.
       p_prior_weight: weight of the Gaussian prior on log p around the start (module docstring).
       shape_prior_weight: weight of the priors on log L and phi around the start (Gaussian in
-        log L, periodic in phi), for candidates with the start's d, times the start's
-        probability of that d, and only where the caller gives their uncertainties (the
-        CNN's); 0 = off.
-      robust_shape_prior: use ``log(1 + q)`` of the Gaussian penalty ``q`` (heavy tails: a
-        mask many sigma away can still pull the fit) instead of ``q`` itself.
+        log L, periodic in phi, heavy-tailed: ``log(1 + q)`` of their penalty ``q``), for
+        candidates with the start's d, times the start's probability of that d, and only
+        where the caller gives their uncertainties (the CNN's); 0 = off.
       coarse_iterations, fine_iterations: Adam steps of the two fits (fixed budget).
       coarse_learning_rate, fine_learning_rate: Adam rates in units of ``step`` (see below);
         both warm up over ``warmup_fraction`` of the steps from 0, then decay to
@@ -300,7 +282,6 @@ class RefineOptionsSchema:
     d_prior_weight: float = 0.1
     p_prior_weight: float = 0.1
     shape_prior_weight: float = 0.01
-    robust_shape_prior: bool = True
     coarse_iterations: int = 14
     fine_iterations: int = 20
     coarse_learning_rate: float = 1.0
@@ -482,7 +463,6 @@ class TrainOptionsSchema:
       keep_checkpoints: checkpoints kept on disk.
       devices: how many JAX devices to shard the batch over (0 = all).
       render_chunk: crops rendered per ``lax.map`` iteration.
-      shape_weight: weight of the image-space shape loss (see :func:`loss_terms`; 0 = off).
       nll_beta: the beta of the beta-NLL (Seitzer et al., ICLR 2022): each Gaussian term
         (log p, log L, phi) is weighted by its predicted variance to the power beta (held
         constant in the gradient), so that hard, high-variance examples (the boxy shapes'
@@ -515,7 +495,6 @@ class TrainOptionsSchema:
     keep_checkpoints: int = 2
     devices: int = 0
     render_chunk: int = 128
-    shape_weight: float = 0.0
     nll_beta: float = 0.0
     model: CNNOptionsSchema = field(default_factory=CNNOptionsSchema)
     prior: ShapePriorSchema = field(default_factory=ShapePriorSchema)

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nanoshape.batching import pad_rows, pieces
 from nanoshape.family import ShapeFamily, family_of_prior, get_family
 from nanoshape.shape import ShapePrior
 
@@ -479,12 +480,9 @@ def predict(model: ShapeCNN, crops: np.ndarray | jax.Array, *, batch_size: int =
         raise ValueError(f"predict: this model takes crops of (n, {size}, {size}, {channels}), got {crops.shape}{hint}")
     graphdef, state = nnx.split(model)
     parts = []
-    for start in range(0, n, batch_size):
-        chunk = crops[start : start + batch_size]
-        padded = np.zeros((batch_size, size, size, channels), np.float32)
-        padded[: len(chunk)] = chunk
-        decoded = _forward(graphdef, state, jnp.asarray(padded), model.options)
-        parts.append({k: np.asarray(v)[: len(chunk)] for k, v in decoded.items()})
+    for piece in pieces(n, (batch_size,)):
+        decoded = _forward(graphdef, state, jnp.asarray(pad_rows(crops[piece.rows], piece.size, 0.0)), model.options)
+        parts.append({k: np.asarray(v)[: piece.count] for k, v in decoded.items()})
     family = model.options.shape_family
     predicted, n_classes = _predicted(model.options), len(family.classes)
     if parts:

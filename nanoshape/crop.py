@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nanoshape.batching import geometric_size
+
 __all__ = ["CropOptions", "crop_particle", "crop_labels", "particle_box", "window_sides"]
 
 
@@ -205,12 +207,8 @@ def crop_labels(
         for start in range(0, len(items), chunk):
             part = items[start : start + chunk]
             n = len(part)
-            # pad the count to a power of four: a handful of compiled shapes per bucket (each
-            # compilation costs about as much as cropping a thousand particles)
-            n_padded = 1
-            while n_padded < n:
-                n_padded *= 4
-            n_padded = min(chunk, n_padded)
+            # pad the count to a power of four: a handful of compiled shapes per bucket
+            n_padded = min(chunk, geometric_size(n, smallest=1, factor=4))
             stack = [np.zeros((n_padded, bucket, bucket), np.float32) for _ in range(3)]
             for j, (_, pid, y0, x0) in enumerate(part):
                 win_image, win_labels = _window(image, labels, y0, x0, bucket, fill)

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from nanoshape.labels import border_ids, relabel_sequential
+
 __all__ = ["match_instances", "evaluate_folder", "read_mask", "score_images", "is_validation", "is_development", "VALIDATION_PERCENT", "plain_segmentation"]
 
 _MASK_SUFFIXES = (".png", ".tif", ".tiff")
@@ -56,28 +58,10 @@ def _id_percentile(image_id: str) -> int:
     import hashlib
 
     return int(hashlib.sha256(image_id.encode()).hexdigest()[:8], 16) % 100
+
+
+#: largest contingency table counted densely (np.bincount); beyond it, np.unique
 _DENSE_TABLE_LIMIT = 50_000_000
-
-
-def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Relabel to 0..N (0 kept as background); also return the original id of each new id."""
-    flat = labels.ravel()
-    top = int(flat.max()) if flat.size else 0
-    if top <= 4 * flat.size + 1024:
-        present = np.bincount(flat.astype(np.int64), minlength=top + 1) > 0
-        present[0] = True
-        ids = np.flatnonzero(present)
-        lut = np.zeros(top + 1, dtype=np.int64)
-        lut[ids] = np.arange(ids.size)
-        return lut[flat].reshape(labels.shape), ids
-    ids, inverse = np.unique(np.concatenate([[0], flat.astype(np.int64)]), return_inverse=True)
-    return inverse[1:].reshape(labels.shape), ids
-
-
-def _border_ids(labels: np.ndarray) -> np.ndarray:
-    """Ids (> 0) of the instances that have a pixel on the outermost row or column."""
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    return np.unique(edge[edge > 0])
 
 
 def _overlaps(pred: np.ndarray, truth: np.ndarray, n_pred: int, n_true: int):
@@ -171,8 +155,8 @@ def match_instances(
     if pred.size and (pred.min() < 0 or truth.min() < 0):
         raise ValueError("label images must not hold negative ids")
 
-    pred_c, pred_orig = _compact(pred)
-    true_c, true_orig = _compact(truth)
+    pred_c, pred_orig = relabel_sequential(pred)
+    true_c, true_orig = relabel_sequential(truth)
     n_pred_all, n_true_all = pred_orig.size - 1, true_orig.size - 1
     p_idx, t_idx, inter = _overlaps(pred_c, true_c, n_pred_all, n_true_all)
     area_pred = np.bincount(p_idx, weights=inter, minlength=n_pred_all + 1)
@@ -184,8 +168,8 @@ def match_instances(
     ignored_true = np.zeros(n_true_all + 1, dtype=bool)
     ignored_pred = np.zeros(n_pred_all + 1, dtype=bool)
     if ignore_border:
-        ignored_true[_border_ids(true_c)] = True
-        ignored_pred[_border_ids(pred_c)] = True
+        ignored_true[border_ids(true_c)] = True
+        ignored_pred[border_ids(pred_c)] = True
         if iou.size:
             # best partner of each prediction: the last pair of its group when sorted by IoU
             order = np.lexsort((iou, p_idx))

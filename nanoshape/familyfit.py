@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nanoshape.batching import pad_rows, pieces
 from nanoshape.family import ShapeFamily, get_family, placement
-from nanoshape.refine import _binary_jaccard, _box_downsample, _mask_moments, fuzzy_jaccard_distance
+from nanoshape.refine import binary_jaccard, box_downsample, fuzzy_jaccard_distance, mask_moments
 from nanoshape.render import silhouette
 
 __all__ = ["FamilyFitOptions", "fit_masks"]
@@ -99,8 +100,8 @@ def _fit_one(mask: jax.Array, log_values: jax.Array, phi: jax.Array, discrete: j
              family: ShapeFamily, options: FamilyFitOptions) -> dict[str, jax.Array]:
     side = mask.shape[0]
     inside = (mask > 0.5).astype(jnp.float32)
-    target = _box_downsample(mask.astype(jnp.float32), options.grid_px)
-    area_px, centroid_xy = _mask_moments(inside)
+    target = box_downsample(mask.astype(jnp.float32), options.grid_px)
+    area_px, centroid_xy = mask_moments(inside)
     classes = jnp.asarray(family.classes, jnp.int32)
     multipliers = jnp.abs(jnp.asarray(family.phase_multipliers, jnp.float32))
     start_logs = tuple(log_values[i] for i in range(len(family.continuous)))
@@ -142,7 +143,7 @@ def _fit_one(mask: jax.Array, log_values: jax.Array, phi: jax.Array, discrete: j
     theta, cls = fitted[best], classes[order][best]
 
     def mask_jaccard(th, c):
-        return _binary_jaccard(_coverage(family, th, c, side, side, 1.0), inside)
+        return binary_jaccard(_coverage(family, th, c, side, side, 1.0), inside)
 
     start_index = jnp.argmax(classes == discrete)
     theta_init = _placed(family, start_logs, phi, classes[start_index], area_px, centroid_xy)
@@ -226,10 +227,9 @@ def fit_masks(masks: np.ndarray, *, family: str | ShapeFamily = "superellipse", 
              else np.full((n, len(family.classes)), 1 / len(family.classes), np.float32))
     arrays = [masks, log_values, np.asarray(start["phi"], np.float32), discrete, np.log(np.clip(probs, 1e-6, 1.0))]
     parts = []
-    for begin in range(0, n, options.batch):
-        index = np.minimum(np.arange(begin, begin + options.batch), n - 1)
-        out = _fit_batch(*(jnp.asarray(a[index]) for a in arrays), family, options)
-        parts.append({k: np.asarray(v)[: min(options.batch, n - begin)] for k, v in out.items()})
+    for piece in pieces(n, (options.batch,)):
+        out = _fit_batch(*(jnp.asarray(pad_rows(a[piece.rows], piece.size)) for a in arrays), family, options)
+        parts.append({k: np.asarray(v)[: piece.count] for k, v in out.items()})
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     if not n:
         return {**{name: np.zeros(0, np.float32) for name in family.columns},
@@ -246,9 +246,9 @@ def fit_masks(masks: np.ndarray, *, family: str | ShapeFamily = "superellipse", 
 def _placed_jaccard_batch(masks, log_values, phi, discrete, family):
     def one(mask, logs, ph, cls):
         inside = (mask > 0.5).astype(jnp.float32)
-        area_px, centroid_xy = _mask_moments(inside)
+        area_px, centroid_xy = mask_moments(inside)
         theta = _placed(family, tuple(logs[i] for i in range(len(family.continuous))), ph, cls, area_px, centroid_xy)
-        return _binary_jaccard(_coverage(family, theta, cls, mask.shape[0], mask.shape[0], 1.0), inside)
+        return binary_jaccard(_coverage(family, theta, cls, mask.shape[0], mask.shape[0], 1.0), inside)
 
     return jax.vmap(one)(masks, log_values, phi, discrete)
 

@@ -45,7 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import expit
 
-from nanoshape.refine import _mask_moments
+from nanoshape.batching import pad_rows, pieces
+from nanoshape.refine import mask_moments
 from nanoshape.render import gaussian_blur_matrix, optical_density, particle_thickness
 from nanoshape.shape import ShapeParams, ShapePrior, placement
 
@@ -146,7 +147,7 @@ def _fit_one(crop: jax.Array, start: jax.Array, std: jax.Array, d: jax.Array, up
     same problem on either grid."""
     size = crop.shape[0]
     y, mask = crop[..., 0], crop[..., 1]
-    area, centroid = _mask_moments((mask > 0.5).astype(jnp.float32))
+    area, centroid = mask_moments((mask > 0.5).astype(jnp.float32))
     center, scale = placement(ShapeParams(jnp.exp(start[0]), d, jnp.exp(start[1]), start[2]), area, centroid)
     theta0 = jnp.concatenate([start, center, jnp.log(scale)[None], jnp.zeros(2), jnp.zeros(1)])
     # noise: the spread of the background pixels (shot noise and film texture)
@@ -249,24 +250,14 @@ def _fit_rows(crops, starts, stds, ds, window, options: ImageFitOptions):
 
 def _fit_all(crops, starts, stds, ds, upsample, options: ImageFitOptions, pixel: int = 1):
     """:func:`_fit_batch` over every row, in batches padded to ``options.bucket_sizes``."""
-    n, sizes = crops.shape[0], sorted(options.bucket_sizes)
     parts = []
-    first = 0
-    while first < n:
-        batch = max((b for b in sizes if b <= n - first), default=sizes[0])
-        m = min(batch, n - first)
-
-        def padded(a, fill=0.0):
-            out = np.full((batch,) + a.shape[1:], fill, a.dtype)
-            out[:m] = a[first : first + m]
-            return out
-
-        theta, cost_start, cost = _fit_batch(
-            jnp.asarray(padded(crops)), jnp.asarray(padded(starts.astype(np.float32))),
-            jnp.asarray(padded(stds.astype(np.float32), 1.0)), jnp.asarray(padded(ds.astype(np.int32), 1)),
-            jnp.asarray(padded(upsample.astype(np.float32), 1.0)), options, pixel)
-        parts.append((np.asarray(theta)[:m], np.asarray(cost_start)[:m], np.asarray(cost)[:m]))
-        first += m
+    # padding rows: zero crops with a unit uncertainty, d = 1 and no upsampling
+    inputs = ((crops, np.float32, 0.0), (starts, np.float32, 0.0), (stds, np.float32, 1.0), (ds, np.int32, 1),
+              (upsample, np.float32, 1.0))
+    for piece in pieces(crops.shape[0], options.bucket_sizes):
+        batch = [jnp.asarray(pad_rows(a[piece.rows].astype(dtype), piece.size, fill)) for a, dtype, fill in inputs]
+        theta, cost_start, cost = _fit_batch(*batch, options, pixel)
+        parts.append(tuple(np.asarray(out)[: piece.count] for out in (theta, cost_start, cost)))
     if not parts:
         return np.zeros((0, _N_UNKNOWNS), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32)
     return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))

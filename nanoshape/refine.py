@@ -80,10 +80,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nanoshape.batching import geometric_size, pad_rows, pieces
 from nanoshape.render import silhouette
-from nanoshape.shape import ShapeParams, area, canonicalize, centroid, max_radius
+from nanoshape.shape import ShapeParams, area, canonicalize, centroid
 
-__all__ = ["RefineOptions", "refine", "fit_jaccard", "moment_start", "shape_jaccard", "fuzzy_jaccard_distance"]
+__all__ = ["RefineOptions", "refine", "fit_jaccard", "moment_start", "shape_jaccard", "fuzzy_jaccard_distance",
+           "binary_jaccard", "box_downsample", "mask_moments"]
 
 #: Bounds of the fitted exponent: the renderer is stable for p in [0.1, 1000]; beyond ~200 the
 #: shape no longer changes at any pixel size.
@@ -110,11 +112,9 @@ class RefineOptions:
         ranking and choosing d; 0 trusts the mask alone.
       p_prior_weight: weight of the Gaussian prior on log p around the start (module docstring).
       shape_prior_weight: weight of the priors on log L and phi around the start (Gaussian in
-        log L, periodic in phi), for candidates with the start's d, times the start's
-        probability of that d, and only where the caller gives their uncertainties (the
-        CNN's); 0 = off.
-      robust_shape_prior: use ``log(1 + q)`` of the Gaussian penalty ``q`` (heavy tails: a
-        mask many sigma away can still pull the fit) instead of ``q`` itself.
+        log L, periodic in phi, heavy-tailed: ``log(1 + q)`` of their penalty ``q``), for
+        candidates with the start's d, times the start's probability of that d, and only
+        where the caller gives their uncertainties (the CNN's); 0 = off.
       coarse_iterations, fine_iterations: Adam steps of the two fits (fixed budget).
       coarse_learning_rate, fine_learning_rate: Adam rates in units of ``step`` (see below);
         both warm up over ``warmup_fraction`` of the steps from 0, then decay to
@@ -142,7 +142,6 @@ class RefineOptions:
     d_prior_weight: float = 0.1
     p_prior_weight: float = 0.1
     shape_prior_weight: float = 0.01
-    robust_shape_prior: bool = True
     coarse_iterations: int = 14
     fine_iterations: int = 20
     coarse_learning_rate: float = 1.0
@@ -198,7 +197,7 @@ def _area_matrix(out_size: int, in_size: int) -> np.ndarray:
     return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _box_downsample(image: jax.Array, size: int) -> jax.Array:
+def box_downsample(image: jax.Array, size: int) -> jax.Array:
     """Area-average a square image onto a ``size x size`` grid covering the same extent."""
     weights = jnp.asarray(_area_matrix(size, image.shape[0]))
     return weights @ image @ weights.T
@@ -235,14 +234,14 @@ def fuzzy_jaccard_distance(a: jax.Array, b: jax.Array, epsilon: float = 0.0) -> 
     return 2 * distance / jnp.maximum(jnp.sum(a) + jnp.sum(b) + distance, 1e-12)
 
 
-def _binary_jaccard(a: jax.Array, b: jax.Array) -> jax.Array:
+def binary_jaccard(a: jax.Array, b: jax.Array) -> jax.Array:
     """Intersection over union of ``a > 0.5`` and ``b > 0.5`` (0 when both are empty)."""
     a, b = a > 0.5, b > 0.5
     union = jnp.sum(a | b).astype(jnp.float32)
     return jnp.sum(a & b).astype(jnp.float32) / jnp.maximum(union, 1.0)
 
 
-def _mask_moments(inside: jax.Array) -> tuple[jax.Array, jax.Array]:
+def mask_moments(inside: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Area (px^2, at least 1) and centroid (x, y) of a binary mask; an empty mask's centroid is its centre."""
     height, width = inside.shape
     total = jnp.sum(inside)
@@ -279,12 +278,21 @@ def _placed_phases(log_p, log_l, phis, d, area_px, centroid_xy) -> jax.Array:
     return jnp.stack([log_p * ones, log_l * ones, phis, center_x, center_y, jnp.log(scale) * ones], axis=1)
 
 
-def _adam(theta0, d, target, side_px, step, edge_widths, learning_rate, prior, options: RefineOptions):
-    """Adam on ``theta = theta0 + z * step`` against ``target``, one step per edge width.
+class _Prior(NamedTuple):
+    """The priors of one candidate's fit around the start (the module docstring)."""
 
-    ``prior`` is (log p, its standard deviation, log L, its standard deviation, phi, its
-    standard deviation) of the start, and the weight of the L/phi prior for this candidate:
-    the start's probability of its d where the candidate has that d, else 0.
+    log_p: jax.Array
+    log_p_std: jax.Array
+    log_l: jax.Array  # canonical: |log L| of the start
+    log_l_std: jax.Array
+    phi: jax.Array
+    phi_std: jax.Array
+    shape_weight: jax.Array  # of the L/phi prior: the start's P(d) where the candidate has the start's d, else 0
+
+
+def _adam(theta0, d, target, *, side_px: int, step, edge_widths, learning_rate: float, prior: _Prior,
+          options: RefineOptions):
+    """Adam on ``theta = theta0 + z * step`` against ``target``, one step per edge width.
 
     Returns:
       (theta, losses): the final vector and the loss before each step.
@@ -300,19 +308,18 @@ def _adam(theta0, d, target, side_px, step, edge_widths, learning_rate, prior, o
     def loss(z, edge_width):
         theta = theta0 + z * step
         coverage = _coverage(theta, d, side_px, target.shape[0], edge_width)
-        deviation = (theta[0] - prior[0]) / prior[1]
+        deviation = (theta[0] - prior.log_p) / prior.log_p_std
         prior_term = options.p_prior_weight * 0.5 * deviation * deviation
         if options.shape_prior_weight > 0:
             # on the canonical form (the start's L and phi are canonical); p plays no part here
             canonical = canonicalize(ShapeParams(theta[0], d, jnp.exp(theta[1]), theta[2]))
-            l_term = 0.5 * ((jnp.log(canonical.l_ratio) - prior[2]) / prior[3]) ** 2
+            l_term = 0.5 * ((jnp.log(canonical.l_ratio) - prior.log_l) / prior.log_l_std) ** 2
             # periodic in pi, (phi - phi0)^2 / (2 sigma^2) for small differences
-            phi_term = (1 - jnp.cos(2 * (canonical.phi - prior[4]))) / (4 * prior[5] ** 2)
+            phi_term = (1 - jnp.cos(2 * (canonical.phi - prior.phi))) / (4 * prior.phi_std ** 2)
             # heavy-tailed (Cauchy-like: log(1 + q)): small deviations cost what the Gaussian
             # says, a mask that disagrees by many sigma (a confident start on an unusual real
             # particle) can still pull the fit away
-            shape_term = jnp.log1p(l_term + phi_term) if options.robust_shape_prior else l_term + phi_term
-            prior_term = prior_term + options.shape_prior_weight * prior[6] * shape_term
+            prior_term = prior_term + options.shape_prior_weight * prior.shape_weight * jnp.log1p(l_term + phi_term)
         return fuzzy_jaccard_distance(coverage, target, options.loss_epsilon) + prior_term
 
     def body(carry, edge_width):
@@ -343,11 +350,11 @@ def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
     """Refine one particle (the four stages of the module docstring). ``mask``: (S, S) in [0, 1]."""
     side = mask.shape[0]
     inside = (mask > 0.5).astype(jnp.float32)
-    area_px, centroid_xy = _mask_moments(inside)
+    area_px, centroid_xy = mask_moments(inside)
     coarse_px = min(options.coarse_grid_px, side)
     fine_px = min(options.grid_px, side)
-    coarse = _box_downsample(inside, coarse_px)
-    fine = _box_downsample(inside, fine_px)
+    coarse = box_downsample(inside, coarse_px)
+    fine = box_downsample(inside, fine_px)
 
     # 1. search
     ds = jnp.arange(1, _NUM_D + 1, dtype=jnp.int32)
@@ -371,14 +378,17 @@ def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
         # the CNN's L and phi belong to its d: the prior binds as much as the CNN believes that d
         # (near-circles, drawn alike by every d, get a weak one)
         belief = jnp.exp(start.log_d_prob[start.d - 1])
-        return jnp.stack([start.log_p, start.log_p_std, jnp.abs(start.log_l), start.log_l_std, start.phi,
-                          start.phi_std, (d == start.d).astype(jnp.float32) * belief])
+        # one stacked array split into the fields: scalars passed one by one compile to other fused
+        # loops, whose last bits differ, and the Adam steps amplify them (results would change)
+        return _Prior(*jnp.stack([start.log_p, start.log_p_std, jnp.abs(start.log_l), start.log_l_std, start.phi,
+                                  start.phi_std, (d == start.d).astype(jnp.float32) * belief]))
 
     step = jnp.concatenate([start.step, jnp.asarray([options.center_step_px] * 2 + [options.log_scale_step], jnp.float32)])
     first, last = options.coarse_edge_width_px
     coarse_edges = jnp.asarray(np.geomspace(first, last, options.coarse_iterations), jnp.float32)
     fitted, _ = jax.vmap(
-        lambda theta, d: _adam(theta, d, coarse, side, step, coarse_edges, options.coarse_learning_rate, prior(d), options)
+        lambda theta, d: _adam(theta, d, coarse, side_px=side, step=step, edge_widths=coarse_edges,
+                               learning_rate=options.coarse_learning_rate, prior=prior(d), options=options)
     )(candidates, candidate_d)
     final = jax.vmap(
         lambda theta, d: fuzzy_jaccard_distance(_coverage(theta, d, side, coarse_px, last), coarse, options.loss_epsilon)
@@ -391,8 +401,8 @@ def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
     fine_edges = np.ones(options.fine_iterations)
     fine_edges[:ramp] = np.geomspace(options.fine_edge_width_px, 1.0, ramp)
     theta, fine_losses = _adam(
-        fitted[best], candidate_d[best], fine, side, step, jnp.asarray(fine_edges, jnp.float32),
-        options.fine_learning_rate, prior(candidate_d[best]), options,
+        fitted[best], candidate_d[best], fine, side_px=side, step=step, edge_widths=jnp.asarray(fine_edges, jnp.float32),
+        learning_rate=options.fine_learning_rate, prior=prior(candidate_d[best]), options=options,
     )
     d = candidate_d[best]
 
@@ -401,7 +411,7 @@ def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
         return fuzzy_jaccard_distance(_coverage(theta, d, side, fine_px, 1.0), fine, options.loss_epsilon)
 
     def mask_jaccard(theta, d):
-        return _binary_jaccard(_coverage(theta, d, side, side, 1.0), inside)
+        return binary_jaccard(_coverage(theta, d, side, side, 1.0), inside)
 
     theta_init = _placed(start.log_p, start.log_l, start.phi, start.d, area_px, centroid_xy)
     loss_fit, loss_init = fine_loss(theta, d), fine_loss(theta_init, start.d)
@@ -492,23 +502,6 @@ def _starts(init: Mapping[str, np.ndarray], n: int, options: RefineOptions) -> _
     return _Start(np.log(p), np.log(l_ratio), phi, d, log_d_prob, step.astype(np.float32), log_p_std, *shape_std)
 
 
-def _pieces(n: int, bucket_sizes: tuple[int, ...]) -> list[tuple[int, int, int]]:
-    """Split n particles into (begin, count, padded size) pieces: the largest bucket that is full, then the
-    smallest that holds the rest, so each call has one of a few shapes and little padding."""
-    buckets = sorted(bucket_sizes)
-    pieces, begin = [], 0
-    while begin < n:
-        rest = n - begin
-        full = [b for b in buckets if b <= rest]
-        bucket = full[-1] if full else buckets[0]
-        count = min(bucket, rest)
-        if not full:
-            bucket = next(b for b in buckets if b >= count)
-        pieces.append((begin, count, bucket))
-        begin += count
-    return pieces
-
-
 def refine(
     masks: np.ndarray | jax.Array,
     init: Mapping[str, np.ndarray],
@@ -542,13 +535,13 @@ def refine(
     start = _starts(init, n, options)
     masks = _square(np.nan_to_num(masks))
     results = []
-    for begin, count, bucket in _pieces(n, options.bucket_sizes):
-        # pad with copies of the piece's first particle: valid data, dropped afterwards
-        index = np.concatenate([np.arange(begin, begin + count), np.full(bucket - count, begin)])
-        fit = _refine_bucket(jnp.asarray(masks[index]), jax.tree.map(lambda a: jnp.asarray(a[index]), start), options)
+    for piece in pieces(n, options.bucket_sizes):
+        # padded with copies of the piece's first particle: valid data, dropped afterwards
+        fit = _refine_bucket(jnp.asarray(pad_rows(masks[piece.rows], piece.size)),
+                             jax.tree.map(lambda a: jnp.asarray(pad_rows(a[piece.rows], piece.size)), start), options)
         # canonical parameters on the padded bucket: one compilation per bucket size, not per n
         canonical = _canonical_batch(fit.theta, fit.d)
-        results.append(jax.tree.map(lambda a: np.asarray(a)[:count], (fit, canonical)))
+        results.append(jax.tree.map(lambda a: np.asarray(a)[: piece.count], (fit, canonical)))
     if not results:
         empty = np.zeros(0, np.float32)
         return {k: empty for k in ("p", "l_ratio", "phi", "center_x_px", "center_y_px", "scale_px",
@@ -623,9 +616,9 @@ def moment_start(masks: np.ndarray | jax.Array) -> dict[str, np.ndarray]:
 def _fit_jaccard_batch(masks: jax.Array, shapes: ShapeParams) -> jax.Array:
     def one(mask, shape):
         inside = (mask > 0.5).astype(jnp.float32)
-        area_px, centroid_xy = _mask_moments(inside)
+        area_px, centroid_xy = mask_moments(inside)
         theta = _placed(jnp.log(shape.p), jnp.log(shape.l_ratio), shape.phi, shape.d, area_px, centroid_xy)
-        return _binary_jaccard(_coverage(theta, shape.d, mask.shape[0], mask.shape[0], 1.0), inside)
+        return binary_jaccard(_coverage(theta, shape.d, mask.shape[0], mask.shape[0], 1.0), inside)
 
     return jax.vmap(one)(masks, shapes)
 
@@ -645,13 +638,10 @@ def fit_jaccard(masks: np.ndarray | jax.Array, shapes: ShapeParams) -> np.ndarra
     if n == 0:
         return np.zeros(0, np.float32)
     # pad the count to a power of two (>= 32): one compilation per size class, not per micrograph
-    padded = max(32, 1 << (n - 1).bit_length())
-    index = np.concatenate([np.arange(n), np.zeros(padded - n, int)])
-    shapes = ShapeParams(
-        jnp.asarray(np.asarray(shapes.p)[index], jnp.float32), jnp.asarray(np.asarray(shapes.d)[index], jnp.int32),
-        jnp.asarray(np.asarray(shapes.l_ratio)[index], jnp.float32), jnp.asarray(np.asarray(shapes.phi)[index], jnp.float32),
-    )
-    return np.asarray(_fit_jaccard_batch(jnp.asarray(masks[index]), shapes))[:n]
+    size = geometric_size(n, smallest=32, factor=2)
+    shapes = ShapeParams(*(jnp.asarray(pad_rows(np.asarray(value), size), dtype)
+                           for value, dtype in zip(shapes, (jnp.float32, jnp.int32, jnp.float32, jnp.float32))))
+    return np.asarray(_fit_jaccard_batch(jnp.asarray(pad_rows(masks, size)), shapes))[:n]
 
 
 def shape_jaccard(a: ShapeParams, b: ShapeParams, *, grid_px: int = 128) -> jax.Array:
@@ -674,4 +664,4 @@ def shape_jaccard(a: ShapeParams, b: ShapeParams, *, grid_px: int = 128) -> jax.
         scale = jnp.sqrt(common / shape_area)
         coverages.append(silhouette(shape, middle - scale * family.centroid(shape, n=1024), scale,
                                     height=grid_px, width=grid_px))
-    return _binary_jaccard(*coverages)
+    return binary_jaccard(*coverages)

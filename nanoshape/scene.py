@@ -29,6 +29,7 @@ from nanoshape.render import (
     sample_imaging,
     tem_image,
 )
+from nanoshape.labels import border_ids
 from nanoshape.shape import ShapeParams, area, canonicalize, radius
 
 __all__ = ["Population", "SceneOptions", "Scene", "render_scene", "POPULATIONS", "draw_graphics", "evaluation_scene_options"]
@@ -507,7 +508,6 @@ def _truth_row(pid, part, canon: ShapeParams, coverage, x0, y0, options) -> list
 
 
 def _touches_border(labels: np.ndarray, n: int) -> np.ndarray:
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     flags = np.zeros(n + 1, bool)
-    flags[np.unique(edge)] = True
+    flags[border_ids(labels)] = True
     return flags[1:]

@@ -37,15 +37,13 @@ typical particle size found in the image itself, so the same defaults serve 3 nm
 7. **Splitting** (seed paper: a watershed that fills each well from one marker). Narrow
    bright-field gaps between touching crystals are cut with a black top-hat (valleys
    narrower than ``valley_width * r`` and deeper than ``valley_depth`` of the contrast);
-   the landscape is the distance transform of the cut mask weighted by intensity, and
-   its basins are merged wherever a peak rises less than ``split_depth * r`` above the
-   pass to a higher neighbour (the h-maxima criterion, computed from the basin graph
-   rather than by morphological reconstruction). Optionally each particle is then opened
-   by ``opening * r`` (eroded uniformly to remove overlap, then dilated back).
-8. **Removals**, each recorded with its reason: particles touching the image border,
+   the landscape is the distance transform of the cut mask, and its basins are merged
+   wherever a peak rises less than ``split_depth * r`` above the pass to a higher
+   neighbour (the h-maxima criterion, computed from the basin graph rather than by
+   morphological reconstruction).
+8. **Removals**, each recorded with its reason: particles touching the image border, and
    particles lying mostly on a scale bar, text or data band (and, classical method only,
-   particles joined to one), and extreme outliers of area and solidity relative to the
-   image's own population.
+   particles joined to one).
 
 The library never prints and holds no global state; :func:`segment` is a pure function
 of the image and the options.
@@ -63,6 +61,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from nanoshape.labels import border_ids
 from nanoshape.scalebar import is_bar_box
 
 __all__ = [
@@ -82,8 +81,6 @@ DROP_REASONS = (
     "scale bar/text",
     "joined to scale bar/text",
     "touches border",
-    "outlier area",
-    "outlier solidity",
 )
 
 _DROPPED_COLUMNS = ["centroid_x_px", "centroid_y_px", "area_px", "reason"]
@@ -122,25 +119,15 @@ class SegmentOptions:
       valley_level: ...whose floor lies in the lower part of the particle intensity range
         (this fraction of the contrast above the threshold): a gap, not a stripe inside a
         twinned or faceted crystal.
-      intensity_weight: exponent of the intensity factor in the watershed landscape
-        (0 = distance transform alone).
       split_depth: a marker must rise this much above the pass to a higher one...
       split_ratio: ...and this fraction of its own height (a neck criterion).
       landscape_smoothing: Gaussian width (working pixels) applied to the distance
         transform, whose ridges are bumpy where a boundary is jagged.
       min_inscribed_px: when the typical inscribed radius comes out under this many
         working pixels (thin rods), the image is analysed again at a finer resolution.
-      opening: radius of the per-particle erosion/dilation (0 = off).
       remove_border: drop particles touching the image border.
       remove_overlays: find scale bars, text and data bands, and drop particles joined
         to them.
-      outlier_area: drop particles whose log-area is further than this many robust
-        standard deviations (1.4826 MAD) from the median (inf = off).
-      min_area_spread: the spread used for ``outlier_area`` is at least this (log units),
-        so monodisperse samples are not trimmed to their own noise.
-      outlier_solidity: drop particles whose solidity is further than this many robust
-        standard deviations below the median (inf = off).
-      min_solidity_spread: floor of that spread.
       threads: threads for the whole-image filters (bands of rows, identical results);
         0 = one per CPU core (at most 8). Runs that already use one process per core set 1.
     """
@@ -161,18 +148,12 @@ class SegmentOptions:
     valley_depth: float = 0.2
     valley_width: float = 1.5
     valley_level: float = 0.5
-    intensity_weight: float = 0.0
     split_depth: float = 0.15
     split_ratio: float = 0.2
     landscape_smoothing: float = 0.5
     min_inscribed_px: float = 4.0
-    opening: float = 0.0
     remove_border: bool = True
     remove_overlays: bool = True
-    outlier_area: float = float("inf")
-    min_area_spread: float = 0.5
-    outlier_solidity: float = float("inf")
-    min_solidity_spread: float = 0.05
     threads: int = 0
 
     def __post_init__(self):
@@ -290,7 +271,9 @@ def _block_all(mask: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1-D sample (between-class variance maximised on a histogram)."""
+    """Otsu's threshold of a 1-D sample (between-class variance maximised on a histogram): the
+    upper edge of the chosen bin. :func:`skimage.filters.threshold_otsu` chooses the same bin but
+    returns its centre, half a bin lower; the classical method's thresholds were set with this one."""
     hist, edges = np.histogram(values, bins)
     centres = 0.5 * (edges[1:] + edges[:-1])
     weight0 = np.cumsum(hist).astype(np.float64)
@@ -324,11 +307,6 @@ def _dropped_rows(labels: np.ndarray, n: int, ids: np.ndarray, reason: str, scal
         return pd.DataFrame(columns=_DROPPED_COLUMNS)
     area, cx, cy = _label_stats(labels, n, ids, scale)
     return pd.DataFrame({"centroid_x_px": cx, "centroid_y_px": cy, "area_px": area, "reason": reason})
-
-
-def _border_ids(labels: np.ndarray) -> np.ndarray:
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    return np.unique(edge[edge > 0])
 
 
 # ----------------------------------------------------------------------------- overlays
@@ -735,31 +713,7 @@ def _merge_shallow_basins(landscape: np.ndarray, mask: np.ndarray, depth: float,
     return parent.astype(np.int32)[basins]
 
 
-def _open_labels(labels: np.ndarray, radius: float) -> np.ndarray:
-    """Erode every particle by ``radius`` then dilate it back inside its own region.
-
-    Removes necks and overlap slivers narrower than ``2 radius`` while keeping each
-    particle's size (seed paper). Particles thinner than the erosion keep their shape.
-    """
-    from skimage.segmentation import expand_labels
-
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-    edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
-    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
-    edge[:-1, :] |= labels[1:, :] != labels[:-1, :]
-    depth = ndi.distance_transform_edt(~(edge | (labels == 0)))
-    n = int(labels.max())
-    deepest = np.zeros(n + 1)
-    np.maximum.at(deepest, labels.ravel(), depth.ravel())
-    # thin particles are eroded less, so none disappears
-    per_label = np.minimum(radius, 0.5 * deepest)
-    cores = np.where(depth > per_label[labels], labels, 0)
-    grown = expand_labels(cores, distance=float(np.ceil(radius)) + 1)
-    return np.where(grown == labels, labels, 0)
-
-
-# ----------------------------------------------------------------------------- outliers
+# ----------------------------------------------------------------------------- removals
 
 
 def _solidity(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -773,19 +727,10 @@ def _solidity(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return by_id[ids]
 
 
-def _robust_outliers(values: np.ndarray, k: float, floor: float, *, two_sided: bool) -> np.ndarray:
-    if not np.isfinite(k) or values.size < 8:
-        return np.zeros(values.size, dtype=bool)
-    centre = np.median(values)
-    spread = max(1.4826 * np.median(np.abs(values - centre)), floor)
-    deviation = (values - centre) / spread
-    return (np.abs(deviation) > k) if two_sided else (deviation < -k)
-
-
 def _removals(labels: np.ndarray, overlay: np.ndarray, options: SegmentOptions
               ) -> tuple[np.ndarray, list[pd.DataFrame], np.ndarray]:
-    """Step 8: drop graphics, particles joined to them, particles cut by the border and
-    outliers, each recorded with its reason; returns the kept particles relabelled 1..N
+    """Step 8: drop graphics, particles joined to them and particles cut by the border,
+    each recorded with its reason; returns the kept particles relabelled 1..N
     (uint32), the dropped rows and the N kept ids of ``labels`` (kept[i] became i + 1)."""
     n = int(labels.max())
     dropped = []
@@ -809,21 +754,12 @@ def _removals(labels: np.ndarray, overlay: np.ndarray, options: SegmentOptions
             reason[(ids > 0) & hidden & ~mostly] = "joined to scale bar/text"
             labels = np.where(overlay & ~mostly[labels], 0, labels)
     if options.remove_border:
-        border = _border_ids(labels)
+        border = border_ids(labels)
         reason[border[reason[border] == ""]] = "touches border"
     kept = np.flatnonzero(reason == "")
     kept = kept[kept > 0]
     area_all = np.bincount(labels.ravel(), minlength=n + 1)
     kept = kept[area_all[kept] > 0]
-    if kept.size >= 8:
-        outlier = _robust_outliers(np.log(area_all[kept]), options.outlier_area, options.min_area_spread, two_sided=True)
-        reason[kept[outlier]] = "outlier area"
-        kept = kept[~outlier]
-    if kept.size >= 8 and np.isfinite(options.outlier_solidity):
-        solidity = _solidity(labels, kept)
-        outlier = _robust_outliers(solidity, options.outlier_solidity, options.min_solidity_spread, two_sided=False)
-        reason[kept[outlier]] = "outlier solidity"
-        kept = kept[~outlier]
     for why in DROP_REASONS[1:]:
         ids = np.flatnonzero(reason == why)
         if ids.size:
@@ -908,12 +844,7 @@ def _segment_at(bright: np.ndarray, usable: np.ndarray, radius0: float, factor: 
     if options.landscape_smoothing > 0:
         # the distance transform of a jagged pixel boundary has spurious bumps along ridges
         landscape = _gauss(landscape, options.landscape_smoothing, threads) * foreground
-    if options.intensity_weight > 0:
-        weight = np.clip((smooth - th["low"]) / contrast, 0.0, 1.0) ** options.intensity_weight
-        landscape *= weight
     labels = _merge_shallow_basins(landscape, foreground, options.split_depth * radius, options.split_ratio)
-    if options.opening > 0:
-        labels = _open_labels(labels, options.opening * radius)
     lap("split")
 
     # back to full resolution: nearest-neighbour labels, boundaries from the full-resolution threshold

@@ -40,7 +40,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nanoshape.cnn import (CNNOptions, ShapeCNN, decode, gaussian_output, phase_from_vector, phase_multiplier,
+from nanoshape.cnn import (CNNOptions, ShapeCNN, decode, gaussian_output, phase_multiplier,
                            phi_vectors, save_model)
 from nanoshape.crop import CropOptions
 from nanoshape.family import PolygonPrior, ShapeFamily, get_family
@@ -71,7 +71,6 @@ class TrainOptions:
       keep_checkpoints: checkpoints kept on disk.
       devices: how many JAX devices to shard the batch over (0 = all).
       render_chunk: crops rendered per ``lax.map`` iteration.
-      shape_weight: weight of the image-space shape loss (see :func:`loss_terms`; 0 = off).
       nll_beta: the beta of the beta-NLL (Seitzer et al., ICLR 2022): each Gaussian term
         (log p, log L, phi) is weighted by its predicted variance to the power beta (held
         constant in the gradient), so that hard, high-variance examples (the boxy shapes'
@@ -104,7 +103,6 @@ class TrainOptions:
     keep_checkpoints: int = 2
     devices: int = 0
     render_chunk: int = 128
-    shape_weight: float = 0.0
     nll_beta: float = 0.0
     model: CNNOptions = field(default_factory=CNNOptions)
     prior: ShapePrior = field(default_factory=ShapePrior)
@@ -160,32 +158,9 @@ def _targets(shapes, options: CNNOptions) -> dict[str, jax.Array]:
     return {**targets, "phi_vec": jnp.stack([jnp.cos(m * phi), jnp.sin(m * phi)], axis=1), "d_index": d_index}
 
 
-def _shape_overlap(predicted, true, grid_px: int) -> jax.Array:
-    """Soft Jaccard of two shapes drawn at equal area and coincident centroids on a small
-    grid (one pair; vmapped). Differentiable in the predicted p, L and phi."""
-    from nanoshape.family import placement
-    from nanoshape.render import silhouette, soft_jaccard
-
-    fill = (0.3 * grid_px) ** 2 * math.pi  # an area that keeps elongated shapes on the grid
-    middle = jnp.full((2,), 0.5 * (grid_px - 1), jnp.float32)
-    maps = []
-    for shape in (predicted, true):
-        center, scale = placement(shape, jnp.float32(fill), middle)
-        maps.append(silhouette(shape, center, scale, height=grid_px, width=grid_px, edge_width_px=1.5))
-    return soft_jaccard(maps[0], jax.lax.stop_gradient(maps[1]))
-
-
-def loss_terms(raw: jax.Array, shapes, options: CNNOptions, *, shape_weight: float = 0.0,
-               shape_grid_px: int = 32, nll_beta: float = 0.0) -> dict[str, jax.Array]:
+def loss_terms(raw: jax.Array, shapes, options: CNNOptions, *, nll_beta: float = 0.0) -> dict[str, jax.Array]:
     """Per-batch mean of each loss term and the training RMSEs (of each continuous head's
-    logarithm, eq. 1: log p and log L, and of phi).
-
-    With ``shape_weight`` > 0 the loss also compares shapes in image space: the shape drawn
-    from the predicted continuous parameters and phi (with the true class) against the true
-    shape, at equal area and centroid. Equivalent descriptions of one shape (the circle at
-    any phi, the square as p -> inf or as the diamond p = 1 turned by pi/4) cost nothing
-    there, and a small turn of a thin-armed star costs what it costs in overlap.
-    """
+    logarithm, eq. 1: log p and log L, and of phi)."""
     family = options.shape_family
     t = _targets(shapes, options)
     decoded = decode(raw, options)
@@ -216,23 +191,8 @@ def loss_terms(raw: jax.Array, shapes, options: CNNOptions, *, shape_weight: flo
         for head in heads[1:]:
             total = total + nlls[head]
         total = total + nll_phi + ce_d
-    shape_loss = jnp.zeros_like(total)
-    if shape_weight > 0:
-        # arctan2 has no gradient at the origin (the zero-initialised head starts there)
-        vec = vec + jnp.asarray([1e-3, 0.0], raw.dtype)
-        phi = phase_from_vector(vec, phase_multiplier(options, t["d_index"]))
-        values = []
-        for c in family.continuous:
-            low = max(c.fit_range[0], math.log(c.floor)) if c.floor > 0 else c.fit_range[0]
-            values.append(jnp.exp(jnp.clip(decoded[c.head], low, c.fit_range[1])))
-        discrete, _, _ = family.split(shapes)
-        predicted = family.make(discrete, tuple(values), phi)
-        overlap = jax.vmap(functools.partial(_shape_overlap, grid_px=shape_grid_px))(predicted, shapes)
-        shape_loss = 1.0 - overlap
-        total = total + shape_weight * shape_loss
     return {
         "loss": jnp.mean(total),
-        "shape_loss": jnp.mean(shape_loss),
         **{f"nll_{head.removeprefix('log_')}": jnp.mean(nlls[head]) for head in heads},
         "nll_phi": jnp.mean(nll_phi), "ce_d": jnp.mean(ce_d),
         **{f"rmse_{head}": jnp.sqrt(jnp.mean((decoded[head] - t[head]) ** 2)) for head in heads},
@@ -272,8 +232,7 @@ def _make_step(graphdef, options: TrainOptions, mesh):
 
         def loss_fn(p):
             raw = nnx.merge(graphdef, p)(crops)
-            terms = loss_terms(raw, shapes, options.model, shape_weight=options.shape_weight,
-                               nll_beta=options.nll_beta)
+            terms = loss_terms(raw, shapes, options.model, nll_beta=options.nll_beta)
             return terms["loss"], terms
 
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -302,8 +261,7 @@ def _evaluate_raw(graphdef, params, key, n: int, options: TrainOptions, batch: i
 
 def _validation(graphdef, params, options: TrainOptions) -> dict[str, float]:
     raw, truth = _evaluate_raw(graphdef, params, jax.random.key(options.validation_seed), options.validation_size, options)
-    terms = loss_terms(jnp.asarray(raw), jax.tree.map(jnp.asarray, truth), options.model,
-                       shape_weight=options.shape_weight, nll_beta=options.nll_beta)
+    terms = loss_terms(jnp.asarray(raw), jax.tree.map(jnp.asarray, truth), options.model, nll_beta=options.nll_beta)
     return {f"val_{k}": float(v) for k, v in terms.items()}
 
 

@@ -282,25 +282,6 @@ def test_shipped_model_reads_a_circle_a_square_and_a_rod():
     assert np.all(np.abs(np.log(rod["l_ratio"] / 3.0)) < 0.15) and np.all(rod["d"] == 2)
 
 
-def test_image_space_shape_term_ignores_equivalent_descriptions():
-    from nanoshape.training import _shape_overlap
-
-    def overlap(a, b):
-        return float(_shape_overlap(ShapeParams(*map(jnp.float32, a[:1]), jnp.int32(a[1]), *map(jnp.float32, a[2:])),
-                                    ShapeParams(*map(jnp.float32, b[:1]), jnp.int32(b[1]), *map(jnp.float32, b[2:])),
-                                    grid_px=32))
-
-    # soft maps never overlap a full 1, even with themselves: compare with that
-    circle = (2.0, 2, 1.0, 0.0)
-    assert abs(overlap(circle, (2.0, 2, 1.0, 1.1)) - overlap(circle, circle)) < 0.01  # a circle at any phi
-    square = (60.0, 2, 1.0, 0.3)
-    same = overlap(square, square)
-    assert overlap(square, (1.0, 2, 1.0, 0.3 + np.pi / 4)) > same - 0.04  # the square as a turned diamond
-    assert overlap(square, (1.0, 2, 1.0, 0.3)) < same - 0.1  # an unturned diamond is another shape
-    star = (0.6, 5, 1.0, 0.2)
-    assert overlap(star, (0.6, 5, 1.0, 0.2 + 0.15)) < overlap(star, star) - 0.05  # a small turn costs overlap
-
-
 def test_calibration_makes_the_90_percent_intervals_hold_90_percent_of_the_validation_set():
     from nanoshape.training import _evaluate_raw, calibrate_uncertainties
 

@@ -9,9 +9,9 @@ import pytest
 
 from nanoshape.refine import (
     RefineOptions,
+    _Prior,
     _adam,
     _coverage,
-    _pieces,
     _placed,
     _placed_phases,
     _refine_one,
@@ -102,10 +102,13 @@ def test_loss_decreases_along_the_descent(masks, start):
     )
     step = jnp.asarray([0.15, 0.075, 0.075, 0.5, 0.5, 0.03], jnp.float32)
     edges = jnp.ones(30, jnp.float32)  # constant edge width: losses along the way are comparable
-    options = RefineOptions(p_prior_weight=0.0)
-    prior = jnp.asarray([0.0, 1.0], jnp.float32)
+    # the mask loss alone: no prior
+    options = RefineOptions(p_prior_weight=0.0, shape_prior_weight=0.0)
+    one = jnp.float32(1.0)
+    prior = _Prior(log_p=0 * one, log_p_std=one, log_l=0 * one, log_l_std=one, phi=0 * one, phi_std=one, shape_weight=0 * one)
     theta, losses = jax.jit(
-        lambda t: _adam(t, jnp.int32(3), target, SIZE, step, edges, 1.0, prior, options)
+        lambda t: _adam(t, jnp.int32(3), target, side_px=SIZE, step=step, edge_widths=edges, learning_rate=1.0,
+                        prior=prior, options=options)
     )(theta0)
     losses = np.asarray(losses)
     final = float(fuzzy_jaccard_distance(_coverage(theta, jnp.int32(3), SIZE, SIZE, 1.0), target, options.loss_epsilon))
@@ -228,15 +231,6 @@ def test_fuzzy_jaccard_is_the_jaccard_of_binary_maps_and_zero_for_equal_soft_one
     assert float(fuzzy_jaccard_distance(soft, soft)) == pytest.approx(0.0, abs=1e-7)
     # the product form does not reach its optimum at equality for soft maps: why the fit does not use it
     assert float(soft_jaccard(soft, soft)) < 0.9
-
-
-def test_pieces_cover_every_particle_with_few_shapes():
-    for n in (1, 31, 32, 33, 600, 1100):
-        pieces = _pieces(n, (32, 512))
-        assert sum(count for _, count, _ in pieces) == n
-        assert [begin for begin, _, _ in pieces] == list(np.cumsum([0] + [c for _, c, _ in pieces])[:-1])
-        assert all(bucket in (32, 512) and count <= bucket for _, count, bucket in pieces)
-        assert sum(bucket for _, _, bucket in pieces) < n + 32
 
 
 def test_bad_inputs_name_the_problem():

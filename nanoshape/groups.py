@@ -88,6 +88,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from nanoshape.batching import pad_rows
+
 __all__ = ["GroupOptions", "Grouping", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "parameter_columns", "HARMONIC_COLUMNS", "ANGULAR_COLUMNS",
            "AFFINE_COLUMNS", "design_matrix", "cluster_particles",
            "shape_name", "describe_groups",
@@ -334,7 +336,7 @@ def shape_spectrum(table: pd.DataFrame, chunk: int = 4096) -> np.ndarray:
     index = np.flatnonzero(valid)
     for begin in range(0, len(index), chunk):
         part = index[begin:begin + chunk]
-        pad = np.concatenate([part, np.full(chunk - len(part), part[0])])
+        pad = pad_rows(part, chunk)
         amplitudes = _spectrum_batch(p[pad], np.clip(d[pad], 1, 6).astype(np.int32), l_ratio[pad], phi[pad])
         out[part] = np.asarray(amplitudes)[: len(part)]
     return out
@@ -373,7 +375,7 @@ def _family_spectrum(table: pd.DataFrame, family, chunk: int) -> np.ndarray:
     spectrum = jax.jit(jax.vmap(lambda params: descriptor(params, len(HARMONIC_COLUMNS))))
     for begin in range(0, len(index), chunk):
         part = index[begin:begin + chunk]
-        pad = np.concatenate([part, np.full(chunk - len(part), part[0])])
+        pad = pad_rows(part, chunk)
         params = family.params_type(*(jnp.asarray(values[c][pad], jnp.int32 if c == family.discrete else jnp.float32)
                                       for c in family.columns))
         out[part] = np.asarray(spectrum(params))[: len(part)]

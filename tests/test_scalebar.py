@@ -222,6 +222,44 @@ def test_two_touching_digits_are_read_split():
     assert spelled == "200nm" and weakest >= 0.9
 
 
+@pytest.mark.parametrize("text, font, cap", [
+    ("200 nm", "LiberationSans-Regular.ttf", 12), ("0.5 µm", "DejaVuSerif.ttf", 12), ("5 Å", "DejaVuSerif.ttf", 9),
+    ("20nm", "LiberationSans-Regular.ttf", 8), ("2 um", "cmss10.ttf", 12),  # cmss10: a font not drawn
+])
+def test_synthesis_reads_a_rendered_label(text, font, cap):
+    from nanoshape.glyphs import cut_glyphs, render_label
+    from nanoshape.labelsynth import match_line
+
+    ink, _ = render_label(text, font, cap)
+    found = match_line(ink, cut_glyphs(ink)[0])
+    assert found.value_nm == pytest.approx(parse_label(text)[0])
+    assert found.score >= 0.85 and found.margin > 0
+
+
+@pytest.mark.parametrize("text", ["TEM", "HV 20kV", "x50000", "(b)"])
+def test_synthesis_finds_no_label_in_other_text(text):
+    from nanoshape.glyphs import cut_glyphs, render_label
+    from nanoshape.labelsynth import match_line
+    from nanoshape.scalebar import _SYNTHESIS_SCORE
+
+    ink, _ = render_label(text, "DejaVuSans.ttf", 12)
+    found = match_line(ink, cut_glyphs(ink)[0])
+    assert found is None or found.score < _SYNTHESIS_SCORE
+
+
+def test_synthesis_splits_number_and_unit_at_any_gap():
+    """A label is matched as its number and its unit apart: the gap a figure leaves between
+    them changes nothing."""
+    from nanoshape.glyphs import cut_glyphs, render_label
+    from nanoshape.labelsynth import match_line
+
+    tight, _ = render_label("100nm", "DejaVuSans.ttf", 14)
+    wide, _ = render_label("100  nm", "DejaVuSans.ttf", 14)
+    a, b = match_line(tight, cut_glyphs(tight)[0]), match_line(wide, cut_glyphs(wide)[0])
+    assert a.label == b.label == "100 nm"
+    assert a.score == pytest.approx(b.score, abs=0.02)
+
+
 def test_read_scale_bar_does_not_take_a_pixel_size_no_microscope_gives(scene):
     # "50 mm" over 65 px is 0.77 mm per px: in a micrograph, "50 nm" with its n misread
     image, _ = draw_scale_bar(scene, length_px=65, label="50 mm", cap_height_px=20, colour="white")

@@ -845,7 +845,8 @@ def _synthesised(text: np.ndarray, line, readings: list[tuple[float, str, float]
     return _pretty(found.label, parsed[1]), parsed[0], found.score
 
 
-def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, model=None) -> tuple[str, float, float] | None:
+def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, model=None, synthesis: bool = True
+               ) -> tuple[str, float, float] | None:
     """Read the label beside a bar with the glyph classifier and the label grammar.
 
     The lines of text above, below, or on the bar's rows to either side, in the bar's
@@ -854,7 +855,8 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
     readings, of at least ``min_confidence`` gives the label (:func:`_accept`), or else
     whose label analysis by synthesis reads with confidence (:func:`_synthesised`). Each ink
     (as it is, strokes only: :func:`_label_lines`) gives at most one label; where two
-    name different lengths, none is taken.
+    name different lengths, none is taken. ``synthesis=False`` reads with the classifier
+    alone (to measure what synthesis adds).
 
     Returns:
       (label as ``"100 nm"``, its length in nm, its confidence, the line's box (top,
@@ -866,7 +868,7 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
             if box[4] != bar.polarity:
                 break  # a label is drawn in its bar's colour
             readings = _line_readings(text, line, model)
-            accepted = _accept(readings, min_confidence) or _synthesised(text, line, readings)
+            accepted = _accept(readings, min_confidence) or (_synthesised(text, line, readings) if synthesis else None)
             if accepted is not None:
                 found.append((*accepted, box))
                 break

@@ -724,13 +724,17 @@ def _line_readings(text: np.ndarray, line, model, keep: int = 3) -> list[tuple[f
     return sorted(((p, t, w) for t, (p, w) in best.items()), reverse=True)
 
 
-def _stroke_left_of(text: np.ndarray, line) -> bool:
+#: Ink (0 background .. 1 the label's level) from which a particle hides glyphs drawn on it.
+_HIDING_INK = 0.8
+
+
+def _stroke_left_of(text: np.ndarray, line, *, level: float = 0.5) -> bool:
     """Whether a stroke lies just left of a line's first glyph (within a line height), so
     that a label read from that glyph on may have lost its leading characters.
 
     A reading starts at the line's first glyph, and not where a stroke lies just left of
     it: "0.5 nm" must not read as "5 nm" where its "0." is set apart or cut off, nor
-    "250" as "50". A stroke: a connected blob of ink past half ink and past 3 robust
+    "250" as "50". A stroke: a connected blob of ink past ``level`` and past 3 robust
     standard deviations of the background's noise (scattered noise is no blob).
     """
     from nanoshape.glyphs import _background_noise
@@ -741,7 +745,7 @@ def _stroke_left_of(text: np.ndarray, line) -> bool:
     if not window.size:
         return False
     base, noise = _background_noise(text)
-    blobs, n = ndi.label(window > max(0.5, base + 3 * noise))
+    blobs, n = ndi.label(window > max(level, base + 3 * noise))
     return bool(n) and int(np.bincount(blobs.ravel())[1:].max()) >= max(3, 0.03 * height * height)
 
 
@@ -864,7 +868,11 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
     readings, of at least ``min_confidence`` gives the label (:func:`_accept`), or else
     whose label analysis by synthesis reads with confidence (:func:`_synthesised`). Each ink
     (as it is, strokes only: :func:`_label_lines`) gives at most one label; where two
-    name different lengths, none is taken. ``synthesis=False`` reads with the classifier
+    name different lengths, none is taken. A line with a blob of nearly the text's own
+    level just left of it in the grey values (:func:`_stroke_left_of` at _HIDING_INK) is
+    passed over in every ink: where strokes-only ink dropped a particle as dark (light) as
+    the text, it dropped the glyphs drawn over it too, and what is left of the label reads
+    as another ("5 nm" of "2.5 nm"); glyphs over a paler particle stay in strokes-only ink. ``synthesis=False`` reads with the classifier
     alone (to measure what synthesis adds).
 
     Returns:
@@ -872,12 +880,17 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
       bottom, left, right in px, text polarity)), or None.
     """
     found = []
-    for text, candidates in _label_lines(image, bar):
+    inks = _label_lines(image, bar)
+    for index, (text, candidates) in enumerate(inks):
+        plain = inks[index - index % 2][0]  # the grey values as ink, for strokes-only ink too
         for _, line, box in candidates:
             if box[4] != bar.polarity:
                 break  # a label is drawn in its bar's colour
+            if _stroke_left_of(plain, line, level=_HIDING_INK):
+                continue  # its first glyphs may be lost on a particle as dark as they: "5 nm" of "2.5 nm"
             readings = _line_readings(text, line, model)
-            accepted = _accept(readings, min_confidence) or (_synthesised(text, line, readings) if synthesis else None)
+            accepted = _accept(readings, min_confidence) or (
+                _synthesised(text, line, readings) if synthesis else None)
             if accepted is not None:
                 found.append((*accepted, box))
                 break
@@ -896,13 +909,16 @@ def explain_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, m
       (what :func:`read_label` takes from it, or None).
     """
     out = []
-    for text, candidates in _label_lines(image, bar):
+    inks = _label_lines(image, bar)
+    for index, (text, candidates) in enumerate(inks):
+        plain = inks[index - index % 2][0]
         for _, line, _ in candidates:
             readings = _line_readings(text, line, model)
             out.append({"text": readings[0][1] if readings else "?", "confidence": readings[0][2] if readings else 0.0,
                         "second": f"{readings[1][1]} {readings[1][0]:.2f}" if len(readings) > 1 else "",
                         "readings": readings[:6], "glyphs": len(line),
-                        "accepted": _accept(readings, min_confidence) or _synthesised(text, line, readings)})
+                        "accepted": None if _stroke_left_of(plain, line, level=_HIDING_INK) else
+                        (_accept(readings, min_confidence) or _synthesised(text, line, readings))})
     return out
 
 

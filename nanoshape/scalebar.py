@@ -471,13 +471,14 @@ def _measure(image: np.ndarray, polarity: str, first: int, last: int, x0: int, x
         return None
     # one profile averaged over the bar's inner rows: noise averages out, ends stay sharp;
     # a bar of one or two rows (a thin bar blurred, its paler edge rows missed by the
-    # threshold) takes in the rows beside it that are past half-way to the bar along it,
-    # so one noisy pixel does not cut its only row short
+    # threshold) takes in the rows beside it that are past half-way to the bar at 90 % of
+    # its columns (a row crossing particles is not), so one noisy pixel does not cut its
+    # only row short
     if last - first < 2:
         half = 0.5 * (bar_value + background)
         sign = 1.0 if bar_value > background else -1.0
         beside_rows = [r for r in (first - 1, last + 1)
-                       if 0 <= r < height and (float(np.median(image[r, x0 : x1 + 1])) - half) * sign > 0]
+                       if 0 <= r < height and float(np.mean((image[r, x0 : x1 + 1] - half) * sign > 0)) >= 0.9]
         rows = sorted([*rows, *beside_rows])
     line = image[list(rows)].mean(axis=0)
     above, below = image[max(0, first - 2)], image[min(height - 1, last + 2)]

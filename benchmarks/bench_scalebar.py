@@ -5,14 +5,16 @@
 Micrographs: the 41 emps_train PNGs from ../shared/data (skipped with a note where absent)
 and 8 rendered 512 x 512 scenes with a drawn bar. For each set, in one process and in
 alternation (benchmarks/_common.interleaved_times): read_micrograph alone (the baseline),
-scalebar.find_bars, scalebar.calibrate (find the bars and read their labels), and
-segment.segment (for scale). Prints the median per micrograph of each.
+scalebar.find_bars, scalebar.read_scale_bar with the glyph classifier alone (no analysis
+by synthesis), scalebar.calibrate (find the bars and read their labels, synthesis
+included), and segment.segment (for scale). Prints the median per micrograph of each.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from pathlib import Path
 
 import jax
@@ -21,7 +23,8 @@ import numpy as np
 from _common import command, interleaved_times, machine
 from nanoshape.glyphs import draw_scale_bar
 from nanoshape.io import Micrograph, read_micrograph
-from nanoshape.scalebar import calibrate, find_bars
+from nanoshape.labelsynth import templates
+from nanoshape.scalebar import calibrate, find_bars, read_label, read_scale_bar
 from nanoshape.scene import SceneOptions, render_scene
 from nanoshape.segment import segment
 
@@ -50,20 +53,27 @@ def main() -> None:
     else:
         print(f"# {DATA} absent: real micrographs skipped")
     calibrate(next(iter(sets.values()))[0][0])  # load the classifier and compile it outside the clock
-    print("| micrographs | read_micrograph (baseline) | find_bars | calibrate (bars + labels) | segment |")
-    print("|---|---:|---:|---:|---:|")
+    start = time.perf_counter()
+    templates()  # draw the labels analysis by synthesis compares with, once per process
+    print(f"# labels drawn for analysis by synthesis, once per process: {time.perf_counter() - start:.2f} s")
+    classifier_only = lambda image, bar, floor: read_label(image, bar, min_confidence=floor, synthesis=False)
+    print("| micrographs | read_micrograph (baseline) | find_bars | bars + labels, classifier alone "
+          "| calibrate (bars + labels, synthesis) | segment |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, (micrographs, files) in sets.items():
         n = len(micrographs)
         fns = {
             "read": (lambda: [read_micrograph(f) for f in files]) if files else (lambda: None),
             "find_bars": lambda: [find_bars(m.pixels) for m in micrographs],
+            "classifier": lambda: [read_scale_bar(m.pixels, reader=classifier_only) for m in micrographs],
             "calibrate": lambda: [calibrate(m) for m in micrographs],
             "segment": lambda: [segment(m.pixels) for m in micrographs],
         }
         times = interleaved_times(fns, rounds=args.rounds)
         ms = {k: 1000 * statistics.median(v) / n for k, v in times.items()}
         read = f"{ms['read']:.1f} ms" if files else "(in memory)"
-        print(f"| {name} | {read} | {ms['find_bars']:.1f} ms | {ms['calibrate']:.1f} ms | {ms['segment']:.1f} ms |")
+        print(f"| {name} | {read} | {ms['find_bars']:.1f} ms | {ms['classifier']:.1f} ms | {ms['calibrate']:.1f} ms "
+              f"| {ms['segment']:.1f} ms |")
 
 
 if __name__ == "__main__":

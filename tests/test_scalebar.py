@@ -156,7 +156,7 @@ def test_find_bars_ignores_particles_and_boxes():
 
 
 _OPEN = pytest.mark.xfail(strict=True, reason="issue 22 open: the reader abstains on many rendered labels "
-                          "(95 of 200 read in experiments/scale_bars/results/rendered_summary.json)")
+                          "(100 of 200 read in experiments/scale_bars/results/rendered_summary.json)")
 
 
 @pytest.mark.parametrize("case", [0, 1, 2, pytest.param(3, marks=_OPEN)])
@@ -220,6 +220,44 @@ def test_two_touching_digits_are_read_split():
     assert len(line) == 4  # "20", "0", "n", "m"
     probability, spelled, weakest = _line_readings(text, line, load_glyph_model())[0]
     assert spelled == "200nm" and weakest >= 0.9
+
+
+@pytest.mark.parametrize("text, font, cap", [
+    ("200 nm", "LiberationSans-Regular.ttf", 12), ("0.5 µm", "DejaVuSerif.ttf", 12), ("5 Å", "DejaVuSerif.ttf", 9),
+    ("20nm", "LiberationSans-Regular.ttf", 8), ("2 um", "cmss10.ttf", 12),  # cmss10: a font not drawn
+])
+def test_synthesis_reads_a_rendered_label(text, font, cap):
+    from nanoshape.glyphs import cut_glyphs, render_label
+    from nanoshape.labelsynth import match_line
+
+    ink, _ = render_label(text, font, cap)
+    found = match_line(ink, cut_glyphs(ink)[0])
+    assert found.value_nm == pytest.approx(parse_label(text)[0])
+    assert found.score >= 0.85 and found.margin > 0
+
+
+@pytest.mark.parametrize("text", ["TEM", "HV 20kV", "x50000", "(b)"])
+def test_synthesis_finds_no_label_in_other_text(text):
+    from nanoshape.glyphs import cut_glyphs, render_label
+    from nanoshape.labelsynth import match_line
+    from nanoshape.scalebar import _SYNTHESIS_SCORE
+
+    ink, _ = render_label(text, "DejaVuSans.ttf", 12)
+    found = match_line(ink, cut_glyphs(ink)[0])
+    assert found is None or found.score < _SYNTHESIS_SCORE
+
+
+def test_synthesis_splits_number_and_unit_at_any_gap():
+    """A label is matched as its number and its unit apart: the gap a figure leaves between
+    them changes nothing."""
+    from nanoshape.glyphs import cut_glyphs, render_label
+    from nanoshape.labelsynth import match_line
+
+    tight, _ = render_label("100nm", "DejaVuSans.ttf", 14)
+    wide, _ = render_label("100  nm", "DejaVuSans.ttf", 14)
+    a, b = match_line(tight, cut_glyphs(tight)[0]), match_line(wide, cut_glyphs(wide)[0])
+    assert a.label == b.label == "100 nm"
+    assert a.score == pytest.approx(b.score, abs=0.02)
 
 
 def test_read_scale_bar_does_not_take_a_pixel_size_no_microscope_gives(scene):
@@ -334,7 +372,7 @@ def test_glyph_model_is_small_and_reads_rendered_glyphs():
 
 def test_hand_measured_floor():
     """The reader against 53 hand-measured micrographs: none wrong, and a floor on the share
-    read within 2 % at what the reader reaches now (33 of 51, 2026-12-06). The issue's target
+    read within 2 % at what the reader reaches now (35 of 51, 2026-12-07). The issue's target
     is 90 %: not met yet (see experiments/scale_bars/results/hand_summary.json)."""
     if not DATA.is_dir():
         pytest.skip(f"{DATA} is absent: the hand-measured micrographs live in ../shared/data beside the checkout")
@@ -344,7 +382,7 @@ def test_hand_measured_floor():
     wrong = scored[scored.outcome == "wrong"]
     assert wrong.empty, wrong[["file", "label", "read_label", "relative_error"]].to_string()
     within = (judged.outcome == "within 2 %").mean()
-    assert within >= 0.64, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
+    assert within >= 35 / 51 - 1e-9, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
 
 
 def test_run_records_pixel_size_source_per_micrograph(tmp_path, scene):

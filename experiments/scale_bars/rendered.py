@@ -103,7 +103,7 @@ def main() -> None:
                                     f"{reading.label or 'abstain'} {reading.bar.length_px if reading.bar else ''}"))
     table = pd.DataFrame(rows)
     (HERE / "results").mkdir(exist_ok=True)
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_quick" if args.quick else "") + (f"_seed{args.seed}" if args.seed else "")  # seed 0: the held-out table
     table.to_csv(HERE / "results" / f"rendered{suffix}.csv", index=False)
     counts = table.outcome.value_counts().to_dict()
     per_font = {font: {"n": int(len(t)), "within_1_percent": int((t.outcome == "within 1 %").sum()),

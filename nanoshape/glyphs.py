@@ -32,6 +32,10 @@ __all__ = [
     "CLASSES",
     "FONTS",
     "Glyph",
+    "background_noise",
+    "font_has",
+    "font_path",
+    "is_point",
     "GlyphNet",
     "classify_glyphs",
     "cut_glyphs",
@@ -81,7 +85,8 @@ def training_fonts() -> tuple[str, ...]:
 
 
 @functools.cache
-def _font_has(name: str, char: str) -> bool:
+def font_has(name: str, char: str) -> bool:
+    """Whether the font ``name`` (a file of :func:`font_path`) has a glyph for ``char``."""
     from matplotlib.ft2font import FT2Font
 
     return FT2Font(font_path(name)).get_char_index(ord(char)) != 0
@@ -169,10 +174,10 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
     # the background's noise (3.5 robust standard deviations) so noise does not join glyphs
     # (ink is clipped at the background, the median: its 75th percentile is 0.674 sigma);
     # on a noisy background the ink is smoothed first (0.8 px), which strokes survive
-    base, noise = _background_noise(ink_image)
+    base, noise = background_noise(ink_image)
     if noise > 0.1:
         ink_image = ndi.gaussian_filter(ink_image, 0.8)
-        base, noise = _background_noise(ink_image)
+        base, noise = background_noise(ink_image)
     low = min(0.6, max(0.25, base + 3.0 * noise))
     high = max(0.5, low + 0.2)
     labels, n = ndi.label(ink_image > low, structure=np.ones((3, 3), bool))
@@ -231,7 +236,7 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
     return out
 
 
-def _background_noise(ink_image: np.ndarray) -> tuple[float, float]:
+def background_noise(ink_image: np.ndarray) -> tuple[float, float]:
     """The background's ink level and its noise (a robust standard deviation): the median
     of the pixels under half ink and its distance to their 75th percentile over 0.674.
 
@@ -395,10 +400,11 @@ def classify_glyphs(patch: np.ndarray, aspect: np.ndarray, model: GlyphNet | Non
     n = len(patch)
     if n == 0:
         return np.zeros((0, len(CLASSES)), np.float32)
-    # batches padded to a power of two (at least 16): a handful of compiled shapes
-    size = max(16, 1 << (n - 1).bit_length())
-    patch = np.concatenate([patch, np.zeros((size - n, *patch.shape[1:]), np.float32)])
-    aspect = np.concatenate([aspect, np.zeros((size - n, 1), np.float32)])
+    from nanoshape.batching import geometric_size, pad_rows
+
+    size = geometric_size(n, smallest=16, factor=2)  # a handful of compiled shapes
+    patch = pad_rows(np.asarray(patch, np.float32), size, fill=0)
+    aspect = pad_rows(np.asarray(aspect, np.float32), size, fill=0)
     return np.asarray(jax.nn.softmax(_logits(model, patch, aspect), axis=-1))[:n]
 
 
@@ -509,9 +515,9 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = N
     for _ in range(n_labels):
         font = str(rng.choice(fonts))
         text = _random_label(rng)
-        if not all(_font_has(font, c) for c in text if c != " "):
+        if not all(font_has(font, c) for c in text if c != " "):
             text = text.replace("μ", "µ")
-            if not all(_font_has(font, c) for c in text if c != " "):
+            if not all(font_has(font, c) for c in text if c != " "):
                 continue
         cap = float(np.exp(rng.uniform(np.log(6), np.log(40))))
         stroke = int(rng.choice([-2, -1, 0, 0, 0, 1, 2, 3])) if cap > 10 else int(rng.choice([0, 0, 1]))

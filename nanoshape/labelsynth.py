@@ -86,7 +86,7 @@ def templates(fonts: tuple[str, ...] | None = None, strings: tuple[str, ...] = N
     """Every string drawn in every font that has its glyphs, cropped to its ink (cached per process)."""
     from PIL import ImageFont
 
-    from nanoshape.glyphs import _font_has, font_path, training_fonts
+    from nanoshape.glyphs import font_has, font_path, training_fonts
 
     fonts = training_fonts() if fonts is None else fonts
     images: list[np.ndarray | None] = []
@@ -96,7 +96,7 @@ def templates(fonts: tuple[str, ...] | None = None, strings: tuple[str, ...] = N
         face = ImageFont.truetype(font_path(font), 96)
         digit = face.getbbox("0")
         for s, text in enumerate(strings):
-            if not all(_font_has(font, c) for c in text):
+            if not all(font_has(font, c) for c in text):
                 images.append(None)
                 continue
             drawn = _draw(face, text)
@@ -226,9 +226,7 @@ def match_line(ink: np.ndarray, line, *, extra_numbers: tuple[str, ...] = (), fo
     Returns:
       The best label with its score and margin, or None where no split fits any label.
     """
-    from nanoshape.glyphs import is_point
-
-    from nanoshape.glyphs import training_fonts
+    from nanoshape.glyphs import is_point, training_fonts
 
     fonts = training_fonts() if fonts is None else fonts
     table = templates(fonts)

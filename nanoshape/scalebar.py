@@ -738,14 +738,14 @@ def _stroke_left_of(text: np.ndarray, line, *, level: float = 0.5) -> bool:
     "250" as "50". A stroke: a connected blob of ink past ``level`` and past 3 robust
     standard deviations of the background's noise (scattered noise is no blob).
     """
-    from nanoshape.glyphs import _background_noise
+    from nanoshape.glyphs import background_noise
 
     height = max(g.y1 for g in line) - min(g.y0 for g in line)
     top, bottom, left = min(g.y0 for g in line), max(g.y1 for g in line), line[0].x0
     window = text[top:bottom, max(0, left - height) : max(0, left - 1)]
     if not window.size:
         return False
-    base, noise = _background_noise(text)
+    base, noise = background_noise(text)
     blobs, n = ndi.label(window > max(level, base + 3 * noise))
     return bool(n) and int(np.bincount(blobs.ravel())[1:].max()) >= max(3, 0.03 * height * height)
 

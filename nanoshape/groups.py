@@ -109,7 +109,6 @@ ANGULAR_COLUMNS = tuple(f"angular_harmonic_{m}" for m in range(2, 9))
 #: the by-eye labelled particles of experiments/groups_labelled_emps.py 0.401 / 0.080 -> 0.528 / 0.527
 #: (tuning / validation part). Adding A_2 (elongation) to the block undid it (K = 2 on both real checks)
 AFFINE_COLUMNS = tuple(f"affine_harmonic_{m}" for m in range(3, 9))
-AFFINE_COLUMNS = tuple(f"affine_harmonic_{m}" for m in range(3, 9))
 #: they enter as log(A_m + this): below it, A_m is the pixelation of a ~20 px disc, not the shape
 ANGULAR_FLOOR = 0.03
 #: unit-free morphology descriptors used for grouping (``feature_set="classic"``); the size enters as log
@@ -405,7 +404,6 @@ def _fit_labels(x: np.ndarray, method: str, k: int, seed: int, min_size: int = 5
     it calls noise the group of the majority of its 5 nearest grouped neighbours. ``memory`` (a
     ``joblib.Memory``) keeps Ward's tree of ``x`` so that each further K only cuts it."""
     from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
-    from sklearn.mixture import GaussianMixture
     from sklearn.neighbors import KNeighborsClassifier
 
     if method == "hdbscan":
@@ -423,7 +421,7 @@ def _fit_labels(x: np.ndarray, method: str, k: int, seed: int, min_size: int = 5
     if method == "kmeans":
         return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
     if method in ("gmm", "gmm_bic"):  # gmm_bic: the mixture whose K had the lowest BIC, refitted at that K
-        return GaussianMixture(n_components=k, covariance_type="full", n_init=3, random_state=seed, reg_covar=1e-4).fit_predict(x)
+        return _mixture(x, k, seed)[0]
     if method == "ward":
         return AgglomerativeClustering(n_clusters=k, linkage="ward", memory=memory).fit_predict(x)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")

@@ -688,6 +688,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nanoshape {version()}")
         return 0
     command, args = argv[0], argv[1:]
+    from nanoshape import provenance
+
+    provenance.typed_command_line = ["nanoshape", *argv]
     if command not in COMMANDS:
         print(f"nanoshape: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return EXIT_USAGE

@@ -734,9 +734,10 @@ def describe_groups(table: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
 
     The name is :func:`shape_name` of the group's median descriptors; where two groups get
     the same name they are told apart by size ("spheres, small"/"spheres, large").
-    Columns: group, name, description (in words, e.g. "rods, aspect 3.1 +- 0.4, 21 nm +- 2 nm,
-    38 % of particles"), particles, share, size median and std (in the unit of the table:
-    ``equivalent_diameter_nm`` or ``_px``), aspect mean and std (max / min Feret diameter).
+    Columns: group, name, description (in words, e.g. "rods, aspect 3.1 +- 0.4, median 21 nm
+    across, quartiles 19-23, 38 % of particles"), particles, share, size median and quartiles
+    of ``equivalent_diameter_nm`` (or ``_px`` where no micrograph has a pixel size) with
+    ``sized_particles`` the count they come from, aspect mean and std (max / min Feret).
     """
     labels = np.asarray(labels)
     # sizes are described from the particles that have them (nm where any micrograph has a pixel size)
@@ -752,8 +753,10 @@ def describe_groups(table: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
         size = part[size_column].to_numpy(float) if size_column else np.full(len(part), np.nan)
         rows.append({"group": int(g), "name": shape_name(median), "particles": int(len(part)),
                      "share": len(part) / int(grouped.sum()),
-                     f"size_median_{unit or 'px'}": float(np.nanmedian(size)) if np.isfinite(size).any() else np.nan,
-                     f"size_std_{unit or 'px'}": float(np.nanstd(size)) if np.isfinite(size).any() else np.nan,
+                     f"size_median_{unit or 'px'}": _quantile(size, 0.5),
+                     f"size_q25_{unit or 'px'}": _quantile(size, 0.25),
+                     f"size_q75_{unit or 'px'}": _quantile(size, 0.75),
+                     "sized_particles": int(np.isfinite(size).sum()),
                      "aspect_mean": float(np.nanmean(aspect)) if np.isfinite(aspect).any() else np.nan,
                      "aspect_std": float(np.nanstd(aspect)) if np.isfinite(aspect).any() else np.nan})
     out = pd.DataFrame(rows)
@@ -771,11 +774,20 @@ def describe_groups(table: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
         if str(row["name"]).startswith(("rods", "elongated")):
             words.append(f"aspect {row.aspect_mean:.1f} \u00b1 {row.aspect_std:.1f}")
         if np.isfinite(row[size_key]):
-            words.append(f"{row[size_key]:.3g} \u00b1 {row[size_key.replace('median', 'std')]:.2g} {unit or 'px'} across")
+            # a median with its quartiles: a sd beside a median reads as mean +- sd and is pulled by a few giants
+            q25, q75 = row[size_key.replace("median", "q25")], row[size_key.replace("median", "q75")]
+            sized = "" if row.sized_particles == row.particles else f" (of {row.sized_particles} with a pixel size)"
+            words.append(f"median {row[size_key]:.3g} {unit or 'px'} across, quartiles {q25:.3g}-{q75:.3g}{sized}")
         words.append(f"{100 * row.share:.0f} % of particles ({row.particles})")
         descriptions.append(", ".join(words))
     out.insert(2, "description", descriptions)
     return out
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    """The q-quantile of the finite values; NaN when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(np.quantile(finite, q)) if finite.size else np.nan
 
 
 # ------------------------------------------------------------------------------------ SVM

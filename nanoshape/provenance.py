@@ -66,6 +66,11 @@ def _dependency_versions(names: Sequence[str] = DEPENDENCIES) -> dict[str, str]:
     return out
 
 
+#: The command line as the user typed it, set by the ``nanoshape`` entry point before it
+#: rewrites ``sys.argv`` into Hydra overrides (a positional input becomes ``input=...``).
+typed_command_line: list[str] | None = None
+
+
 def provenance(models: Mapping[str, str | None] = {}, *, argv: Sequence[str] | None = None,
                now: datetime.datetime | None = None) -> dict[str, Any]:
     """The facts that say what produced a run, JSON-safe.
@@ -74,7 +79,8 @@ def provenance(models: Mapping[str, str | None] = {}, *, argv: Sequence[str] | N
       models: digests of the models used, by name (e.g. ``shape_model_sha256``: the SHA-256
         over the model folder's files, as the run fingerprint has them); None where a model
         was not used.
-      argv: the command line; the running process's (``sys.argv``) when None.
+      argv: the command line; when None, the one typed to ``nanoshape`` if it ran this, else
+        the running process's (``sys.argv``).
       now: the time to record (UTC); the present time when None.
 
     Returns:
@@ -82,7 +88,7 @@ def provenance(models: Mapping[str, str | None] = {}, *, argv: Sequence[str] | N
       8601), ``command_line`` (shell-quoted), the model digests, ``python``, ``platform``,
       ``jax_backend`` and ``dependencies`` (distribution -> version).
     """
-    argv = list(sys.argv if argv is None else argv)
+    argv = list(argv if argv is not None else typed_command_line or sys.argv)
     if argv:
         argv[0] = os.path.basename(argv[0])
     moment = (now or datetime.datetime.now(datetime.timezone.utc)).astimezone(datetime.timezone.utc)

@@ -180,6 +180,17 @@ def test_positional_input_and_dashed_options_compose_like_overrides(tmp_path, ca
     assert cfg.output == str(out) and not out.exists()  # --cfg prints, runs nothing
 
 
+def test_provenance_records_the_command_line_as_typed_not_as_rewritten_for_hydra(tmp_path, capsys, monkeypatch):
+    import shlex
+
+    from nanoshape import provenance
+
+    monkeypatch.setattr(provenance, "typed_command_line", None)
+    typed = ["analyze", str(tmp_path / "my data"), f"output={tmp_path / 'run'}", "--cfg", "job"]
+    assert main(typed) == 0
+    assert provenance.provenance()["command_line"] == shlex.join(["nanoshape", *typed])  # no input='"""..."""'
+
+
 def test_a_sweep_runs_every_job_and_exits_with_the_worst_status(tmp_path, capsys):
     out = tmp_path / "sweep"
     missing = [tmp_path / "missing_a", tmp_path / "missing_b"]

@@ -221,6 +221,17 @@ def test_groups_are_named_by_the_shape_a_chemist_would_draw():
     # 3 : 1 drawn; the pixel squares widen a ~9 px rod by about a pixel
     assert 2.7 < rods.aspect_mean < 3.05 and rods.description.startswith(f"rods, aspect {rods.aspect_mean:.1f} \u00b1 0.")
     assert named.share.sum() == pytest.approx(1.0) and "nm across" in rods.description
+    sizes = table.equivalent_diameter_nm[truth == kinds.index("rods") + 1]
+    assert rods.size_median_nm == pytest.approx(sizes.median())
+    assert rods.size_q25_nm == pytest.approx(sizes.quantile(0.25)) and rods.size_q75_nm == pytest.approx(sizes.quantile(0.75))
+    assert f"median {sizes.median():.3g} nm across, quartiles {sizes.quantile(0.25):.3g}-" in rods.description
+    # a micrograph without a pixel size: the sizes come from the others, and the words say from how many
+    calibrated = np.arange(len(table)) < len(table) // 2
+    partial = table.assign(equivalent_diameter_nm=table.equivalent_diameter_nm.where(calibrated))
+    described = describe_groups(partial, truth).set_index("group")
+    group = described.loc[described.sized_particles.lt(described.particles).idxmax()]
+    assert 0 < group.sized_particles < group.particles
+    assert f"(of {group.sized_particles} with a pixel size)" in group.description
     # one name, two groups: told apart by size
     two = describe_groups(table, np.where(truth == 1, 1 + (table.equivalent_diameter_nm > table.equivalent_diameter_nm[truth == 1].median()), 0))
     assert sorted(two.name) == ["spheres, large", "spheres, small"]

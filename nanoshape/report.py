@@ -126,20 +126,33 @@ class _Page:
         self.parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
-    def table(self, frame: pd.DataFrame, name: str, *, digits: int = 3, index: bool = False) -> None:
+    def table(self, frame: pd.DataFrame, name: str, *, digits: int = 3, index: bool = False,
+              rows: pd.Series | None = None) -> None:
+        """Write ``frame`` to tables/<name>.csv and show it (only ``rows``, a boolean mask, when given)."""
         write_csv(frame.reset_index() if index else frame, self.tables / f"{name}.csv")
-        shown = frame.copy()
+        shown = (frame if rows is None else frame[rows.to_numpy(bool)]).copy()
         for column in shown.columns:
             if pd.api.types.is_float_dtype(shown[column]):
                 shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}g}")
-        self.parts.append(shown.to_html(index=index, escape=True, border=0, classes="data"))
+        self.show(shown, index=index)
+
+    def show(self, shown: pd.DataFrame, *, index: bool = False) -> None:
+        """Show a formatted table; a wide one scrolls in its own box instead of running off the page."""
+        self.parts.append('<div class="scroll">' + shown.to_html(index=index, escape=True, border=0, classes="data")
+                          + "</div>")
 
 
 #: the colour of particles in no group (unassigned, unknown)
 _UNGROUPED_RGB = np.array([0.55, 0.55, 0.55])
 
-#: columns whose mean over a group says nothing (ids, positions, the pixel size, the segmentation's pyramid level)
-_NOT_AVERAGED = ("particle_id", "group", "pixel_size_nm", "segmentation_level", "group_distance")
+#: columns whose mean over a group says nothing (ids, positions, the pixel size, the segmentation's pyramid level,
+#: angles: the mean of 5 and 175 degrees is no orientation)
+_NOT_AVERAGED = ("particle_id", "group", "pixel_size_nm", "segmentation_level", "group_distance", "phi_rad",
+                 "phi_cnn_rad", "phi_image_rad", "feret_angle_deg", "orientation_deg")
+
+#: the measures the page shows per group (tables/group_statistics.csv has every one)
+_KEY_MEASURES = ("equivalent_diameter", "major_axis", "minor_axis", "feret_max", "feret_min", "aspect_ratio",
+                 "feret_ratio", "circularity", "solidity", "p", "d", "l_ratio", "jaccard_refined")
 
 
 def _size_table(particles: pd.DataFrame, unit: str) -> pd.DataFrame:
@@ -152,7 +165,9 @@ def _size_table(particles: pd.DataFrame, unit: str) -> pd.DataFrame:
         values = part[column].dropna()
         mean = values.mean() if len(values) else np.nan
         std = values.std(ddof=1) if len(values) > 1 else np.nan
-        rows.append({"particles": name, "count": len(part), f"major axis mean ({unit})": mean,
+        # in nm the statistics come from the micrographs with a pixel size only: say how many particles that is
+        rows.append({"particles": name, "count": len(part), f"with a size in {unit}": len(values),
+                     f"major axis mean ({unit})": mean,
                      f"major axis std ({unit})": std, "polydispersity (std/mean)": std / mean if mean else np.nan})
     return pd.DataFrame(rows)
 
@@ -563,7 +578,7 @@ def _samples_section(page: _Page, particles: pd.DataFrame, seed: int) -> None:
             out[column.replace("share_group_", "group ") + " share"] = _interval(
                 100 * row[column], 100 * row[f"{column}_ci_low"], 100 * row[f"{column}_ci_high"]) + " %"
         rows.append(out)
-    page.parts.append(pd.DataFrame(rows).to_html(index=False, escape=True, border=0, classes="data"))
+    page.show(pd.DataFrame(rows))
     fig = samples_figure(particles, tables)
     words = f"{size[: -len(unit) - 1].replace('_', ' ')} ({unit})"
     page.figure(fig, "samples", f"Left: each sample's cumulative distribution of the {words}. Right: its "
@@ -578,7 +593,7 @@ def _samples_section(page: _Page, particles: pd.DataFrame, seed: int) -> None:
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
         for column in ("ks_p_holm", "mannwhitney_p_holm", "micrograph_welch_p_holm", "chi2_p_holm"):
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
-        page.parts.append(shown.to_html(index=False, escape=True, border=0, classes="data"))
+        page.show(shown)
     else:
         page.text("One sample only: nothing to compare (samples= or folders per sample give several).")
     micrographs = tables.micrographs
@@ -589,7 +604,7 @@ def _samples_section(page: _Page, particles: pd.DataFrame, seed: int) -> None:
     for column in shown.columns[2:]:
         shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
     page.text(f"Per micrograph ({len(micrographs)}" + (", the first 60 shown" if len(micrographs) > 60 else "") + "):")
-    page.parts.append(shown.to_html(index=False, escape=True, border=0, classes="data"))
+    page.show(shown)
 
 
 def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int, str], None] | None = None) -> Path:
@@ -646,15 +661,18 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
     else:
         page.text("No groups: " + (summary.get("groups_skipped_reason") or "grouping was not run."))
 
-    page.section("group-statistics", "Mean and standard deviation of every feature and parameter, per group")
+    page.section("group-statistics", "Mean and standard deviation per group (key measures here; every feature and "
+                 "parameter in tables/group_statistics.csv)")
     if len(particles) and "group" in particles:
         numeric = particles.select_dtypes("number").drop(columns=[c for c in particles if c in _NOT_AVERAGED
                                                                    or c.startswith(("centroid_", "bbox_"))])
         stats = numeric.groupby(particles.group).agg(["mean", "std"]).T
+        measure = pd.Series([a for a, _ in stats.index])
+        key = measure.isin(_KEY_MEASURES) | measure.str.fullmatch("(" + "|".join(_KEY_MEASURES) + ")(_fit)?_(nm|px)")
         stats.index = [f"{a} ({b})" for a, b in stats.index]
         stats.columns = [_group_label(g, names) if g > 0 else "unassigned" if g == 0 else "unknown"
                          for g in stats.columns]
-        page.table(stats.reset_index(names="measure"), "group_statistics")
+        page.table(stats.reset_index(names="measure"), "group_statistics", rows=key)
 
     if len(particles):
         predictors = _predictors(particles, unit)
@@ -781,6 +799,7 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
 body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
 h2 {{ border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }}
 table.data {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }}
+div.scroll {{ overflow-x: auto; max-width: 100%; }}
 table.data td, table.data th {{ padding: 2px 8px; border-bottom: 1px solid #eee; text-align: right; }}
 figure {{ margin: 1em 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 0.85em; color: #555; }}
 p.warn, summary.warn {{ color: #a50; }}

@@ -89,6 +89,16 @@ def test_report_is_checkable_by_eye(report):
     measures = pd.read_csv(output / "tables" / "group_statistics.csv").measure
     positional = [m for m in measures if m.startswith(("centroid_", "bbox_", "particle_id", "pixel_size_nm"))]
     assert not positional and any(m.startswith("area_nm2") for m in measures)
+    # angles are not averaged (the mean of 5 and 175 degrees is no orientation)
+    assert not [m for m in measures if m.startswith(("orientation_deg", "feret_angle_deg"))]
+    # the page shows the key measures; the CSV has every one
+    page_rows = set(re.findall(r"<td>([a-z_0-9]+ \((?:mean|std)\))</td>", text))
+    assert "circularity (mean)" in page_rows and "area_nm2 (mean)" not in page_rows and "area_nm2 (mean)" in set(measures)
+    # a wide table scrolls in its box, not off the page: every table of data
+    assert text.count('<div class="scroll"><table') == text.count('<table class="dataframe data">') > 0
+    sizes = pd.read_csv(output / "tables" / "sizes.csv")
+    particles = pd.read_csv(output / "particles.csv")
+    assert sizes.loc[sizes.particles == "all", "with a size in nm"].item() == particles.major_axis_nm.notna().sum()
     facts = json.loads((output / "summary.json").read_text())["provenance"]
     assert f"nanoshape {version()}" in text and facts["date_utc"] in text and 'id="provenance"' in text
     assert facts["segmentation_model_sha256"] in text and f"numpy {facts['dependencies']['numpy']}" in text

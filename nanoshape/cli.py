@@ -40,7 +40,7 @@ def _run_render(cfg) -> int:
     imaging = to_options(Imaging, cfg.imaging)
     key = jax.random.key(cfg.seed)
     if cfg.mode == "sheet":
-        from nanoshape.render import shape_sheet
+        from nanoshape.trainingdata import shape_sheet
         from nanoshape.report import save_sheet
 
         images, shapes, scales = jax.jit(

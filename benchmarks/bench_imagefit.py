@@ -27,7 +27,8 @@ from nanoshape import imagefit
 from nanoshape.cnn import load_model, predict
 from nanoshape.imagefit import ImageFitOptions, fit_image
 from nanoshape.refine import refine
-from nanoshape.render import _gaussian_blur, training_batch
+from nanoshape.render import gaussian_blur
+from nanoshape.trainingdata import training_batch
 
 VARIANTS = {
     "image fit (defaults: 10 iterations)": ImageFitOptions(),
@@ -40,7 +41,7 @@ VARIANTS = {
 def _forward_mode_jacobian(theta, d, size):
     """The Jacobian as the fit took it before session 11: jacfwd through the blurred image."""
     def model(t):
-        return _gaussian_blur(imagefit._absorbed(t, d, size), jnp.exp(t[8]))
+        return gaussian_blur(imagefit._absorbed(t, d, size), jnp.exp(t[8]))
 
     return model(theta), jax.jacfwd(model)(theta)
 

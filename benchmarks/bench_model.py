@@ -18,7 +18,7 @@ from flax import nnx
 
 from _common import command, machine, median_time
 from nanoshape.cnn import CNNOptions, ShapeCNN, default_model_dir, load_model, predict
-from nanoshape.render import training_batch
+from nanoshape.trainingdata import training_batch
 from nanoshape.training import TrainOptions, _make_step, _mesh
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from _common import command, machine, median_time
 from nanoshape.refine import RefineOptions, fit_jaccard, refine
-from nanoshape.render import training_batch
+from nanoshape.trainingdata import training_batch
 from nanoshape.shape import ShapeParams, canonicalize
 
 #: the defaults, and two cheaper settings for the trade-off (quality figures: benchmarks/RESULTS.md)

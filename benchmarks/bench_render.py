@@ -16,8 +16,9 @@ import numpy as np
 
 from _common import command, machine, median_time
 from _numpy_silhouette import silhouette_numpy
-from nanoshape.render import render, silhouette, training_batch
+from nanoshape.render import render, silhouette
 from nanoshape.shape import ShapeParams, max_radius, sample_prior
+from nanoshape.trainingdata import training_batch
 
 SIZE = 64
 CHUNK = 128

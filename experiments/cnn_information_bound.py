@@ -8,7 +8,7 @@
 Issue 4 asks, on the rendered test set, for a median |log p error| <= 0.15 and a 10th
 percentile of the shape Jaccard >= 0.85. This script asks what the images themselves allow.
 For each test particle (the first ``--n`` of the test set, rendered exactly as
-:func:`nanoshape.render.training_example` renders it) it differentiates the *expected*
+:func:`nanoshape.trainingdata.training_example` renders it) it differentiates the *expected*
 bright-field image (dose x blurred beam x film x exp(-mu t), before shot noise) with respect
 to nine unknowns: log p, log L, phi, the centre (x, y), the log scale, the contrast, the
 dome and the log blur. With Poisson shot noise the Fisher information is
@@ -101,10 +101,9 @@ def main():
         optical_density,
         particle_thickness,
         tem_image,
-        training_draws,
-        training_example,
     )
     from nanoshape.shape import ShapeParams, ShapePrior
+    from nanoshape.trainingdata import training_draws, training_example
 
     args = parse_args()
     started = time.perf_counter()

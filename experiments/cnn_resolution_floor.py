@@ -68,7 +68,7 @@ def main():
 
     from nanoshape.cnn import load_model, predict
     from nanoshape.refine import shape_jaccard
-    from nanoshape.render import training_example
+    from nanoshape.trainingdata import training_example
     from nanoshape.shape import ShapeParams, area, max_radius, radius
 
     args = parse_args()

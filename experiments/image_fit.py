@@ -70,7 +70,7 @@ def main():
     from nanoshape.cnn import load_model, predict
     from nanoshape.imagefit import ImageFitOptions, fit_image
     from nanoshape.refine import shape_jaccard
-    from nanoshape.render import training_batch
+    from nanoshape.trainingdata import training_batch
     from nanoshape.shape import ShapeParams
     from nanoshape.training import TrainOptions
 

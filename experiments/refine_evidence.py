@@ -159,7 +159,7 @@ def evaluate_rendered(key, key_start, canvas, n, model, options, output):
     import numpy as np
 
     from nanoshape.refine import fit_jaccard, refine, shape_jaccard
-    from nanoshape.render import training_batch
+    from nanoshape.trainingdata import training_batch
     from nanoshape.shape import ShapeParams
 
     crops, truth = jax.jit(lambda k: training_batch(k, n, canvas_px=canvas))(key)

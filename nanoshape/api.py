@@ -101,7 +101,8 @@ def analyze(image: Any, pixel_size_nm: float | None = None, *, output: str | os.
     ...
     TypeError: nanoshape.analyze: no option 'segmnt'; did you mean segment?
     """
-    from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, analyze_micrograph, run_analysis
+    from nanoshape.pipeline import AnalyzeOptions, analyze_micrograph, run_analysis
+    from nanoshape.schedule import DistributeOptions
 
     is_path = isinstance(image, (str, os.PathLike))
     options = dict(options)

@@ -40,7 +40,7 @@ def _run_render(cfg) -> int:
     imaging = to_options(Imaging, cfg.imaging)
     key = jax.random.key(cfg.seed)
     if cfg.mode == "sheet":
-        from nanoshape.render import shape_sheet
+        from nanoshape.trainingdata import shape_sheet
         from nanoshape.report import save_sheet
 
         images, shapes, scales = jax.jit(
@@ -131,16 +131,11 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> int:
     from omegaconf import OmegaConf
 
     from nanoshape.config import to_options
-    from nanoshape.crop import CropOptions
     from nanoshape.examples import bundled_examples_dir
     from nanoshape.io import PIXEL_SIZE_NM_RANGE, find_inputs
-    from nanoshape.groups import GroupOptions
-    from nanoshape.imagefit import ImageFitOptions
-    from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, ShapeOptions, run_analysis
-    from nanoshape.refine import RefineOptions
-    from nanoshape.scalebar import ScaleBarOptions
+    from nanoshape.pipeline import AnalyzeOptions, run_analysis
     from nanoshape.rundir import RunDirectoryError, check_output
-    from nanoshape.segment import SegmentOptions
+    from nanoshape.schedule import DistributeOptions
 
     low, high = PIXEL_SIZE_NM_RANGE
     if cfg.pixel_size_nm is not None and not (low <= cfg.pixel_size_nm <= high):
@@ -156,25 +151,7 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> int:
     if n_files == 0:
         raise SystemExit(f"nanoshape {command}: no micrographs found in {source!r}")
     try:  # a bad option stops the run before anything is written
-        options = AnalyzeOptions(
-            pixel_size_nm=cfg.pixel_size_nm,
-            scale_bar=str(cfg.scale_bar),
-            scale_bars=str(cfg.scale_bars),
-            calibration=to_options(ScaleBarOptions, cfg.calibration),
-            segment=to_options(SegmentOptions, cfg.segment),
-            crop=to_options(CropOptions, cfg.crop),
-            save_crops=cfg.save_crops,
-            overlays=cfg.overlays,
-            shape=to_options(ShapeOptions, cfg.shape),
-            image_fit=to_options(ImageFitOptions, cfg.image_fit),
-            refine=to_options(RefineOptions, cfg.refine),
-            group=cfg.group,
-            groups=to_options(GroupOptions, cfg.groups),
-            report=cfg.report,
-            classifier=classifier,
-            max_megapixels=cfg.max_megapixels,
-            samples=str(cfg.samples),
-        )
+        options = to_options(AnalyzeOptions, cfg, classifier=classifier)
     except (ValueError, TypeError) as error:
         raise SystemExit(f"nanoshape {command}: {error}") from None
     output = Path(cfg.output)
@@ -199,7 +176,7 @@ def _run_analyze(cfg, command: str = "analyze", classifier: str = "") -> int:
                              f"`nanoshape train shape.family={options.shape.family}` and give shape.model=<its directory>")
     bars = _Bars(n_files)
     try:
-        summary = run_analysis(source, output, options, distribute=DistributeOptions(scheduler=cfg.scheduler, workers=cfg.workers),
+        summary = run_analysis(source, output, options, distribute=to_options(DistributeOptions, cfg),
                                progress=bars, overwrite=cfg.overwrite, config_yaml=OmegaConf.to_yaml(cfg))
     except RunDirectoryError as error:
         raise SystemExit(f"nanoshape {command}: {error}") from None

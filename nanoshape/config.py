@@ -48,16 +48,21 @@ OPTIONS_CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 
-def to_options(options_cls: type, node: Any) -> Any:
-    """Build the frozen options dataclass from a composed config node (lists become tuples)."""
+def to_options(options_cls: type, node: Any, **given: Any) -> Any:
+    """Build the frozen options dataclass from a composed config node, by field name (lists become tuples).
+
+    The node may hold more keys than the class has fields (a command's whole config: its
+    ``input``, ``output``, ...); they are left out. ``given`` sets fields the config does
+    not hold (``classifier=`` for ``nanoshape classify``).
+    """
     if isinstance(node, (DictConfig, ListConfig)):
         node = OmegaConf.to_container(node, resolve=True)
     elif dataclasses.is_dataclass(node):
         node = dataclasses.asdict(node)
     defaults = options_cls()
-    kwargs = {}
+    kwargs = dict(given)
     for f in dataclasses.fields(options_cls):
-        if f.name not in node:
+        if f.name in given or f.name not in node:
             continue
         value = node[f.name]
         default = getattr(defaults, f.name)

@@ -39,6 +39,7 @@ from nanoshape.provenance import provenance, write_parquet
 from nanoshape.refine import RefineOptions
 from nanoshape.scalebar import ScaleBarOptions, calibrate, parse_label, read_scale_bar_labels
 from nanoshape.rundir import atomic_write as _atomic_write
+from nanoshape.schedule import DistributeOptions, FileSteps, run_files
 from nanoshape.segment import SegmentOptions, segment
 
 __all__ = ["ShapeOptions", "AnalyzeOptions", "DistributeOptions", "ImageResult", "Progress", "analyze_micrograph",
@@ -629,29 +630,6 @@ def _write_failure(error: Exception) -> str:
     return f"its results could not be written: {type(error).__name__}: {error}"
 
 
-@dataclass(frozen=True)
-class DistributeOptions:
-    """Where micrographs are analysed.
-
-    Attributes:
-      scheduler: address of an existing Dask scheduler (e.g. ``tcp://host:8786``); empty
-        for a local cluster or a serial run.
-      workers: local Dask worker processes; 0 = serial in this process, -1 = automatic
-        (one per core when there are at least ``min_files_for_cluster`` micrographs and at
-        least ``min_cores_for_cluster`` cores).
-      min_files_for_cluster: below this many micrographs a local cluster costs more than it saves.
-      min_cores_for_cluster: below this many cores the automatic choice is serial: XLA already
-        spreads the crops, the CNN and the fit over every core, and each worker would
-        compile them again (41 EMPS micrographs on 2 cores: 1 min 34 s serial, 2 min 20 s
-        on two workers).
-    """
-
-    scheduler: str = ""
-    workers: int = -1
-    min_files_for_cluster: int = 8
-    min_cores_for_cluster: int = 4
-
-
 def run_analysis(
     inputs: str | os.PathLike | Iterable[str | os.PathLike],
     output: str | os.PathLike,
@@ -715,7 +693,7 @@ def run_analysis(
         plan = rundir.plan_resume(output, {stem: (unique[stem], digests[stem]) for stem in unique},
                                   overlays=options.overlays, crops=options.save_crops)
         notes += [f"{stem}: its saved results were damaged ({why}); analysed again" for stem, why in plan.redone.items()]
-        records = _run_files(list(unique.values()), output, options, distribute, progress, digests)
+        records = run_files(list(unique.values()), distribute, _file_steps(output, options, progress, digests))
         skipped += [{"file": r["file"], "reason": r["reason"]} for r in records if r["status"] == "skipped"]
         resumed = sum(r["status"] == "resumed" for r in records)
         analysed = {r["stem"] for r in records if r["status"] != "skipped"}
@@ -734,6 +712,23 @@ def run_analysis(
         rundir.mark_complete(output, {"micrographs_analysed": summary["micrographs_analysed"],
                                       "files_skipped": len(summary["files_skipped"]), "particles": summary["particles"]})
     return summary
+
+
+def _file_steps(output: Path, options: AnalyzeOptions, progress: Callable[[Progress], None] | None,
+                digests: dict[str, str]) -> FileSteps:
+    """This run's work on each file, for :func:`nanoshape.schedule.run_files` to place."""
+    worker_options = options
+    if options.segment.threads == 0:
+        # one process per core already: filter threads inside each would only compete
+        worker_options = dataclasses.replace(options, segment=dataclasses.replace(options.segment, threads=1))
+    return FileSteps(
+        start=lambda path: _start_file(path, output, options, sha256=digests[path.stem], progress=progress),
+        add_shapes=lambda results: add_shapes(results, options, progress),
+        end=lambda path, micrograph, result: _end_file(path, output, micrograph, result, options, progress),
+        failed=_analysis_failed,
+        task=lambda path: (process_file, (str(path), str(output), worker_options), {"sha256": digests[path.stem]}),
+        report=lambda done, total, stem: _report(progress, "micrographs", done, total, stem),
+    )
 
 
 def run_fingerprint(options: AnalyzeOptions) -> dict[str, Any]:
@@ -766,99 +761,6 @@ def run_fingerprint(options: AnalyzeOptions) -> dict[str, Any]:
     labels = rundir.file_sha256(options.scale_bars) if options.scale_bars else None
     return {"options": values, "shape_model_sha256": model, "segmentation_model_sha256": segmenter,
             "scale_bars_sha256": labels}
-
-
-def _run_files(paths, output, options, distribute: DistributeOptions, progress, digests) -> list[dict[str, Any]]:
-    workers = distribute.workers
-    if workers < 0:
-        cores = os.cpu_count() or 1
-        enough = len(paths) >= distribute.min_files_for_cluster and cores >= distribute.min_cores_for_cluster
-        workers = cores if enough else 0
-    if not distribute.scheduler and (workers <= 1 or len(paths) <= 1):
-        return _run_serial(paths, output, options, progress, digests)
-    import logging
-
-    from dask.distributed import Client, as_completed
-
-    # Hydra sets the root logger to INFO: keep dask's connection chatter off the user's terminal
-    logging.getLogger("distributed").setLevel(logging.WARNING)
-    if distribute.scheduler:
-        client, cluster = Client(distribute.scheduler), None
-    else:
-        cluster = _local_cluster(workers)
-        client = Client(cluster)
-    if options.segment.threads == 0:
-        # one process per core already: filter threads inside each would only compete
-        options = dataclasses.replace(options, segment=dataclasses.replace(options.segment, threads=1))
-    try:
-        futures = [client.submit(process_file, str(path), str(output), options, sha256=digests[path.stem], pure=False)
-                   for path in paths]
-        records = []
-        for future in as_completed(futures):
-            record = future.result()
-            records.append(record)
-            _report(progress, "micrographs", len(records), len(paths), record["stem"])
-        return records
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-#: the serial run's shape stages wait until their queue holds this many particles (or
-#: :data:`SHAPE_QUEUE_MICROGRAPHS` micrographs, or :data:`SHAPE_QUEUE_PIXELS` pixels of
-#: micrograph: each waits with its image and label image, 8 bytes a pixel) and then run
-#: over all of them at once
-SHAPE_QUEUE_PARTICLES = 2048
-SHAPE_QUEUE_MICROGRAPHS = 64
-SHAPE_QUEUE_PIXELS = 2**26
-
-
-def _run_serial(paths, output, options, progress, digests) -> list[dict[str, Any]]:
-    """Every file in this process: read, segment, measure and crop each, then the shape stages over many at once
-    (:class:`nanoshape.shapequeue.ShapeQueue`); each micrograph is written as soon as its batch is done.
-
-    Returns the records of :func:`process_file`, in the order of ``paths``.
-    """
-    from nanoshape.shapequeue import ShapeQueue
-
-    records: dict[int, dict[str, Any]] = {}
-
-    def done(index: int, record: dict[str, Any]) -> None:
-        records[index] = record
-        _report(progress, "micrographs", len(records), len(paths), record["stem"])
-
-    def finish(item) -> None:
-        index, micrograph, result = item
-        done(index, _end_file(paths[index], output, micrograph, result, options, progress))
-
-    def failed(item, error: Exception) -> None:
-        done(item[0], _analysis_failed(paths[item[0]], error))
-
-    with ShapeQueue(lambda items: add_shapes([item[2] for item in items], options, progress), finish, failed,
-                    size=lambda item: len(item[2].particles), flush_particles=SHAPE_QUEUE_PARTICLES,
-                    max_items=SHAPE_QUEUE_MICROGRAPHS, pixels=lambda item: item[2].labels.size,
-                    max_pixels=SHAPE_QUEUE_PIXELS) as queue:
-        for index, path in enumerate(paths):
-            started = _start_file(path, output, options, sha256=digests[path.stem], progress=progress)
-            if isinstance(started, dict):
-                done(index, started)
-            else:
-                queue.put((index, *started))
-    return [records[i] for i in range(len(paths))]
-
-
-def _local_cluster(workers: int):
-    """One single-threaded worker process per core (the micrographs are the parallelism), each
-    started with :func:`nanoshape.gpu.worker_environment` so that they share a GPU."""
-    import logging
-
-    from dask.distributed import LocalCluster
-
-    from nanoshape.gpu import worker_environment
-
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        silence_logs=logging.WARNING, env=worker_environment(workers))
 
 
 def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", progress=None) -> dict[str, Any]:

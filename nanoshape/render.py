@@ -25,10 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nanoshape.crop import CropOptions, crop_particle
-from nanoshape.family import family_of, family_of_prior
-from nanoshape.family import max_radius as _family_max_radius
-from nanoshape.shape import ShapeParams, ShapePrior, canonicalize, sample_prior
+from nanoshape.family import family_of
+from nanoshape.shape import ShapeParams
 
 __all__ = [
     "silhouette",
@@ -42,12 +40,8 @@ __all__ = [
     "render",
     "fast_normal",
     "particle_thickness",
-    "training_example",
-    "training_draws",
-    "TrainingDraws",
-    "training_batch",
-    "shape_sheet",
     "soft_jaccard",
+    "gaussian_blur",
 ]
 
 #: Largest d the eq. 1 kernel draws: (hx + i hy)^d is built from the powers 1, 2 and 4.
@@ -284,7 +278,7 @@ def _gaussian_weights(sigma_px: jax.Array, radius: int) -> jax.Array:
     return weights / jnp.sum(weights)
 
 
-def _gaussian_blur(image: jax.Array, sigma_px: jax.Array, radius: int = 4) -> jax.Array:
+def gaussian_blur(image: jax.Array, sigma_px: jax.Array, radius: int = 4) -> jax.Array:
     """Separable Gaussian blur with a traced sigma and a static kernel radius (edge padding)."""
     weights = _gaussian_weights(sigma_px, radius)
     height, width = image.shape
@@ -294,13 +288,13 @@ def _gaussian_blur(image: jax.Array, sigma_px: jax.Array, radius: int = 4) -> ja
 
 
 def gaussian_blur_matrix(size: int, sigma_px: jax.Array, radius: int = 4) -> jax.Array:
-    """The (size, size) matrix ``K`` with ``K @ image @ K.T == _gaussian_blur(image, sigma_px)``
+    """The (size, size) matrix ``K`` with ``K @ image @ K.T == gaussian_blur(image, sigma_px)``
     for a square ``image`` (the same weights and edge padding).
 
     For small images with many derivatives: the image fit blurs the Jacobian of its unblurred
     model image, all tangents at once, as two dense matrix products, where 2 (2 radius + 1)
     shifted copies per tangent are not fused by XLA on the CPU. The cost grows as size^3:
-    keep :func:`_gaussian_blur` for micrographs.
+    keep :func:`gaussian_blur` for micrographs.
     """
     # picks[k, i, j] = 1 where output row i reads input row j at offset k - radius (edge padding)
     source = np.clip(np.arange(size)[None, :] + np.arange(-radius, radius + 1)[:, None], 0, size - 1)
@@ -345,7 +339,7 @@ def expected_counts(density: jax.Array, film: jax.Array, params: ImagingParams, 
         signal = params.dark_background * film + (1 - transmitted)
     else:
         signal = transmitted * film
-    return jnp.maximum(_gaussian_blur(beam * signal, params.blur_sigma_px) * params.dose, 0.0)
+    return jnp.maximum(gaussian_blur(beam * signal, params.blur_sigma_px) * params.dose, 0.0)
 
 
 def tem_image(
@@ -427,127 +421,3 @@ def render(
     )
     density = optical_density(coverage, thickness, params.contrast)
     return tem_image(key_image, density, params, imaging), coverage
-
-
-class TrainingDraws(NamedTuple):
-    """The random draws behind one :func:`training_example` (for diagnostics that re-render it)."""
-
-    shape: ShapeParams
-    center_xy_px: jax.Array
-    scale_px: jax.Array
-    extent_px: jax.Array
-    params: ImagingParams
-    key_noise: jax.Array  # tem_image's key (film texture and shot noise)
-    key_mask: jax.Array
-
-
-def _draw_canonical(key: jax.Array, prior):
-    """One canonical shape from the prior of any family (eq. 1: :class:`ShapePrior`)."""
-    if isinstance(prior, ShapePrior):
-        return canonicalize(sample_prior(key, prior))
-    family = family_of_prior(prior)
-    return family.canonicalize(family.sample_prior(key, prior))
-
-
-def training_draws(
-    key: jax.Array,
-    *,
-    prior: ShapePrior = ShapePrior(),
-    imaging: Imaging = Imaging(),
-    canvas_px: int = 64,
-    extent_fraction_range: tuple[float, float] = (0.2, 0.9),
-) -> TrainingDraws:
-    """The shape, pose and imaging values :func:`training_example` draws from ``key``."""
-    key_shape, key_pose, key_imaging, key_noise, key_mask = jax.random.split(key, 5)
-    shape = _draw_canonical(key_shape, prior)
-    key_extent, key_center = jax.random.split(key_pose)
-    lo, hi = extent_fraction_range
-    extent_px = canvas_px * jnp.exp(jax.random.uniform(key_extent, (), minval=math.log(lo), maxval=math.log(hi)))
-    scale_px = 0.5 * extent_px / _family_max_radius(shape, n=64)
-    slack = 0.5 * (canvas_px - extent_px) - 1.0
-    jitter = jax.random.uniform(key_center, (2,), minval=-1.0, maxval=1.0) * jnp.maximum(slack, 0.0)
-    center = 0.5 * (canvas_px - 1) + jitter
-    return TrainingDraws(shape, center, scale_px, extent_px, sample_imaging(key_imaging, imaging), key_noise, key_mask)
-
-
-def training_example(
-    key: jax.Array,
-    *,
-    prior: ShapePrior = ShapePrior(),
-    imaging: Imaging = Imaging(),
-    crop: CropOptions = CropOptions(),
-    canvas_px: int = 64,
-    extent_fraction_range: tuple[float, float] = (0.2, 0.9),
-    with_extent: bool = False,
-):
-    """One training crop with its canonical shape parameters, rendered from ``key`` alone.
-
-    A shape drawn from the prior is placed on a ``canvas_px`` square at a random size (its
-    largest diameter a fraction of the canvas: small particles come out pixelated once
-    upsampled into the crop, as real small particles do) and a random sub-pixel position,
-    imaged with random conditions, segmented the way a micrograph would be (blurred
-    coverage thresholded near one half), and cut by :func:`nanoshape.crop.crop_particle`.
-
-    Args:
-      with_extent: also return the particle's largest diameter on the canvas (px, before
-        the crop rescales it), for diagnostics that ask how many pixels a shape had.
-
-    Returns:
-      (crop, shape): (size, size, crop.channels) float32 crop and the canonical ShapeParams;
-      (crop, shape, extent_px) with ``with_extent``.
-    """
-    draws = training_draws(key, prior=prior, imaging=imaging, canvas_px=canvas_px,
-                           extent_fraction_range=extent_fraction_range)
-    shape, center, scale_px, extent_px, params, key_noise, key_mask = draws
-    coverage, thickness = particle_thickness(shape, center, scale_px, params.dome, height=canvas_px, width=canvas_px)
-    image = tem_image(key_noise, optical_density(coverage, thickness, params.contrast), params, imaging)
-    key_sigma, key_threshold = jax.random.split(key_mask)
-    mask_sigma = jax.random.uniform(key_sigma, (), minval=0.3, maxval=1.2)
-    threshold = jax.random.uniform(key_threshold, (), minval=0.4, maxval=0.6)
-    mask = (_gaussian_blur(coverage, mask_sigma) > threshold).astype(jnp.float32)
-    crop_out = crop_particle(image, mask, options=crop)
-    if with_extent:
-        return crop_out, shape, extent_px
-    return crop_out, shape
-
-
-def training_batch(key: jax.Array, batch_size: int, *, chunk: int = 128, **example_options):
-    """A batch of :func:`training_example` crops, ``(crops (B, S, S, C), ShapeParams of (B,))``
-    (and the extents ``(B,)`` with ``with_extent=True``).
-
-    Large batches are rendered ``chunk`` images at a time (``lax.map``) so the per-pixel
-    intermediates stay in cache; on a CPU this is ~2x faster than one vmap over 4096 images.
-    """
-    keys = jax.random.split(key, batch_size)
-    return jax.lax.map(lambda k: training_example(k, **example_options), keys, batch_size=min(chunk, batch_size))
-
-
-def shape_sheet(
-    key: jax.Array,
-    n: int,
-    *,
-    prior: ShapePrior = ShapePrior(),
-    imaging: Imaging = Imaging(),
-    size_px: int = 96,
-    silhouettes: bool = False,
-) -> tuple[jax.Array, ShapeParams, jax.Array]:
-    """``n`` particles drawn from the prior, each centred in its own ``size_px`` image.
-
-    Each particle's largest diameter is 70% of the image side.
-
-    Returns:
-      (images (n, size, size), the canonical parameters of (n,) (the prior's family), scale_px (n,)).
-    """
-
-    def one(k):
-        key_shape, key_image = jax.random.split(k)
-        shape = _draw_canonical(key_shape, prior)
-        scale = 0.35 * size_px / _family_max_radius(shape)
-        center = jnp.full((2,), 0.5 * (size_px - 1), jnp.float32)
-        if silhouettes:
-            image = silhouette(shape, center, scale, height=size_px, width=size_px)
-        else:
-            image, _ = render(key_image, shape, center, scale, height=size_px, width=size_px, imaging=imaging)
-        return image, shape, scale
-
-    return jax.vmap(one)(jax.random.split(key, n))

@@ -219,7 +219,7 @@ def is_bar_box(height_px: int, width_px: int, fill: float, image_width_px: int, 
       min_aspect: smallest ratio of the long side to the short one.
 
     Returns:
-      True for a bar-shaped component (shared by :func:`nanoshape.segment.find_overlays`).
+      True for a bar-shaped component (shared by :func:`nanoshape.segment.overlays.find_overlays`).
     """
     long_side, short_side = max(height_px, width_px), min(height_px, width_px)
     return (fill >= 0.85 and long_side >= min_aspect * short_side and short_side >= 2

@@ -1,7 +1,7 @@
 """Training the shape CNN on particles rendered on the fly (``nanoshape train``).
 
 Every step renders its own batch inside one jitted function from
-``fold_in(key, step)`` (:func:`nanoshape.render.training_batch`: a shape from the prior,
+``fold_in(key, step)`` (:func:`nanoshape.trainingdata.training_batch`: a shape from the prior,
 the full TEM imaging model, the mask, the crop), so there is no dataset on disk and a
 resumed run sees exactly the batches an uninterrupted one would. The loss is the
 Gaussian negative log-likelihood of log p, log L and (cos 2 phi, sin 2 phi), each term
@@ -44,8 +44,9 @@ from nanoshape.cnn import (CNNOptions, ShapeCNN, decode, gaussian_output, phase_
                            phi_vectors, save_model)
 from nanoshape.crop import CropOptions
 from nanoshape.family import PolygonPrior, ShapeFamily, get_family
-from nanoshape.render import Imaging, training_batch
+from nanoshape.render import Imaging
 from nanoshape.shape import ShapePrior
+from nanoshape.trainingdata import training_batch
 
 __all__ = ["TrainOptions", "run_training", "evaluate_model", "loss_terms", "calibrate_uncertainties"]
 

@@ -14,9 +14,9 @@ import pytest
 from flax import nnx
 
 from nanoshape.cnn import D_VALUES, CNNOptions, ShapeCNN, decode, default_model_dir, load_model, predict, save_model
-from nanoshape.render import training_example
 from nanoshape.shape import ShapeParams, ShapePrior
 from nanoshape.training import TrainOptions, run_training
+from nanoshape.trainingdata import training_example
 
 TINY = TrainOptions(steps=20, batch_size=16, checkpoint_every=10, validation_every=10, validation_size=64,
                     test_size=64, warmup_steps=2, render_chunk=16)

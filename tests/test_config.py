@@ -39,6 +39,24 @@ def test_schemas_compose_back_into_the_options_with_their_defaults():
             importlib.import_module(module)
 
 
+def test_a_command_config_builds_its_options_in_one_call():
+    """The CLI builds AnalyzeOptions and DistributeOptions from the whole analyze config by field name:
+    every field but the classifier is a key of the command, and values reach the nested options."""
+    from nanoshape.pipeline import AnalyzeOptions
+    from nanoshape.schedule import DistributeOptions
+
+    keys = {f.name for f in dataclasses.fields(COMMAND_SCHEMAS["analyze"])}
+    assert {f.name for f in dataclasses.fields(AnalyzeOptions)} - keys == {"classifier"}
+    cfg = compose("classify", ["scale_bar=100nm", "segment.method=classical", "crop.context=2", "group=false",
+                               "workers=3", "scheduler=tcp://host:8786"])
+    options = to_options(AnalyzeOptions, cfg, classifier="run/groups/classifier.skops")
+    assert options == dataclasses.replace(
+        AnalyzeOptions(), scale_bar="100nm", group=False, classifier="run/groups/classifier.skops",
+        segment=dataclasses.replace(AnalyzeOptions().segment, method="classical"),
+        crop=dataclasses.replace(AnalyzeOptions().crop, context=2.0))
+    assert to_options(DistributeOptions, cfg) == DistributeOptions(scheduler="tcp://host:8786", workers=3)
+
+
 @pytest.mark.parametrize("command", sorted(COMMAND_SCHEMAS))
 def test_every_key_is_described(command):
     described = _node_descriptions(command)

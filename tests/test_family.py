@@ -21,9 +21,10 @@ from nanoshape.family import (
     family_of,
     get_family,
 )
-from nanoshape.render import _edge_field, _family_edge_field, silhouette, training_batch
+from nanoshape.render import _edge_field, _family_edge_field, silhouette
 from nanoshape.shape import ShapeParams, ShapePrior, harmonic_spectrum, radius
 from nanoshape.training import TrainOptions, _targets, run_training
+from nanoshape.trainingdata import training_batch
 
 
 def polygon(n, rounding, phi):

@@ -29,12 +29,12 @@ def test_each_worker_process_of_an_analysis_starts_with_the_gpu_settings(monkeyp
     start (before JAX is imported there), without this process's environment changing."""
     from dask.distributed import Client
 
-    from nanoshape.pipeline import _local_cluster
+    from nanoshape.schedule import local_cluster
 
     for name in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_CLIENT_MEM_FRACTION",
                  "XLA_PYTHON_CLIENT_ALLOCATOR"):
         monkeypatch.delenv(name, raising=False)
-    with _local_cluster(2) as cluster, Client(cluster) as client:
+    with local_cluster(2) as cluster, Client(cluster) as client:
         states = client.run(_worker_state)
     assert len(states) == 2
     for env, jax_imported in states.values():

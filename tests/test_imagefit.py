@@ -8,8 +8,9 @@ import pytest
 
 from nanoshape.crop import CropOptions, window_sides
 from nanoshape.imagefit import ImageFitOptions, fit_image
-from nanoshape.render import Imaging, training_batch
+from nanoshape.render import Imaging
 from nanoshape.shape import ShapePrior
+from nanoshape.trainingdata import training_batch
 
 N = 16
 OPTIONS = ImageFitOptions(bucket_sizes=(N,))
@@ -82,12 +83,12 @@ def test_window_sides_are_the_crop_windows():
 
 
 def test_the_blur_matrix_is_the_renderers_blur():
-    from nanoshape.render import _gaussian_blur, gaussian_blur_matrix
+    from nanoshape.render import gaussian_blur, gaussian_blur_matrix
 
     image = jax.random.uniform(jax.random.key(3), (40, 40))
     for sigma in (0.3, 1.7, 5.0):
         blur = gaussian_blur_matrix(40, sigma)
-        np.testing.assert_allclose(blur @ image @ blur.T, _gaussian_blur(image, sigma), atol=1e-5)
+        np.testing.assert_allclose(blur @ image @ blur.T, gaussian_blur(image, sigma), atol=1e-5)
 
 
 @pytest.mark.parametrize("d", [1, 4])

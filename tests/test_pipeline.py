@@ -109,10 +109,10 @@ def test_shape_stages_batched_across_micrographs_give_each_micrograph_its_own_re
     """The serial run fits crops of several micrographs in one batch (the first micrograph alone, the
     other two together here); each micrograph's saved table equals that of a run of it alone
     (process_file, as a Dask worker runs it), timings apart."""
-    from nanoshape import pipeline
+    from nanoshape import pipeline, schedule
 
     output, _ = run
-    assert pipeline.SHAPE_QUEUE_PARTICLES > 260  # sparse + touching (~110 particles) share a batch
+    assert schedule.SHAPE_QUEUE_PARTICLES > 260  # sparse + touching (~110 particles) share a batch
     alone = tmp_path / "alone"
     for stem in ("crowded", "sparse", "touching"):
         assert pipeline.process_file(scene_dir / f"{stem}.tif", alone, AnalyzeOptions())["status"] == "done"

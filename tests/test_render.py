@@ -15,10 +15,9 @@ from nanoshape.render import (
     render,
     silhouette,
     tem_image,
-    training_batch,
-    training_example,
 )
 from nanoshape.shape import ShapeParams, radius
+from nanoshape.trainingdata import training_batch, training_example
 
 SIZE = 64
 

@@ -137,7 +137,7 @@ def test_threaded_filters_give_the_single_threaded_result():
     the result identical to one call (a margin one row short changes pixels near the seams)."""
     from scipy import ndimage as ndi
 
-    from nanoshape.segment import _by_rows
+    from nanoshape.segment.filters import _by_rows
 
     rng = np.random.default_rng(0)
     x = rng.random((700, 500)).astype(np.float32)

@@ -24,7 +24,8 @@ def analyze_widget():
         from napari.qt.threading import thread_worker
 
         from nanoshape._napari._reader import read_run
-        from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, run_analysis
+        from nanoshape.pipeline import AnalyzeOptions, run_analysis
+        from nanoshape.schedule import DistributeOptions
 
         options = AnalyzeOptions(pixel_size_nm=pixel_size_nm or None)
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from nanoshape.batching import geometric_size
 
-__all__ = ["CropOptions", "crop_particle", "crop_labels", "particle_box", "window_sides"]
+__all__ = ["CropOptions", "crop_particle", "crop_labels", "particle_box", "window_sides", "crop_windows"]
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,14 @@ def window_sides(labels: np.ndarray, particle_ids: np.ndarray, options: CropOpti
     A window smaller than ``options.size`` was upsampled into its crop
     (:func:`nanoshape.imagefit.fit_image` weighs such crops' pixels accordingly).
     """
-    return _boxes(np.asarray(labels), particle_ids)[2] * (1 + 2 * options.margin)
+    return crop_windows(labels, particle_ids, options)[:, 2]
+
+
+def crop_windows(labels: np.ndarray, particle_ids: np.ndarray, options: CropOptions = CropOptions()) -> np.ndarray:
+    """Each particle's crop window in the micrograph, as :func:`crop_labels` cuts it: (n, 3) centre x,
+    centre y and side, in px (pixel centres at integers)."""
+    centers_y, centers_x, box_sides = _boxes(np.asarray(labels), particle_ids)
+    return np.stack([centers_x, centers_y, box_sides * (1 + 2 * options.margin)], axis=1)
 
 
 def _window(image, labels, y0, x0, side, fill):

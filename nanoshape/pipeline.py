@@ -41,6 +41,7 @@ from nanoshape.scalebar import ScaleBarOptions, calibrate, parse_label, read_sca
 from nanoshape.rundir import atomic_write as _atomic_write
 from nanoshape.schedule import DistributeOptions, FileSteps, run_files
 from nanoshape.segment import SegmentOptions, segment
+from nanoshape.views import make_views, write_views
 
 __all__ = ["ShapeOptions", "AnalyzeOptions", "DistributeOptions", "ImageResult", "Progress", "analyze_micrograph",
            "process_file", "run_analysis", "run_fingerprint"]
@@ -539,6 +540,8 @@ def _write_image_result(output: Path, micrograph: Micrograph, result: ImageResul
                                                                   title=micrograph.stem, burned_bar_px=burned))
     if options.save_crops:
         _atomic_write(paths["crops"], lambda tmp: np.save(tmp, result.crops, allow_pickle=False))
+    _atomic_write(paths["views"], lambda tmp: write_views(tmp, make_views(micrograph.pixels, result.labels, result.particles,
+                                                                          result.crops, crop_options=options.crop)))
     _atomic_write(paths["dropped"], lambda tmp: result.dropped.to_parquet(tmp, index=False))
     _atomic_write(paths["info"], lambda tmp: tmp.write_text(json.dumps(result.info, indent=1)))
     # the particle table is written last: its presence marks the micrograph as finished

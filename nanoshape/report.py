@@ -1,8 +1,10 @@
 """Figures, tables and the self-contained HTML report of a run.
 
-:func:`write_report` reads a run directory of ``nanoshape analyze`` (``particles.csv``,
-``summary.json``, ``groups/``, ``labels/``, and the micrographs named in
-``parts/info/``) and writes ``figures/*.png``, ``tables/*.csv`` and ``report.html``: one
+:func:`write_report` reads a run directory of ``nanoshape analyze`` and nothing else
+(``particles.parquet``, ``summary.json``, ``groups/``, ``labels/``, ``parts/info/`` and the
+micrographs' previews, crops and fitted outlines in ``parts/views/``, :mod:`nanoshape.views`;
+a run without views gets its report with those figures left out and the reason said), one
+function per section, and writes ``figures/*.png``, ``tables/*.csv`` and ``report.html``: one
 page with every figure inlined (base64 PNG) and no script, stylesheet or font from
 anywhere else, so it opens offline and can be mailed as one file. Every string that comes
 from data (file names, reasons, warnings) is text everywhere: HTML-escaped in the page,
@@ -20,18 +22,20 @@ import functools
 import html
 import io
 import json
-import math
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import tifffile
 
 from nanoshape.columns import SHAPE_PARAMETERS, upgrade_columns
 from nanoshape.io import write_csv
 from nanoshape.overlay import nice_length
 from nanoshape.rundir import atomic_write
+from nanoshape.views import CROP_RANGE, crop_outlines, read_views
 
 __all__ = ["save_sheet", "write_report", "REPORT_SECTIONS"]
 
@@ -376,29 +380,6 @@ def _structure(page: _Page, particles: pd.DataFrame, grouping_columns: list[str]
         page.figure(fig, "scatter_p_d_l", "Shape parameters (log p, d, log L) coloured by group (d jittered).")
 
 
-@functools.lru_cache(maxsize=8)  # the sections below visit the same micrographs in turn
-def _micrograph_and_labels(run: Path, stem: str) -> tuple[np.ndarray, np.ndarray] | None:
-    import tifffile
-
-    from nanoshape.io import MicrographError, read_micrograph
-
-    info_path = run / "parts" / "info" / f"{stem}.json"
-    labels_path = run / "labels" / f"{stem}.tif"
-    if not info_path.exists() or not labels_path.exists():
-        return None
-    try:
-        image = read_micrograph(json.loads(info_path.read_text())["path"]).pixels
-    except (MicrographError, OSError, KeyError, ValueError):
-        return None
-    labels = tifffile.imread(labels_path)
-    return (image, labels) if image.shape == labels.shape else None
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(image, [0.5, 99.5])
-    return np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
-
-
 def _draw_scale_bar(ax, width_px: int, height_px: int, pixel_size_nm: float, *, left: bool = False) -> str:
     """A white, black-edged scale bar of a round length in a lower corner; returns its label."""
     from matplotlib.patches import Rectangle
@@ -415,27 +396,49 @@ def _draw_scale_bar(ax, width_px: int, height_px: int, pixel_size_nm: float, *, 
     return label
 
 
-def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, names: dict[str, str],
-                 limit: int = 8) -> None:
+#: what the page says where a run directory holds no views of a micrograph
+_NO_VIEWS = ("the run directory holds no views of {what} (parts/views/: an older nanoshape saved none, or they were "
+             "removed); rerun nanoshape analyze into a new output= to draw them")
+
+
+def _preview_labels(labels: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
+    """The labels on a preview's grid: each preview pixel takes the label at the centre of its block."""
+    rows, cols = (np.minimum(np.arange(n) * step + step // 2, size - 1) for n, size in zip(shape, labels.shape))
+    return labels[np.ix_(rows, cols)]
+
+
+def _micrographs(page: _Page, run: "_Run", limit: int = 8) -> None:
+    """Section "micrographs": the first micrographs' previews, each particle tinted with its group's colour."""
+    if not len(run.particles):
+        return
     plt = _plt()
+    page.section("micrographs", "Micrographs with particles coloured by group")
+    particles, colours = run.particles, run.colours
     stems = list(dict.fromkeys(particles.image))[:limit]
-    shown = 0
+    missing, shown = [], 0
     for stem in stems:
-        loaded = _micrograph_and_labels(page.run, stem)
-        if loaded is None:
+        views = run.views(stem)
+        labels_path = run.path / "labels" / f"{stem}.tif"
+        if views is None or not labels_path.exists():
+            missing.append(stem)
             continue
-        image, labels = loaded
+        height, width = (int(n) for n in views.image_shape)
+        step = views.preview_step
+        labels = _preview_labels(tifffile.imread(labels_path), step, views.preview.shape)
         rows = particles[particles.image == stem]
         # kept particles by group; ungrouped ones (0 unassigned, -1 unknown) in grey; -2: background
-        lut = np.full(int(labels.max()) + 1, -2, dtype=np.int64)
+        lut = np.full(int(max(labels.max(), rows.particle_id.max())) + 1, -2, dtype=np.int64)
         lut[rows.particle_id.to_numpy()] = rows.group.to_numpy() if "group" in rows else 1
         group_image = lut[labels]
-        rgb = np.repeat(_grey(image)[..., None], 3, axis=2)
+        rgb = np.repeat((views.preview / 255.0)[..., None], 3, axis=2)
         for g in np.unique(group_image[group_image > -2]):
             sel = group_image == g
             rgb[sel] = 0.45 * rgb[sel] + 0.55 * (colours[(g - 1) % len(colours)] if g > 0 else _UNGROUPED_RGB)
-        fig, ax = plt.subplots(figsize=(9, 9 * image.shape[0] / image.shape[1]))
-        ax.imshow(rgb, interpolation="nearest")
+        fig, ax = plt.subplots(figsize=(9, 9 * height / width))
+        # drawn in the micrograph's pixel coordinates, whatever the preview's step
+        ax.imshow(rgb, interpolation="nearest", extent=(-0.5, rgb.shape[1] * step - 0.5, rgb.shape[0] * step - 0.5, -0.5))
+        ax.set_xlim(-0.5, width - 0.5)
+        ax.set_ylim(height - 0.5, -0.5)
         ax.set_title(stem, fontsize=11, parse_math=False)
         ax.axis("off")
         shown_groups = sorted(int(g) for g in np.unique(group_image[group_image > -2]))
@@ -444,75 +447,65 @@ def _micrographs(page: _Page, particles: pd.DataFrame, colours: np.ndarray, name
 
             counts = rows.group.value_counts() if "group" in rows else pd.Series(dtype=int)
             ax.legend(handles=[Patch(color=colours[(g - 1) % len(colours)] if g > 0 else _UNGROUPED_RGB,
-                                     label=(_group_label(g, names) if g > 0 else "unassigned" if g == 0 else "unknown")
+                                     label=(_group_label(g, run.names) if g > 0 else "unassigned" if g == 0 else "unknown")
                                      + f" ({int(counts.get(g, 0))})") for g in shown_groups],
                       loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(shown_groups), 3), fontsize=10,
                       frameon=False)
-        info = json.loads((page.run / "parts" / "info" / f"{stem}.json").read_text())
+        info = json.loads((run.path / "parts" / "info" / f"{stem}.json").read_text())
         if info.get("pixel_size_nm"):
             burned = (info.get("scale_bar") or {}).get("bar_box_px")  # keep clear of the micrograph's own bar
-            left = bool(burned) and burned[0] + burned[2] > image.shape[1]
-            bar = _draw_scale_bar(ax, image.shape[1], image.shape[0], info["pixel_size_nm"], left=left)
+            left = bool(burned) and burned[0] + burned[2] > width
+            bar = _draw_scale_bar(ax, width, height, info["pixel_size_nm"], left=left)
             scale = f" Scale bar {bar}; pixel size {info['pixel_size_nm']:.4g} nm from {info.get('pixel_size_source')}."
         else:
             scale = " No pixel size: sizes in px."
         page.figure(fig, f"micrograph_{shown:02d}", f"{stem}: particles coloured by group.{scale}")
         shown += 1
+    if missing:
+        page.text(f"Not drawn: {', '.join(missing)}: " + _NO_VIEWS.format(what="these micrographs") + ".")
 
 
-def _crops_for(run: Path, rows: pd.DataFrame) -> dict[tuple[str, int], np.ndarray]:
-    """Crops (S, S, C) of the given particles, cut again from their micrographs."""
-    from nanoshape.crop import crop_labels
+def _montage(page: _Page, run: "_Run", rows: pd.DataFrame, name: str, caption: str, *, columns: int = 10,
+             titles: bool = True, outlines: bool = True) -> None:
+    """A figure of the given particles' crops in a grid, each framed in its group's colour.
 
-    out = {}
-    for stem, part in rows.groupby("image", sort=False):
-        loaded = _micrograph_and_labels(run, stem)
-        if loaded is None:
-            continue
-        image, labels = loaded
-        ids = part.particle_id.to_numpy()
-        for pid, crop in zip(ids, crop_labels(image, labels, ids)):
-            out[(stem, int(pid))] = crop
-    return out
-
-
-def _outline(row: pd.Series, mask: np.ndarray) -> np.ndarray | None:
-    """The refined shape re-rendered on the crop grid at the mask's area and centroid."""
-    import jax.numpy as jnp
-
-    from nanoshape.columns import table_column
-    from nanoshape.family import SUPERELLIPSE, get_family, placement
-    from nanoshape.render import silhouette
-
-    named = "shape_family" in row and isinstance(row["shape_family"], str)
-    family = get_family(row["shape_family"]) if named else SUPERELLIPSE
-    columns = [table_column(c) for c in family.columns]  # the table's angles carry their unit
-    if not all(c in row and pd.notna(row[c]) for c in columns):
-        return None
-    inside = mask > 0.5
-    if inside.sum() < 3:
-        return None
-    ys, xs = np.nonzero(inside)
-    shape = family.params_type(*(jnp.int32(row[t]) if c == family.discrete else jnp.float32(row[t])
-                                 for c, t in zip(family.columns, columns)))
-    center, scale = placement(shape, jnp.float32(inside.sum()), jnp.asarray([xs.mean(), ys.mean()], jnp.float32))
-    return np.asarray(silhouette(shape, center, scale, height=mask.shape[0], width=mask.shape[1]))
-
-
-def _montage(page: _Page, items: list[tuple[pd.Series, np.ndarray]], colours: np.ndarray, name: str, caption: str,
-             *, columns: int = 10, titles: bool = True, outlines: bool = True) -> None:
-    plt = _plt()
-    if not items:
+    With ``outlines``, the mask's outline (cyan) and the fitted shape (red) are drawn on each
+    crop; with ``titles``, each crop is titled with its micrograph, particle_id and Jaccard.
+    Particles whose micrograph has no saved views are left out, and the page says so.
+    """
+    if not len(rows):
         return
-    rows = -(-len(items) // columns)
+    plt = _plt()
+    lo, hi = CROP_RANGE
+    cut = {}  # (micrograph, particle_id) -> (intensity, mask, fitted outline), in the crop's pixels
+    for stem, part in rows.groupby("image", sort=False):
+        views = run.views(stem)
+        if views is None:
+            continue
+        wanted = set(part.particle_id.astype(int))
+        fitted = crop_outlines(views)
+        for k, pid in enumerate(views.particle_id):
+            if int(pid) in wanted:
+                cut[(stem, int(pid))] = (views.crops[k, ..., 0] / 255.0 * (hi - lo) + lo, views.crops[k, ..., 1] / 255.0,
+                                         fitted[k])
+    items = [(row, *cut[(row.image, int(row.particle_id))]) for _, row in rows.iterrows()
+             if (row.image, int(row.particle_id)) in cut]
+    if not items:
+        page.text("Not drawn: " + _NO_VIEWS.format(what="the particles' micrographs") + ".")
+        return
+    if len(items) < len(rows):
+        page.text(f"{len(rows) - len(items)} of the {len(rows)} particles chosen are not shown: "
+                  + _NO_VIEWS.format(what="their micrographs") + ".")
+    n_rows = -(-len(items) // columns)
     size = 1.1 if titles else 0.55  # 10 (20) columns: 11 inches, shown at full size in the page
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + (0.4 if titles else 0)) * rows),
+    fig, axes = plt.subplots(n_rows, columns, figsize=(size * columns, (size + (0.4 if titles else 0)) * n_rows),
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (row, crop) in zip(axes.ravel(), items):
-        ax.imshow(crop[..., 0], cmap="gray", vmin=-0.2, vmax=1.2, interpolation="nearest")
-        colour = colours[(int(row.get("group", 1)) - 1) % len(colours)] if int(row.get("group", 1)) > 0 else (0.5, 0.5, 0.5)
+    for ax, (row, intensity, mask, outline) in zip(axes.ravel(), items):
+        ax.imshow(intensity, cmap="gray", vmin=-0.2, vmax=1.2, interpolation="nearest")
+        group = int(row.get("group", 1))
+        colour = run.colours[(group - 1) % len(run.colours)] if group > 0 else (0.5, 0.5, 0.5)
         for spine in ax.spines.values():
             spine.set_visible(True)
             spine.set_color(colour)
@@ -521,10 +514,11 @@ def _montage(page: _Page, items: list[tuple[pd.Series, np.ndarray]], colours: np
         ax.set_xticks([])
         ax.set_yticks([])
         if outlines:
-            ax.contour(crop[..., 1], levels=[0.5], colors=["cyan"], linewidths=0.7)
-            fitted = _outline(row, crop[..., 1])
-            if fitted is not None:
-                ax.contour(fitted, levels=[0.5], colors=["red"], linewidths=0.7)
+            ax.contour(mask, levels=[0.5], colors=["cyan"], linewidths=0.7)
+            if np.isfinite(outline).all():
+                ax.plot(*np.vstack([outline, outline[:1]]).T, color="red", linewidth=0.7)
+            ax.set_xlim(-0.5, mask.shape[1] - 0.5)
+            ax.set_ylim(mask.shape[0] - 0.5, -0.5)
         if titles:
             jac = row.get("jaccard_refined", np.nan)
             # the micrograph and particle_id find the row of particles.csv and the particle on the overlay
@@ -539,7 +533,7 @@ def _interval(point: float, low: float, high: float) -> str:
     return "" if not np.isfinite(point) else (f"{point:.3g} [{low:.3g}, {high:.3g}]" if np.isfinite(low) else f"{point:.3g}")
 
 
-def _samples_section(page: _Page, particles: pd.DataFrame, seed: int) -> None:
+def _samples_section(page: _Page, run: "_Run") -> None:
     """Section "samples": sizes per sample and per micrograph, intervals, pairwise tests (tables/ and a figure).
 
     The full tables go to ``tables/samples.csv``, ``tables/micrographs.csv`` and
@@ -549,11 +543,12 @@ def _samples_section(page: _Page, particles: pd.DataFrame, seed: int) -> None:
     from nanoshape.samples import read_run_fields, sample_tables
 
     page.section("samples", "Sizes per sample and per micrograph; samples compared")
-    fields = read_run_fields(page.run)
+    particles = run.particles
+    fields = read_run_fields(run.path)
     if not len(particles) or not len(fields):
         page.text("No particles were found.")
         return
-    tables = sample_tables(particles, fields, seed=seed)
+    tables = sample_tables(particles, fields, seed=run.seed)
     write_sample_tables(tables, page.tables)
     size, unit = tables.size, tables.unit
     page.text(f"Each micrograph's sample is its folder's name unless samples= names it (a file,sample table). Sizes in "
@@ -607,27 +602,40 @@ def _samples_section(page: _Page, particles: pd.DataFrame, seed: int) -> None:
     page.show(shown)
 
 
-def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int, str], None] | None = None) -> Path:
-    """Write ``report.html`` (and ``figures/``, ``tables/``) for a run directory.
+@dataclass
+class _Run:
+    """What the sections read from the run directory, read once."""
 
-    ``progress(done, total, section)`` is called as each section starts.
-    """
-    run = Path(run)
-    summary = json.loads((run / "summary.json").read_text())
-    facts = summary.get("provenance")
-    # parquet keeps the names as they are (particles.csv neutralises some, and "001" would read back as 1)
-    particles = (upgrade_columns(pd.read_parquet(run / "particles.parquet")) if (run / "particles.parquet").exists()
-                 else pd.DataFrame())
-    plt = _plt()
-    page = _Page(run)
-    page.progress = progress
-    unit = _unit(particles) if len(particles) else "px"
-    groups_dir = run / "groups"
-    grouping = json.loads((groups_dir / "grouping.json").read_text()) if (groups_dir / "grouping.json").exists() else None
-    names = _short_group_names(groups_dir)
-    k = int(particles.group.max()) if "group" in particles and len(particles) else 1
-    colours = _colours(k)
+    path: Path
+    summary: dict[str, Any]
+    particles: pd.DataFrame
+    grouping: dict[str, Any] | None
+    names: dict[str, str]
+    unit: str
+    colours: np.ndarray
+    seed: int
+    #: draws the exemplars (without groups) and then the sample of all particles, in that order
+    rng: np.random.Generator = field(init=False)
 
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+        # the montages visit the same micrographs in turn
+        self.views = functools.lru_cache(maxsize=8)(lambda stem: read_views(self.path / "parts" / "views" / f"{stem}.npz"))
+
+    @classmethod
+    def read(cls, path: Path, seed: int) -> "_Run":
+        summary = json.loads((path / "summary.json").read_text())
+        # parquet keeps the names as they are (particles.csv neutralises some, and "001" would read back as 1)
+        particles = (upgrade_columns(pd.read_parquet(path / "particles.parquet"))
+                     if (path / "particles.parquet").exists() else pd.DataFrame())
+        grouping_file = path / "groups" / "grouping.json"
+        k = int(particles.group.max()) if "group" in particles and len(particles) else 1
+        return cls(path, summary, particles, json.loads(grouping_file.read_text()) if grouping_file.exists() else None,
+                   _short_group_names(path / "groups"), _unit(particles) if len(particles) else "px", _colours(k), seed)
+
+
+def _summary(page: _Page, run: _Run) -> None:
+    summary = run.summary
     page.section("summary", "Summary")
     page.text(f"{summary['particles']} particles in {summary['micrographs_analysed']} micrograph(s); "
               f"{len(summary['files_skipped'])} file(s) skipped; {summary.get('particles_dropped', 0)} candidates dropped "
@@ -642,27 +650,33 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
                                   "from": entry["pixel_size_source"] or "none: sizes in px"}
                                  for stem, entry in summary["pixel_sizes"].items()]), "pixel_sizes", digits=4)
 
+
+def _sizes(page: _Page, run: _Run) -> None:
     page.section("sizes", "Size: ensemble mean, standard deviation and polydispersity")
-    if len(particles):
-        page.table(_size_table(particles, unit), "sizes")
+    if len(run.particles):
+        page.table(_size_table(run.particles, run.unit), "sizes")
     else:
         page.text("No particles were found.")
 
-    _samples_section(page, particles, seed)
 
+def _groups(page: _Page, run: _Run) -> None:
     page.section("groups", "Shape groups")
-    if grouping:
-        for group, description in grouping.get("group_names", {}).items():
+    groups_dir = run.path / "groups"
+    if run.grouping:
+        for group, description in run.grouping.get("group_names", {}).items():
             page.text(f"Group {group}: {description}.")
-        page.text(grouping["reason"])
+        page.text(run.grouping["reason"])
         if (groups_dir / "groups.csv").exists():
             page.table(pd.read_csv(groups_dir / "groups.csv"), "group_names")
         page.table(pd.read_csv(groups_dir / "comparison.csv"), "group_comparison")
     else:
-        page.text("No groups: " + (summary.get("groups_skipped_reason") or "grouping was not run."))
+        page.text("No groups: " + (run.summary.get("groups_skipped_reason") or "grouping was not run."))
 
+
+def _group_statistics(page: _Page, run: _Run) -> None:
     page.section("group-statistics", "Mean and standard deviation per group (key measures here; every feature and "
                  "parameter in tables/group_statistics.csv)")
+    particles = run.particles
     if len(particles) and "group" in particles:
         numeric = particles.select_dtypes("number").drop(columns=[c for c in particles if c in _NOT_AVERAGED
                                                                    or c.startswith(("centroid_", "bbox_"))])
@@ -670,130 +684,153 @@ def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int
         measure = pd.Series([a for a, _ in stats.index])
         key = measure.isin(_KEY_MEASURES) | measure.str.fullmatch("(" + "|".join(_KEY_MEASURES) + ")(_fit)?_(nm|px)")
         stats.index = [f"{a} ({b})" for a, b in stats.index]
-        stats.columns = [_group_label(g, names) if g > 0 else "unassigned" if g == 0 else "unknown"
+        stats.columns = [_group_label(g, run.names) if g > 0 else "unassigned" if g == 0 else "unknown"
                          for g in stats.columns]
         page.table(stats.reset_index(names="measure"), "group_statistics", rows=key)
 
-    if len(particles):
-        predictors = _predictors(particles, unit)
-        page.section("histograms", "Distributions per group")
-        _histograms(page, particles, predictors, colours, names)
-        page.section("structure", "Structure of the groups")
-        if grouping and "group" in particles:
-            _structure(page, particles, grouping["columns"], colours, seed, names)
-        page.section("micrographs", "Micrographs with particles coloured by group")
-        _micrographs(page, particles, colours, names)
 
-        rng = np.random.default_rng(seed)
-        page.section("exemplars", "Exemplary particles per group")
-        exemplars = []
-        if "group" in particles and grouping:
-            from nanoshape.groups import design_matrix
+def _distributions(page: _Page, run: _Run) -> None:
+    if not len(run.particles):
+        return
+    predictors = _predictors(run.particles, run.unit)
+    page.section("histograms", "Distributions per group")
+    _histograms(page, run.particles, predictors, run.colours, run.names)
 
-            x = design_matrix(particles, tuple(grouping["columns"]))
-            z = (x - np.nanmean(x, axis=0)) / np.maximum(np.nanstd(x, axis=0), 1e-12)
-            for g in sorted(g for g in particles.group.unique() if g > 0):
-                idx = np.flatnonzero((particles.group == g).to_numpy() & np.isfinite(z).all(axis=1))
-                centre = z[idx].mean(axis=0)
-                exemplars += list(idx[np.argsort(((z[idx] - centre) ** 2).sum(axis=1))[:10]])
-        else:
-            exemplars = list(rng.choice(len(particles), min(20, len(particles)), replace=False))
-        chosen = particles.iloc[exemplars]
-        crops = _crops_for(run, chosen)
-        items = [(row, crops[(row.image, int(row.particle_id))]) for _, row in chosen.iterrows()
-                 if (row.image, int(row.particle_id)) in crops]
-        _montage(page, items, colours, "exemplars",
-                 "Ten particles nearest each group's centre (rows: groups). Cyan: the particle's mask; red: the shape "
-                 "re-rendered from its refined parameters at the mask's area and centroid; J: Jaccard of the two; "
-                 "titles: micrograph and particle_id (its number on overlays/ and its row of particles.csv); frame: "
-                 "the group's colour.")
 
-        page.section("all-particles", "All classified particles")
-        count = min(len(particles), 300)
-        if "group" in particles:
-            shares = particles.group.value_counts(normalize=True).sort_index()
-            per_group = {g: max(1, int(round(s * count))) for g, s in shares.items()}
-            picks = []
-            for g, n_pick in per_group.items():
-                idx = np.flatnonzero((particles.group == g).to_numpy())
-                picks += list(np.sort(rng.choice(idx, min(n_pick, len(idx)), replace=False)))
-        else:
-            picks = list(np.sort(rng.choice(len(particles), count, replace=False)))
-        sample = particles.iloc[picks]
-        crops = _crops_for(run, sample)
-        items = [(row, crops[(row.image, int(row.particle_id))]) for _, row in sample.iterrows()
-                 if (row.image, int(row.particle_id)) in crops]
-        _montage(page, items, colours, "all_particles",
-                 f"{len(items)} particles drawn in proportion to their group's size, ordered by group (frame colour).",
-                 columns=20, titles=False, outlines=False)
+def _group_structure(page: _Page, run: _Run) -> None:
+    if not len(run.particles):
+        return
+    page.section("structure", "Structure of the groups")
+    if run.grouping and "group" in run.particles:
+        _structure(page, run.particles, run.grouping["columns"], run.colours, run.seed, run.names)
 
-        page.section("fits", "Re-simulated shapes")
-        if "jaccard_refined" in particles and particles.jaccard_refined.notna().any():
-            page.text("Each particle's outline is described by the shape family R(θ) = [|L cos(dθ/2 + φ)|^p + "
-                      "|sin(dθ/2 + φ)|^p]^(-1/p), sized to the particle's area. What its parameters draw:")
-            page.parts.append("<ul class='parameters'>" + "".join(
-                f"<li><b>{html.escape(name)}</b>: {html.escape(words)}.</li>" for name, words in SHAPE_PARAMETERS.items())
-                + "</ul>")
-            fig, ax = plt.subplots(figsize=(6, 3.4))
-            bins = np.linspace(0.5, 1.0, 41)
-            if "jaccard_cnn" in particles:
-                ax.hist(particles.jaccard_cnn.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="CNN")
-            fitted = "jaccard_image" in particles and particles.jaccard_image.notna().any()
-            if fitted:
-                ax.hist(particles.jaccard_image.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="image fit")
-            ax.hist(particles.jaccard_refined.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="refined")
-            ax.set_xlabel("Jaccard index: re-rendered shape vs particle mask")
-            ax.set_ylabel("particles")
-            ax.legend()
-            image_median = f"image fit {particles.jaccard_image.median():.3f}, " if fitted else ""
-            page.figure(fig, "jaccard", f"Median Jaccard: CNN {particles.get('jaccard_cnn', pd.Series(dtype=float)).median():.3f}, "
-                                        f"{image_median}refined {particles.jaccard_refined.median():.3f}.")
-            worst = particles.nsmallest(10, "jaccard_refined")
-            crops = _crops_for(run, worst)
-            items = [(row, crops[(row.image, int(row.particle_id))]) for _, row in worst.iterrows()
-                     if (row.image, int(row.particle_id)) in crops]
-            _montage(page, items, colours, "worst_fits", "The ten worst fits (cyan: mask; red: re-rendered shape).")
-        else:
-            page.text("No shape parameters in this run (shape.cnn=false).")
 
-    page.section("classifier", "Classifier")
-    classifier_meta = run / "groups" / "classifier.json"
-    if classifier_meta.exists():
-        meta = json.loads(classifier_meta.read_text())
-        stability = grouping.get("stability_halves_ari") if grouping else None
-        page.text(f"RBF support-vector machine on {', '.join(meta['columns'])}. Its accuracy is its agreement with "
-                  f"this run's own clustering, not with a ground truth: {meta['test_accuracy']:.3f} on the held-out "
-                  f"20 %, 10-fold cross-validated {meta['cv_accuracy_mean']:.3f} ± {meta['cv_accuracy_std']:.3f}"
-                  + (f"; the clustering itself is stable at ARI {stability:.3f} (each half of the particles grouped "
-                     f"on its own against the whole)" if isinstance(stability, (int, float)) and np.isfinite(stability) else "")
-                  + f". C = {meta['best_params'].get('C')}, gamma = {meta['best_params'].get('gamma')}. Sort new "
-                  f"micrographs with `nanoshape classify model={run} input=...`; a particle far from every group is "
-                  f"put in group -1, unknown.")
-        confusion = np.asarray(meta["confusion"])
-        fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(confusion), 1.8 + 0.8 * len(confusion)))
-        ax.imshow(confusion, cmap="Blues")
-        for (i, j), v in np.ndenumerate(confusion):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=11,
-                    color="white" if v > 0.6 * confusion.max() else "black")
-        labels = [f"g{g}" for g in meta["groups"]]
-        ax.set_xticks(range(len(labels)), labels)
-        ax.set_yticks(range(len(labels)), labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("group of the run's clustering")
-        page.figure(fig, "confusion", "Confusion matrix of the classifier on the held-out particles, against the "
-                                      "run's own clustering (not a ground truth).")
+def _exemplars(page: _Page, run: _Run) -> None:
+    particles = run.particles
+    if not len(particles):
+        return
+    page.section("exemplars", "Exemplary particles per group")
+    exemplars = []
+    if "group" in particles and run.grouping:
+        from nanoshape.groups import design_matrix
+
+        x = design_matrix(particles, tuple(run.grouping["columns"]))
+        z = (x - np.nanmean(x, axis=0)) / np.maximum(np.nanstd(x, axis=0), 1e-12)
+        for g in sorted(g for g in particles.group.unique() if g > 0):
+            idx = np.flatnonzero((particles.group == g).to_numpy() & np.isfinite(z).all(axis=1))
+            centre = z[idx].mean(axis=0)
+            exemplars += list(idx[np.argsort(((z[idx] - centre) ** 2).sum(axis=1))[:10]])
     else:
-        page.text("No classifier was trained in this run.")
+        exemplars = list(run.rng.choice(len(particles), min(20, len(particles)), replace=False))
+    _montage(page, run, particles.iloc[exemplars], "exemplars",
+             "Ten particles nearest each group's centre (rows: groups). Cyan: the particle's mask; red: the shape "
+             "drawn from its refined parameters at the mask's area and centroid; J: Jaccard of the two; "
+             "titles: micrograph and particle_id (its number on overlays/ and its row of particles.csv); frame: "
+             "the group's colour.")
 
+
+def _all_particles(page: _Page, run: _Run) -> None:
+    particles = run.particles
+    if not len(particles):
+        return
+    page.section("all-particles", "All classified particles")
+    count = min(len(particles), 300)
+    if "group" in particles:
+        shares = particles.group.value_counts(normalize=True).sort_index()
+        per_group = {g: max(1, int(round(s * count))) for g, s in shares.items()}
+        picks = []
+        for g, n_pick in per_group.items():
+            idx = np.flatnonzero((particles.group == g).to_numpy())
+            picks += list(np.sort(run.rng.choice(idx, min(n_pick, len(idx)), replace=False)))
+    else:
+        picks = list(np.sort(run.rng.choice(len(particles), count, replace=False)))
+    _montage(page, run, particles.iloc[picks], "all_particles",
+             f"{len(picks)} particles drawn in proportion to their group's size, ordered by group (frame colour).",
+             columns=20, titles=False, outlines=False)
+
+
+def _fits(page: _Page, run: _Run) -> None:
+    particles = run.particles
+    if not len(particles):
+        return
+    page.section("fits", "Re-simulated shapes")
+    if not ("jaccard_refined" in particles and particles.jaccard_refined.notna().any()):
+        page.text("No shape parameters in this run (shape.cnn=false).")
+        return
+    plt = _plt()
+    page.text("Each particle's outline is described by the shape family R(θ) = [|L cos(dθ/2 + φ)|^p + "
+              "|sin(dθ/2 + φ)|^p]^(-1/p), sized to the particle's area. What its parameters draw:")
+    page.parts.append("<ul class='parameters'>" + "".join(
+        f"<li><b>{html.escape(name)}</b>: {html.escape(words)}.</li>" for name, words in SHAPE_PARAMETERS.items())
+        + "</ul>")
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    bins = np.linspace(0.5, 1.0, 41)
+    if "jaccard_cnn" in particles:
+        ax.hist(particles.jaccard_cnn.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="CNN")
+    fitted = "jaccard_image" in particles and particles.jaccard_image.notna().any()
+    if fitted:
+        ax.hist(particles.jaccard_image.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="image fit")
+    ax.hist(particles.jaccard_refined.dropna().clip(0.5, 1), bins=bins, alpha=0.5, label="refined")
+    ax.set_xlabel("Jaccard index: re-rendered shape vs particle mask")
+    ax.set_ylabel("particles")
+    ax.legend()
+    image_median = f"image fit {particles.jaccard_image.median():.3f}, " if fitted else ""
+    page.figure(fig, "jaccard", f"Median Jaccard: CNN {particles.get('jaccard_cnn', pd.Series(dtype=float)).median():.3f}, "
+                                f"{image_median}refined {particles.jaccard_refined.median():.3f}.")
+    _montage(page, run, particles.nsmallest(10, "jaccard_refined"), "worst_fits",
+             "The ten worst fits (cyan: mask; red: fitted shape).")
+
+
+def _classifier(page: _Page, run: _Run) -> None:
+    page.section("classifier", "Classifier")
+    classifier_meta = run.path / "groups" / "classifier.json"
+    if not classifier_meta.exists():
+        page.text("No classifier was trained in this run.")
+        return
+    plt = _plt()
+    meta = json.loads(classifier_meta.read_text())
+    stability = run.grouping.get("stability_halves_ari") if run.grouping else None
+    page.text(f"RBF support-vector machine on {', '.join(meta['columns'])}. Its accuracy is its agreement with "
+              f"this run's own clustering, not with a ground truth: {meta['test_accuracy']:.3f} on the held-out "
+              f"20 %, 10-fold cross-validated {meta['cv_accuracy_mean']:.3f} ± {meta['cv_accuracy_std']:.3f}"
+              + (f"; the clustering itself is stable at ARI {stability:.3f} (each half of the particles grouped "
+                 f"on its own against the whole)" if isinstance(stability, (int, float)) and np.isfinite(stability) else "")
+              + f". C = {meta['best_params'].get('C')}, gamma = {meta['best_params'].get('gamma')}. Sort new "
+              f"micrographs with `nanoshape classify model={run.path} input=...`; a particle far from every group is "
+              f"put in group -1, unknown.")
+    confusion = np.asarray(meta["confusion"])
+    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(confusion), 1.8 + 0.8 * len(confusion)))
+    ax.imshow(confusion, cmap="Blues")
+    for (i, j), v in np.ndenumerate(confusion):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=11,
+                color="white" if v > 0.6 * confusion.max() else "black")
+    labels = [f"g{g}" for g in meta["groups"]]
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("group of the run's clustering")
+    page.figure(fig, "confusion", "Confusion matrix of the classifier on the held-out particles, against the "
+                                  "run's own clustering (not a ground truth).")
+
+
+def _skipped(page: _Page, run: _Run) -> None:
     page.section("skipped", "Files skipped")
-    if summary["files_skipped"]:
-        page.table(pd.DataFrame(summary["files_skipped"]), "files_skipped")
+    if run.summary["files_skipped"]:
+        page.table(pd.DataFrame(run.summary["files_skipped"]), "files_skipped")
     else:
         page.text("None: every file was read.")
 
-    body = "\n".join(page.parts)
-    title = f"nanoshape report: {run.name}"
-    document = f"""<!DOCTYPE html>
+
+#: the sections of report.html, in order (those about particles are left out of a run without any)
+_SECTIONS = (_summary, _sizes, _samples_section, _groups, _group_statistics, _distributions, _group_structure,
+             _micrographs, _exemplars, _all_particles, _fits, _classifier, _skipped)
+
+
+def _document(run: _Run, body: str) -> str:
+    """The whole page: a title, where it came from, the sections and the provenance footer."""
+    facts = run.summary.get("provenance")
+    title = f"nanoshape report: {run.path.name}"
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
@@ -808,16 +845,28 @@ table.provenance th {{ text-align: left; padding: 2px 10px 2px 0; vertical-align
 table.provenance td {{ overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Written by nanoshape {html.escape(str((facts or {}).get("nanoshape_version", "")))} from {html.escape(str(run))}
+<p>Written by nanoshape {html.escape(str((facts or {}).get("nanoshape_version", "")))} from {html.escape(str(run.path))}
 on {html.escape(str((facts or {}).get("date_utc", "an unrecorded date")))} (UTC).
 Figures are also in figures/, tables in tables/ (CSV); columns.csv explains every column of particles.csv.</p>
 {body}
 {_provenance_html(facts)}
 </body></html>
 """
-    out = run / "report.html"
+
+
+def write_report(run: str | Path, *, seed: int = 0, progress: Callable[[int, int, str], None] | None = None) -> Path:
+    """Write ``report.html`` (and ``figures/``, ``tables/``) for a run directory, from it alone.
+
+    ``progress(done, total, section)`` is called as each section starts.
+    """
+    data = _Run.read(Path(run), seed)
+    page = _Page(data.path)
+    page.progress = progress
+    for section in _SECTIONS:
+        section(page, data)
+    out = data.path / "report.html"
+    document = _document(data, "\n".join(page.parts))
     atomic_write(out, lambda tmp: tmp.write_text(document, encoding="utf-8"))
-    _micrograph_and_labels.cache_clear()
     if progress is not None:
         progress(len(REPORT_SECTIONS), len(REPORT_SECTIONS), "written")
     return out

@@ -128,6 +128,7 @@ def part_paths(output: str | os.PathLike, stem: str) -> dict[str, Path]:
         "labels": output / "labels" / f"{stem}.tif",
         "overlay": output / "overlays" / f"{stem}.png",
         "crops": output / "crops" / f"{stem}.npy",
+        "views": output / "parts" / "views" / f"{stem}.npz",
         "dropped": output / "parts" / "dropped" / f"{stem}.parquet",
         "info": output / "parts" / "info" / f"{stem}.json",
         "particles": output / "parts" / "particles" / f"{stem}.parquet",

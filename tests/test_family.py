@@ -214,13 +214,18 @@ def test_fit_masks_recovers_rounded_polygons_from_their_masks():
     phi_error = np.abs(np.mod(fit["phi"] - np.array([t[2] for t in truth]) + period / 2, period) - period / 2)
     assert phi_error.max() < 0.05
     assert fit["jaccard_refined"].min() > 0.98 and np.all(fit["jaccard_refined"] >= fit["jaccard_init"])
-    # the report re-draws a row of a polygon run from its own columns
-    from nanoshape.report import _outline
+    # the run's saved outline of a row of a polygon run, drawn from its own columns
+    from skimage.draw import polygon2mask
 
-    row = pd.Series({"n_sides": fit["n_sides"][0], "rounding": fit["rounding"][0], "phi_rad": fit["phi"][0],
-                     "p": np.nan, "shape_family": "polygon"})
-    outline = _outline(row, masks[0]) > 0.5
-    assert (outline & (masks[0] > 0.5)).sum() / (outline | (masks[0] > 0.5)).sum() > 0.97
+    from nanoshape.views import fitted_outlines
+
+    inside = masks[0] > 0.5
+    ys, xs = np.nonzero(inside)
+    row = pd.DataFrame({"particle_id": [1], "centroid_x_px": [xs.mean()], "centroid_y_px": [ys.mean()],
+                        "n_sides": fit["n_sides"][:1], "rounding": fit["rounding"][:1], "phi_rad": fit["phi"][:1],
+                        "p": [np.nan], "shape_family": ["polygon"]})
+    outline = polygon2mask(inside.shape, fitted_outlines(row, inside.astype(np.uint32))[0, :, ::-1])
+    assert (outline & inside).sum() / (outline | inside).sum() > 0.97
 
 
 def test_descriptor_reads_the_symmetry_of_any_family():

@@ -1,7 +1,9 @@
 """The HTML report: every section, figures inlined, nothing fetched from elsewhere, data escaped."""
 
 import base64
+import json
 import re
+from pathlib import Path
 
 import jax
 import pytest
@@ -104,3 +106,51 @@ def test_report_is_checkable_by_eye(report):
     assert facts["segmentation_model_sha256"] in text and f"numpy {facts['dependencies']['numpy']}" in text
     # the histograms count particles (no fitted density curve) and their captions say so
     assert "fitted normal" not in text and "particle counts per group" in text
+
+
+def _figure_names(output):
+    return sorted(p.stem for p in (output / "figures").glob("*.png"))
+
+
+def test_the_report_reads_only_the_run_directory(report, tmp_path):
+    """With the input micrographs gone, a report of the run still draws every micrograph and montage."""
+    import shutil
+
+    from nanoshape.report import write_report
+
+    output, text = report
+    before = _figure_names(output)
+    assert {"micrograph_00", "micrograph_01", "exemplars", "all_particles"} <= set(before)
+    copy = tmp_path / "moved_run"
+    shutil.copytree(output, copy)
+    folder = json.loads((output / "parts" / "info" / "scene_0.json").read_text())["path"]
+    inputs = Path(folder).parent
+    moved = inputs.with_name(inputs.name + "_moved")
+    inputs.rename(moved)
+    try:
+        page = write_report(copy).read_text()
+    finally:
+        moved.rename(inputs)
+    assert _figure_names(copy) == before and "Not drawn" not in page
+    # the micrograph figure is the same as the run's own: drawn from what the run saved
+    assert (copy / "figures" / "micrograph_00.png").read_bytes() == (output / "figures" / "micrograph_00.png").read_bytes()
+
+
+def test_a_run_without_views_gets_a_report_that_says_why_figures_are_missing(report, tmp_path):
+    """A run directory of an older nanoshape (no parts/views/): every section, the figures that
+    need the micrographs left out with the reason."""
+    import shutil
+
+    from nanoshape.report import write_report
+
+    output, _ = report
+    copy = tmp_path / "old_run"
+    shutil.copytree(output, copy)
+    shutil.rmtree(copy / "parts" / "views")
+    page = write_report(copy).read_text()
+    for section in REPORT_SECTIONS:
+        assert f'id="{section}"' in page, section
+    figures = _figure_names(copy)
+    assert not [f for f in figures if f.startswith("micrograph_")] and "exemplars" not in figures
+    assert "histograms" in figures and "dendrogram" in figures
+    assert page.count("holds no views of") == 3 and "rerun nanoshape analyze into a new output=" in page

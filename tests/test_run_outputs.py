@@ -184,3 +184,55 @@ def test_overlay_scale_bar_keeps_clear_of_the_micrographs_own_bar():
     row = int(0.96 * 900) - 4  # inside our bar (10 nm = 20 px, 9x enlarged: 180 px long)
     assert _longest_white_run(right[row, :540]) > 150 and _longest_white_run(right[row, 540:]) < 20
     assert _longest_white_run(left[row, :540]) < 20 and _longest_white_run(left[row, 540:]) > 150
+
+
+def _jaccard(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_the_run_saves_each_particles_fitted_outline_crop_and_a_preview(run):
+    """parts/views/: the outlines are the table's shapes, placed as the Jaccard columns place them; the
+    crops' outlines land on the crops' masks; the preview is the micrograph in grey."""
+    import jax.numpy as jnp
+    from skimage.draw import polygon2mask
+
+    from nanoshape.shape import ShapeParams, area, centroid, radius
+    from nanoshape.views import OUTLINE_POINTS, crop_outlines, read_views
+
+    folder, output, _ = run
+    views = read_views(rundir.part_paths(output, "small")["views"])
+    particles = pd.read_parquet(output / "particles.parquet")
+    labels = tifffile.imread(output / "labels" / "small.tif")
+    np.testing.assert_array_equal(views.particle_id, particles.particle_id)
+    theta = np.arange(OUTLINE_POINTS) * 2 * np.pi / OUTLINE_POINTS
+    in_crops = crop_outlines(views)
+    size = views.crops.shape[1]
+    differences = []
+    for k, row in particles.iterrows():
+        shape = ShapeParams(jnp.float32(row.p), jnp.int32(row.d), jnp.float32(row.l_ratio), jnp.float32(row.phi_rad))
+        r = np.asarray(radius(jnp.asarray(theta, jnp.float32), shape), np.float64)
+        # vertex k = centre + s R(theta_k) (cos theta_k, sin theta_k): solve for the centre and s
+        design = np.concatenate([np.stack([np.ones_like(r), np.zeros_like(r), r * np.cos(theta)], axis=1),
+                                 np.stack([np.zeros_like(r), np.ones_like(r), r * np.sin(theta)], axis=1)])
+        solution, *_ = np.linalg.lstsq(design, np.concatenate([views.outlines[k, :, 0], views.outlines[k, :, 1]]),
+                                       rcond=None)
+        residual = design @ solution - np.concatenate([views.outlines[k, :, 0], views.outlines[k, :, 1]])
+        assert np.abs(residual).max() < 0.02
+        mask = labels == row.particle_id
+        scale = solution[2]
+        assert scale**2 * float(area(shape)) == pytest.approx(mask.sum(), rel=1e-3)
+        placed = solution[:2] + scale * np.asarray(centroid(shape))
+        np.testing.assert_allclose(placed, [row.centroid_x_px, row.centroid_y_px], atol=0.02)
+        drawn = polygon2mask(labels.shape, views.outlines[k, :, ::-1])
+        in_crop = polygon2mask((size, size), in_crops[k, :, ::-1])
+        differences.append((_jaccard(drawn, mask) - row.jaccard_cnn, _jaccard(in_crop, views.crops[k, ..., 1] > 127)
+                            - _jaccard(drawn, mask)))
+    on_micrograph, on_crop = np.abs(np.array(differences)).T
+    # jaccard_cnn was measured on the crop's grid, these on the micrograph's and the saved crop's
+    assert np.median(on_micrograph) < 0.02 and on_micrograph.max() < 0.08
+    assert np.median(on_crop) < 0.02 and on_crop.max() < 0.08
+    pixels = read_micrograph(folder / "small.tif").pixels
+    lo, hi = np.percentile(pixels, [0.5, 99.5])
+    assert views.preview_step == 1 and tuple(views.image_shape) == pixels.shape
+    grey = np.clip((pixels - lo) / (hi - lo), 0, 1) * 255
+    assert np.abs(views.preview - grey).max() <= 0.5 + 1e-3

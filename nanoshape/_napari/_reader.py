@@ -47,42 +47,19 @@ def get_reader(path: str | os.PathLike | list) -> Callable[[Any], list[LayerData
 def fitted_outlines(particles: pd.DataFrame, labels: np.ndarray, *, points: int = 96) -> list[np.ndarray]:
     """Each particle's fitted shape as a polygon (``points`` x 2, (row, column) in px) on its micrograph.
 
-    The shape R(theta) of (p, d, l_ratio, phi_rad) is placed at the particle's area (pixels
-    of its label) and centroid, as the report and the Jaccard columns place it
-    (:func:`nanoshape.shape.placement`); a particle without shape parameters gets an empty
-    (0, 2) polygon.
+    :func:`nanoshape.views.fitted_outlines` (placed at the particle's area and centroid, as
+    the report and the Jaccard columns place it); a particle without shape parameters gets
+    an empty (0, 2) polygon.
     """
-    import jax
-    import jax.numpy as jnp
+    from nanoshape.views import fitted_outlines as outlines_xy
 
-    from nanoshape.shape import ShapeParams, placement, radius
+    return _row_column(outlines_xy(particles, labels, points=points))
 
-    n = len(particles)
-    needed = ("p", "d", "l_ratio", "phi_rad")
-    if n == 0 or not all(c in particles for c in needed):
-        return [np.zeros((0, 2)) for _ in range(n)]
-    ids = particles["particle_id"].to_numpy(np.int64)
-    area_px = np.bincount(labels.ravel().astype(np.int64), minlength=int(ids.max()) + 1)[ids].astype(np.float32)
-    centroids = particles[["centroid_x_px", "centroid_y_px"]].to_numpy(np.float32)
-    values = {c: particles[c].to_numpy(float) for c in needed}
-    ok = np.isfinite(np.stack(list(values.values()), axis=1)).all(axis=1) & (area_px > 0)
-    out = [np.zeros((0, 2)) for _ in range(n)]
-    if not ok.any():
-        return out
-    shapes = ShapeParams(jnp.asarray(values["p"][ok], jnp.float32), jnp.asarray(values["d"][ok], jnp.int32),
-                         jnp.asarray(values["l_ratio"][ok], jnp.float32), jnp.asarray(values["phi_rad"][ok], jnp.float32))
-    theta = jnp.linspace(0.0, 2 * jnp.pi, points, endpoint=False)
 
-    def outline(shape, area, centroid):
-        center, scale = placement(shape, area, centroid)
-        r = scale * radius(theta, shape)
-        # image convention of nanoshape.render: theta from +x towards +y (rows grow downwards)
-        return jnp.stack([center[1] + r * jnp.sin(theta), center[0] + r * jnp.cos(theta)], axis=-1)
-
-    polygons = np.asarray(jax.jit(jax.vmap(outline))(shapes, jnp.asarray(area_px[ok]), jnp.asarray(centroids[ok])))
-    for k, index in enumerate(np.flatnonzero(ok)):
-        out[index] = polygons[k].astype(np.float64)
-    return out
+def _row_column(outlines: np.ndarray) -> list[np.ndarray]:
+    """(n, points, 2) x, y outlines (NaN: none) as napari's (row, column) polygons (empty: none)."""
+    return [polygon[:, ::-1].astype(np.float64) if np.isfinite(polygon).all() else np.zeros((0, 2))
+            for polygon in outlines]
 
 
 def _group_colours(groups: np.ndarray) -> np.ndarray:
@@ -96,7 +73,8 @@ def read_run(path: str | os.PathLike | list) -> list[LayerData]:
     """The layers of a run directory (or of one ``labels/<stem>.tif`` in it).
 
     Per micrograph (at most :data:`MAX_MICROGRAPHS`; only the first visible): an ``image``
-    layer of the micrograph (when its file is still where the run read it), a ``labels``
+    layer of the micrograph (when its file is still where the run read it; else its preview
+    from ``parts/views/``), a ``labels``
     layer of ``labels/<stem>.tif`` whose ``features`` are the micrograph's rows of
     ``particles.parquet`` (with napari's ``index`` column = ``particle_id``), and a
     ``shapes`` layer of the fitted outlines (:func:`fitted_outlines`) edged in their group's
@@ -109,6 +87,7 @@ def read_run(path: str | os.PathLike | list) -> list[LayerData]:
 
     from nanoshape.columns import upgrade_columns
     from nanoshape.io import MicrographError, read_micrograph
+    from nanoshape.views import read_views
 
     if isinstance(path, (list, tuple)):
         path = path[0]
@@ -122,6 +101,7 @@ def read_run(path: str | os.PathLike | list) -> list[LayerData]:
         labels = np.asarray(tifffile.imread(run / "labels" / f"{stem}.tif"))
         info_path = run / "parts" / "info" / f"{stem}.json"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        views = read_views(run / "parts" / "views" / f"{stem}.npz")
         size = info.get("pixel_size_nm")
         scale = (size, size) if size else (1.0, 1.0)
         common = {"scale": scale, "visible": k == 0,
@@ -130,15 +110,25 @@ def read_run(path: str | os.PathLike | list) -> list[LayerData]:
         try:
             pixels = read_micrograph(info["path"]).pixels if "path" in info else None
         except (MicrographError, OSError):
-            pixels = None  # the micrograph moved since the run: labels and outlines still open
+            pixels = None  # the micrograph moved since the run: its preview, labels and outlines still open
         if pixels is not None and pixels.shape == labels.shape:
             layers.append((pixels, {**common, "name": stem, "colormap": "gray"}, "image"))
+        elif views is not None:  # the micrograph moved: its preview, each pixel a block of step x step
+            step = views.preview_step
+            layers.append((views.preview, {**common, "name": f"{stem} (preview)", "colormap": "gray",
+                                           "scale": (scale[0] * step, scale[1] * step),
+                                           "translate": ((step - 1) / 2 * scale[0], (step - 1) / 2 * scale[1])},
+                           "image"))
         rows = particles[particles["image"].astype(str) == stem].reset_index(drop=True)
         features = rows.copy()
         features.insert(0, "index", rows["particle_id"].to_numpy(np.int64))
         layers.append((labels, {**common, "name": f"{stem} particles", "features": features, "opacity": 0.4},
                        "labels"))
-        polygons = fitted_outlines(rows, labels)
+        if views is not None and set(views.particle_id.tolist()) >= set(rows["particle_id"].tolist()):
+            where = {int(pid): j for j, pid in enumerate(views.particle_id)}  # saved by the run: no JAX needed
+            polygons = _row_column(views.outlines[[where[int(pid)] for pid in rows["particle_id"]]])
+        else:
+            polygons = fitted_outlines(rows, labels)
         keep = [i for i, polygon in enumerate(polygons) if len(polygon)]
         if keep:
             groups = rows["group"].to_numpy() if "group" in rows else np.ones(len(rows), int)

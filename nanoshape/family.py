@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from nanoshape import shape as _eq1
 
 __all__ = ["ShapeFamily", "Continuous", "Superellipse", "RoundedPolygon", "PolygonParams", "PolygonPrior",
-           "SUPERELLIPSE", "ROUNDED_POLYGON", "FAMILIES", "get_family", "family_of", "family_of_prior",
+           "SUPERELLIPSE", "ROUNDED_POLYGON", "FAMILIES", "get_family", "table_family", "family_of", "family_of_prior",
            "radius", "area", "centroid", "max_radius", "placement", "descriptor"]
 
 
@@ -264,6 +264,13 @@ def get_family(name: str | ShapeFamily) -> ShapeFamily:
         return FAMILIES[name]
     except KeyError:
         raise ValueError(f"unknown shape family {name!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def table_family(table: Any) -> ShapeFamily:
+    """The shape family of a particle table: its ``shape_family`` column (the first row's), eq. 1 without one."""
+    if "shape_family" in table and len(table) and isinstance(table["shape_family"].iloc[0], str):
+        return get_family(table["shape_family"].iloc[0])
+    return SUPERELLIPSE
 
 
 def family_of(params: Any) -> ShapeFamily:

@@ -124,19 +124,12 @@ CHOICES = ("hdbscan", "bic", "stable", "silhouette")
 PARAMETER_COLUMNS = ("p", "l_ratio", "d")
 
 
-def _table_family(table: pd.DataFrame):
-    """The shape family of a particle table (its ``shape_family`` column; eq. 1 without one)."""
-    from nanoshape.family import SUPERELLIPSE, get_family
-
-    if "shape_family" in table and len(table) and isinstance(table["shape_family"].iloc[0], str):
-        return get_family(table["shape_family"].iloc[0])
-    return SUPERELLIPSE
-
-
 def parameter_columns(table: pd.DataFrame) -> tuple[str, ...]:
     """The raw shape-parameter predictors of a table: :data:`PARAMETER_COLUMNS` for eq. 1, the
     family's continuous and discrete parameters for another (``shape_family`` column)."""
-    family = _table_family(table)
+    from nanoshape.family import table_family
+
+    family = table_family(table)
     if family.name == "superellipse":
         return PARAMETER_COLUMNS
     return (*(c.name for c in family.continuous), family.discrete)
@@ -312,7 +305,9 @@ def design_matrix(table: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
 
 
 def _log_columns(table: pd.DataFrame) -> tuple[str, ...]:
-    family = _table_family(table)
+    from nanoshape.family import table_family
+
+    family = table_family(table)
     if family.name == "superellipse":
         return ("p", "l_ratio", "feret_ratio")
     return (*(c.name for c in family.continuous), "feret_ratio")
@@ -322,8 +317,11 @@ def shape_spectrum(table: pd.DataFrame, chunk: int = 4096) -> np.ndarray:
     """(n, 12) :func:`nanoshape.shape.harmonic_spectrum` of each particle's fitted shape (NaN where a
     parameter is missing), in fixed-size jitted chunks (one compilation); for a table of another
     shape family (``shape_family``), :func:`nanoshape.family.descriptor` of its parameters."""
-    if _table_family(table).name != "superellipse":
-        return _family_spectrum(table, _table_family(table), chunk)
+    from nanoshape.family import table_family
+
+    family = table_family(table)
+    if family.name != "superellipse":
+        return _family_spectrum(table, family, chunk)
     phase = "phi_rad" if "phi_rad" in table or "phi" not in table else "phi"  # "phi": a table of an older run
     missing = [c for c in ("p", "d", "l_ratio", phase) if c not in table]
     if missing:

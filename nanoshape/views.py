@@ -87,12 +87,11 @@ def fitted_outlines(particles: pd.DataFrame, labels: np.ndarray, *, points: int 
 
     from nanoshape.batching import geometric_size, pad_rows
     from nanoshape.columns import table_column
-    from nanoshape.family import SUPERELLIPSE, get_family
+    from nanoshape.family import table_family
 
     n = len(particles)
     out = np.full((n, points, 2), np.nan, np.float32)
-    named = "shape_family" in particles and n and isinstance(particles["shape_family"].iloc[0], str)
-    family = get_family(particles["shape_family"].iloc[0]) if named else SUPERELLIPSE
+    family = table_family(particles)
     columns = [table_column(c) for c in family.columns]  # the table's angles carry their unit
     if n == 0 or not all(c in particles for c in columns):
         return out

@@ -268,3 +268,15 @@ def test_the_command_line_refuses_a_wrong_family_before_writing(tmp_path, comman
         main([*command, f"output={tmp_path / 'run'}"])
     # (analyze checks that its output can be written first, as for any model problem)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_a_particle_table_names_its_family_and_an_older_table_is_eq1():
+    import pandas as pd
+
+    from nanoshape.family import table_family
+
+    assert table_family(pd.DataFrame({"shape_family": ["polygon"], "p": [1.0]})) is ROUNDED_POLYGON
+    assert table_family(pd.DataFrame({"p": [1.0]})) is SUPERELLIPSE  # a table of a run before families existed
+    assert table_family(pd.DataFrame({"shape_family": [None]})) is SUPERELLIPSE  # no shape parameters
+    with pytest.raises(ValueError, match="unknown shape family"):
+        table_family(pd.DataFrame({"shape_family": ["blob"]}))

@@ -180,10 +180,7 @@ class ShapeOptionsSchema:
       model: a model directory from ``nanoshape train`` (the run directory or its model/);
         empty uses the model shipped with nanoshape.
       image_fit: before the refinement, fit the CNN's shape to the particle's pixels with
-        the imaging model it was trained on (:mod:`nanoshape.imagefit`): on rendered test
-        particles it lowers the median |log p error| from 0.157 to 0.123 and lifts the 10th
-        percentile of the shape Jaccard from 0.834 to 0.870, the slowest shape stage (the
-        crops of small particles are fitted on a half grid: ImageFitOptions.coarse_window_px);
+        the imaging model it was trained on (:mod:`nanoshape.imagefit`), the slowest shape stage;
         ``false`` skips it (the CNN's shape goes straight to the refinement).
       refine: refine the CNN's parameters by gradient descent through the renderer until
         the re-rendered shape matches the particle's mask (:mod:`nanoshape.refine`).
@@ -207,9 +204,7 @@ class ImageFitOptionsSchema:
     """Options of :func:`fit_image` (static).
 
     Attributes:
-      iterations: Levenberg-Marquardt iterations (fixed: a compiled loop). 10 and 20 gave the
-        same figures on the 13,000 rendered test particles (10th percentile of the shape
-        Jaccard 0.864 and 0.866, median |log p error| 0.125 both) at half the cost.
+      iterations: Levenberg-Marquardt iterations (fixed: a compiled loop).
       prior_weight: weight of the CNN's Gaussian prior on log p, log L and phi against the
         image (1 = the predicted variances at face value).
       nuisance_std: standard deviation of a weak prior holding the nuisance unknowns
@@ -327,19 +322,15 @@ class GroupOptionsSchema:
         count); every other particle takes the group of the majority of its 5 nearest sampled
         neighbours and is flagged (:attr:`Grouping.assigned`, column ``group_assigned``). The
         classifier's grid search, test split and cross-validation use a seeded sample of this
-        many grouped particles too (an RBF SVM's fit grows faster than the count: 241 s on
-        20,606 particles). A run of at most this many is grouped and the classifier trained on
-        every particle, as before the option existed.
+        many grouped particles too. A run of at most this many is grouped and the classifier trained on
+        every particle.
       use_size: include log(equivalent diameter) in the ``features`` dataset.
       parameter_space: how the fitted shape enters the ``parameters`` and ``both`` datasets:
         ``harmonics`` (the outline spectrum, default) or ``raw`` (log p, log L, d).
       min_group_fraction: a K whose smallest group holds less than this fraction of the
         particles is not chosen (a few outliers are not a shape group), and HDBSCAN's smallest
         group (``min_cluster_size``) is this fraction of the particles, at least
-        ``min_group_size``. Larger smallest groups (5 %, or 10 particles) with leaf clusters
-        scored higher on the tuning scenes of experiments/groups_second_generator.py (ARI
-        0.887 and 0.875 against 0.834) but lost the bundled example's 6 stars and 7 triangles
-        among 262 particles, and leaf clusters split nanoshape's own rendered rods and spheres.
+        ``min_group_size``.
       min_group_size: the smallest group HDBSCAN may find, however few the particles.
       test_fraction: held-out share for the classifier's test accuracy.
       cv_folds: folds of the cross-validation.
@@ -468,9 +459,7 @@ class TrainOptionsSchema:
         constant in the gradient), so that hard, high-variance examples (the boxy shapes'
         log p) still pull on the mean; 0 = the plain negative log-likelihood (the default).
         It also shifts weight between the terms: phi and L, predicted precisely, weigh
-        less. A default-length run with 0.5 (and ``crop.context=3``) moved the test figures
-        little (experiments/results/cnn_full_runs/): median |log p error| 0.206 -> 0.198,
-        the median phi error 0.009 -> 0.012 rad.
+        less.
       model: the architecture; ``model.family`` chooses the shape family
         (:mod:`nanoshape.family`; ``nanoshape train shape.family=<name>`` sets it).
       prior: the shape prior of the rendered particles (eq. 1, ``superellipse``).

@@ -1,36 +1,18 @@
 """The shape-parameter CNN: a Flax NNX regressor from particle crops to (p, d, L, phi).
 
-Input: crops from :func:`nanoshape.crop.crop_particle` (``(B, S, S, 2)``: normalised
-intensity with neighbours blanked, and the particle's mask; ``(B, S, S, 3)`` for models
-trained with ``crop.context``, whose third channel shows a wider window). Output, per crop:
+Input: crops from :func:`nanoshape.crop.crop_particle`, ``(B, S, S, 2)`` (normalised
+intensity with neighbours blanked, and the particle's mask; 3 channels with ``crop.context``).
+Output per crop: mean and log-variance of ``log p`` and of ``log L`` (canonical L >= 1),
+``(cos 2 phi, sin 2 phi)`` per d class with one log-variance (phi has period pi), and logits
+of d over 1..6. :func:`predict` turns them into parameters and uncertainties (``p_log_std``,
+``l_ratio_log_std``, ``phi_std``, ``d_probs``), the names :func:`nanoshape.refine.refine`
+takes; the uncertainties show the shape family's degeneracies (a circle: flat d, wide phi).
 
-- ``log p``: mean and log-variance (Gaussian negative log-likelihood; optionally a beta-NLL,
-  see :class:`nanoshape.training.TrainOptions`);
-- ``log L`` (canonical L >= 1): mean and log-variance;
-- ``phi`` through ``(cos 2 phi, sin 2 phi)``, which respects phi's period pi (the canonical
-  range is [0, pi)), one pair per d class, with one log-variance;
-- ``d``: logits over 1..6 (cross-entropy).
-
-The default architecture works in polar coordinates (``CNNOptions.geometry = "polar"``),
-because the shape family is a radius as a function of angle: the crop is resampled on a
-(angle x radius) grid around its mask's centroid (:func:`polar_resample`), convolutions run
-on that grid with circular padding along the angle, so a turn of the particle is a shift of
-the grid, and the heads use that. p, L and d come from turn-invariant summaries of the
-per-angle features (their mean, maximum and the magnitudes of their angular harmonics); the
-phase of d axes comes from harmonic d, whose complex phase turns by -d a when the particle
-turns by a, exactly as 2 phi does, so a complex-linear read-out of it is equivariant by
-construction (a turned crop gives the same p, L, d and the turned phi, tested). The earlier
-cartesian CNN (stride-2 convolutions on the crop) remains for models saved with it.
-
-The uncertainties make the degeneracies of the shape family visible instead of hiding
-them: for a circle (p = 2, L = 1) every d and phi draw the same shape, and the model
-learns a flat d distribution and a wide phi variance there. :func:`predict` turns the
-outputs into the parameters and their uncertainties (``p_log_std``, ``l_ratio_log_std``,
-``phi_std``, ``d_probs``), the names :func:`nanoshape.refine.refine` takes as a start.
-
+The default geometry is polar (``CNNOptions.geometry``): the crop is resampled around its
+mask's centroid (:func:`polar_resample`) and convolved with circular padding along the
+angle, so a turn of the particle is a shift and the predicted phi turns with it exactly.
 Models are saved and loaded through orbax only (:func:`save_model`, :func:`load_model`);
-the default model ships inside the package (``nanoshape/data/model``) and is what
-:func:`load_model` returns when no path is given.
+the default model ships in ``nanoshape/data/model``.
 """
 
 from __future__ import annotations

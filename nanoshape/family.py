@@ -1,29 +1,19 @@
 """Shape families: the plug-in point for the shape model.
 
-A shape family says everything the renderer, the CNN, training, the fits and the grouping
-need to know about one parametric family of particle outlines R(theta):
+A :class:`ShapeFamily` says what the renderer, the CNN, training, the fits and the grouping
+need to know about one parametric family of outlines R(theta): its parameters (one
+**discrete** class parameter, e.g. eq. 1's ``d``; **continuous** positive ones, each
+regressed as a Gaussian in its logarithm; a **phase** ``phi``), its prior (a frozen
+dataclass, :meth:`ShapeFamily.sample_prior`), the radius of a unit-scale shape at one angle
+for one particle (batch with ``jax.vmap`` at the call site) and its log-slope
+``d log R / d theta`` for anti-aliasing (:meth:`ShapeFamily.log_slope`, forward-mode autodiff
+by default), its canonical form, and a grouping descriptor (:func:`descriptor`, the same
+rotation- and scale-free outline spectrum for every family).
 
-* its parameters: one **discrete** parameter (the CNN's classes, e.g. eq. 1's number of
-  major axes ``d``), **continuous** positive parameters (each regressed as a Gaussian in
-  its logarithm, e.g. eq. 1's ``p`` and ``L``) and one **phase** ``phi`` that turns the
-  shape (periodic; how much a turn of the particle moves it depends on the class);
-* its prior (a frozen dataclass, sampled by :meth:`ShapeFamily.sample_prior`);
-* the radius ``R(theta)`` of a unit-scale shape at one polar angle (one particle; batch
-  with ``jax.vmap`` at the call site; elementwise in ``theta``), and from it the log-slope
-  ``d log R / d theta`` the renderer's anti-aliasing needs (by default forward-mode
-  autodiff, :meth:`ShapeFamily.log_slope`);
-* its canonical form (one parameter set per drawn shape, up to scale);
-* a descriptor for grouping (:func:`descriptor`: the rotation- and scale-free harmonic
-  spectrum of the drawn outline, the same for every family).
-
-Two families ship: :data:`SUPERELLIPSE` (eq. 1 of the seed paper, the default; its code
-paths are those of :mod:`nanoshape.shape` and :mod:`nanoshape.render`, bit for bit) and
-:data:`ROUNDED_POLYGON` (regular n-gons with rounded corners: triangular, square and
-hexagonal plates with straight sides, which eq. 1 cannot draw).
-
-Adding a family: write its parameter ``NamedTuple``, its prior dataclass and a
-:class:`ShapeFamily` subclass (``radius``, ``canonicalize``, ``sample_prior``, ``make``),
-and add it to :data:`FAMILIES`.
+Two ship: :data:`SUPERELLIPSE` (eq. 1 of the seed paper, the default; bit for bit the code
+paths of :mod:`nanoshape.shape` and :mod:`nanoshape.render`) and :data:`ROUNDED_POLYGON`
+(regular n-gons with rounded corners, which eq. 1 cannot draw). To add one, see
+docs/methods.md, "Shape families", and register it in :data:`FAMILIES`.
 """
 
 from __future__ import annotations

@@ -1,79 +1,21 @@
 """Shape groups without supervision, and a classifier that sorts new particles into them.
 
-:func:`cluster_particles` compares ways of grouping the particles of a run, three datasets
-by four methods (the seed paper's Tables S8 and S9 compare the first three):
+:func:`cluster_particles` compares groupings of a run's particles on three datasets, every
+column standardised: ``features`` (mask descriptors and log size, :data:`AFFINE_COLUMNS` or
+the seed paper's :data:`FEATURE_COLUMNS`), ``parameters`` (the fitted shape as its outline's
+harmonic spectrum, :data:`HARMONIC_COLUMNS`, or the raw log p, log L, d) and ``both``; by
+K-means, a Gaussian mixture and Ward clustering with K by the silhouette (the seed paper's
+Tables S8 and S9), and by HDBSCAN, which finds K itself. The spectrum is used because
+(p, d, L) is not one-to-one with shapes (:func:`nanoshape.shape.dual_p`).
+``GroupOptions.choice`` picks the grouping (HDBSCAN on ``both`` by default), and the
+comparison and the reason go to the run's summary; deterministic for a given seed.
+Measurements: docs/methods.md, "How shape groups are found".
 
-- datasets: (1) ``features``: descriptors of the particle's mask plus the log of its size:
-  by default (``feature_set="shape"``) the log Feret ratio, circularity, solidity and the
-  mask's affine-normalised angular harmonics A_3..A_8 (:data:`AFFINE_COLUMNS`,
-  :func:`nanoshape.features.affine_harmonics`: the symmetry order with the elongation taken
-  out, 3 for triangles, 4 for cubes, 6 for hexagons; the raw A_2..A_8 in a table without
-  them), or the seed paper's
-  :data:`FEATURE_COLUMNS` (``classic``); (2) ``parameters``: the fitted shape, by default as
-  the harmonic spectrum of its outline (:data:`HARMONIC_COLUMNS`, below), or as the seed
-  paper's log p, log L and d (``parameter_space="raw"``; phi, the orientation, is left out
-  either way); (3) ``both``; every column standardised, each spectrum as one block;
-- methods: K-means, a Gaussian mixture (full covariances) and hierarchical clustering
-  (Ward), each with K chosen by the silhouette value over ``k_range``; and HDBSCAN, which
-  finds K itself (the most persistent clusters of at least ``min_group_fraction`` of the
-  particles; a particle it calls noise joins its nearest neighbours' group).
-
-Why a spectrum: (p, d, L) is not one-to-one with shapes. Near L = 1 a shape and its dual a
-quarter phase on are nearly the same (:func:`nanoshape.shape.dual_p`; a cube is a turned
-p = 1 diamond), a circle is drawn by every d, and log p above ~8 changes nothing visible.
-In raw parameters one population of five-armed stars split into p ~ 1 and p ~ 5 and the
-spheres spread over d (experiments/groups_ablation.py: ARI 0.84 against the truth); the
-spectrum of the drawn outline (:func:`nanoshape.shape.harmonic_spectrum`, in log above a
-floor, scaled as one block so that the weak harmonics keep their small weight) is the same
-for every description of a shape.
-
-Which grouping is used (``choice``): by default HDBSCAN's on the ``both`` dataset (the
-``features`` dataset where the run has no fitted shapes). The silhouette value favours the
-largest split: on particles drawn without eq. 1 (experiments/groups_second_generator.py)
-it put hexagons with spheres and chose K below the number of classes. Measured there (16
-scenes, 3-5 classes each, grouped one scene at a time; even scenes tuned the choice, odd
-ones held out): mean ARI 0.802 / 0.852 (tuning / held out) the seed paper's way, 0.834 /
-0.863 this way; on nanoshape's own renders (groups_ablation.py) 0.971, and the bundled
-example's five populations are found. Since the affine harmonics replaced the raw ones in
-the ``features`` block (:data:`AFFINE_COLUMNS`; the same scenes segmented by the present
-segmentation): 0.840 / 0.784 -> 0.745 / 0.803 there (rectangular platelets, capsules and
-squares now differ by their elongation alone), against 0.401 / 0.080 -> 0.528 / 0.527
-(tuning / validation) on real particles labelled by eye (experiments/groups_labelled_emps.py);
-groups_ablation.py on the present pipeline's analysis 0.927 -> 0.938 (25 of 309 small rounded
-cubes with the spheres; the 0.971 above came from an earlier analysis of the same scenes,
-1,186 matched particles against 1,196 today).
-``choice="bic"``, a Gaussian mixture with K by the lowest BIC, suits a large pooled run
-(emps_train's 1,254 hand-drawn particles: six groups, spheres, cubes, hexagonal plates,
-elongated particles and rods of two aspects, ARI 0.507 against the image labels) but not
-one scene of ~60-160 particles, where a full covariance in 22 predictors costs too many
-parameters (second generator 0.623 / 0.636). ``choice="stable"`` takes, of HDBSCAN and that
-mixture, the one whose groups the two halves of the particles reproduce best (the issue's
-"agreement across resamples"): on emps_train's own run (1,788 particles segmented by
-nanoshape) the mixture, K = 7, halves ARI 0.902, against HDBSCAN's K = 2 at 0.751; on the
-bundled example HDBSCAN's five populations (0.861 against 0.605); but in single scenes of
-the second generator it often prefers a stable K = 2 mixture (0.679 / 0.711), so it is not
-the default either. ``choice="silhouette"`` is the seed
-paper's way: K by the silhouette in each combination's own space, and the combination
-with the highest silhouette (its silhouette in the common space of all predictors is
-reported beside it: that score favours merging groups that differ in a few predictors
-only, such as spheres and cubes of one size, so it is not the criterion). The table
-(:attr:`Grouping.comparison`), the cophenetic correlation coefficient of each hierarchical
-tree, and the reason for the choice go to the run's summary. Everything is deterministic
-for a given seed.
-
-:func:`describe_groups` names each group by the canonical shape of its median particle
-(:func:`shape_name`: spheres, cubes, triangular or hexagonal plates, rods, n-armed stars,
-irregular particles) with its share, size and, for rods, aspect ratio.
-
-:func:`train_classifier` fits a multiclass RBF support-vector machine on the group labels
-(scikit-learn; C and gamma by a 10-fold cross-validated grid search on an 80 % training
-split; accuracy and confusion matrix on the held-out 20 %; 10-fold cross-validated
-accuracy on all particles; on a seeded sample of ``max_particles`` of them in a larger run).
-:func:`save_classifier` writes it with skops (no pickle),
-atomically, with its metadata and the file's SHA-256 beside it; :func:`load_classifier`
-reads the file's type list first and loads only a file made of exactly the types a
-``Pipeline(StandardScaler, SVC)`` holds, so a file from elsewhere can neither run code nor
-pass off another model (a ``DummyClassifier`` answering one group for every particle).
+:func:`describe_groups` names each group by its median particle's shape (:func:`shape_name`).
+:func:`train_classifier` fits an RBF SVM on the groups; :func:`save_classifier` writes it
+with skops (no pickle) and its SHA-256, and :func:`load_classifier` loads only a
+``Pipeline(StandardScaler, SVC)``, so a foreign file can neither run code nor pass off
+another model.
 """
 
 from __future__ import annotations
@@ -104,7 +46,8 @@ ANGULAR_COLUMNS = tuple(f"angular_harmonic_{m}" for m in range(2, 9))
 #: the elongation to the Feret ratio (and the fitted shape). In the raw harmonics a rod's elongation fills
 #: every even order (emps_train's hand-drawn rods: A_4 0.61 median, a cube's 0.17, a sphere's 0.03), so
 #: the rods set the block's one scale and cubes and hexagonal plates stayed within the spheres' spread.
-#: Measured (see the module docstring): experiments/groups_emps_masks.py, 1,254 hand-drawn particles, ARI
+#: Measured (docs/methods.md, "How shape groups are found"): experiments/groups_emps_masks.py,
+#: 1,254 hand-drawn particles, ARI
 #: against the image's label 0.36 (K = 2: rods, the rest) -> 0.535 (K = 3: cubes a group, 163 of 182);
 #: the by-eye labelled particles of experiments/groups_labelled_emps.py 0.401 / 0.080 -> 0.528 / 0.527
 #: (tuning / validation part). Adding A_2 (elongation) to the block undid it (K = 2 on both real checks)
@@ -168,19 +111,15 @@ class GroupOptions:
         count); every other particle takes the group of the majority of its 5 nearest sampled
         neighbours and is flagged (:attr:`Grouping.assigned`, column ``group_assigned``). The
         classifier's grid search, test split and cross-validation use a seeded sample of this
-        many grouped particles too (an RBF SVM's fit grows faster than the count: 241 s on
-        20,606 particles). A run of at most this many is grouped and the classifier trained on
-        every particle, as before the option existed.
+        many grouped particles too. A run of at most this many is grouped and the classifier trained on
+        every particle.
       use_size: include log(equivalent diameter) in the ``features`` dataset.
       parameter_space: how the fitted shape enters the ``parameters`` and ``both`` datasets:
         ``harmonics`` (the outline spectrum, default) or ``raw`` (log p, log L, d).
       min_group_fraction: a K whose smallest group holds less than this fraction of the
         particles is not chosen (a few outliers are not a shape group), and HDBSCAN's smallest
         group (``min_cluster_size``) is this fraction of the particles, at least
-        ``min_group_size``. Larger smallest groups (5 %, or 10 particles) with leaf clusters
-        scored higher on the tuning scenes of experiments/groups_second_generator.py (ARI
-        0.887 and 0.875 against 0.834) but lost the bundled example's 6 stars and 7 triangles
-        among 262 particles, and leaf clusters split nanoshape's own rendered rods and spheres.
+        ``min_group_size``.
       min_group_size: the smallest group HDBSCAN may find, however few the particles.
       test_fraction: held-out share for the classifier's test accuracy.
       cv_folds: folds of the cross-validation.
@@ -877,7 +816,12 @@ def _group_distance(z: np.ndarray, centres: np.ndarray, scales: np.ndarray) -> n
 
 def train_classifier(table: pd.DataFrame, labels: np.ndarray, columns: tuple[str, ...],
                      options: GroupOptions = GroupOptions()) -> Classifier:
-    """Fit an RBF SVM on ``labels`` (0 = unlabelled, ignored) from ``columns`` of ``table``."""
+    """Fit an RBF SVM on ``labels`` (0 = unlabelled, ignored) from ``columns`` of ``table``.
+
+    C and gamma by a cross-validated grid search (``cv_folds``) on the training split;
+    accuracy and confusion matrix on the held-out ``test_fraction``; cross-validated accuracy
+    on all particles (a seeded sample of ``max_particles`` in a larger run).
+    """
     from sklearn.metrics import confusion_matrix
     from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score, train_test_split
     from sklearn.pipeline import make_pipeline

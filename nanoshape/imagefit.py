@@ -1,37 +1,22 @@
 """Refine the CNN's shape against the particle's pixels: a maximum a posteriori image fit.
 
-The CNN reads (p, d, L, phi) off a crop in one pass; on rendered test particles it is
-several times less precise than the images allow (a Cramér-Rao bound,
-``experiments/cnn_information_bound.py``), most of all for boxy particles, whose p lives in
-a pixel or so of corner. This stage takes the CNN's answer as a prior and fits the crop's
-intensity channel with the imaging model the training particles were rendered with:
+The CNN reads (p, d, L, phi) off a crop in one pass, less precisely than the image allows
+(most of all p of boxy particles). This stage takes its answer as a prior and fits the
+crop's intensity channel with the imaging model the training particles were rendered with:
 
     y(x) = a * blur_sigma(1 - exp(-mu t(x))) + b0 + bx * x + by * y + noise,
 
-where ``mu t`` is the optical density of the shape (p, L, phi, centre, scale) with its
-thickness profile (dome) and contrast (:func:`nanoshape.render.particle_thickness`,
-:func:`nanoshape.render.optical_density`), ``blur_sigma`` a Gaussian point-spread function,
-and the amplitude ``a`` and the background plane ``b0, bx, by`` (a beam gradient) are solved
-in closed form at every step (variable projection), so nine unknowns are left: log p, log L,
-phi, the centre (x, y), the log scale, the contrast, the dome and the log blur.
-
-The cost is ``1/2 sum(residual^2) / (sigma^2 u^2) + w/2 sum(((theta - cnn) / cnn_std)^2)``
-over (log p, log L, phi): ``sigma`` is the spread of the crop's background pixels (shot noise
-and film texture), ``u`` the factor by which the crop upsampled the particle (its pixels are
-then not independent), and ``w`` (:attr:`ImageFitOptions.prior_weight`) weighs the CNN's
-prior; the film texture is correlated, so the image's evidence is weighed below its face
-value (w > 1). It is minimised by Levenberg-Marquardt in a fixed number of iterations
-(``lax.scan``, no host round trips: one compiled call per batch, vmapped over particles).
-Where the CNN gives a second d some probability, that d is fitted too (from the phase the
-CNN reads for it) and the d with the lower cost plus -log P(d) is kept.
-
-Each iteration's cost is the model image's Jacobian (S^2 pixels x 9 unknowns: per pixel the
-shape function and its tangents, then two S x S x S blur products per column), so it grows
-as S^2 to S^3. A small particle's window is upsampled into the S x S crop, which then holds
-no more than the micrograph's own pixels: where the window is at most
-:attr:`ImageFitOptions.coarse_window_px` (32) pixels across, the fit runs on the crop's 2 x 2
-block means (S/2 = 32), a fifth of the work per iteration, with the centre prior and the
-blur's range converted to that grid, and its scale and blur reported in crop pixels again.
+``mu t`` the shape's optical density with its dome and contrast
+(:func:`nanoshape.render.particle_thickness`, :func:`nanoshape.render.optical_density`),
+``blur_sigma`` a Gaussian PSF; ``a`` and the background plane are solved in closed form at
+every step (variable projection), leaving nine unknowns: log p, log L, phi, centre (x, y),
+log scale, contrast, dome and log blur. The cost is
+``1/2 sum(residual^2) / (sigma^2 u^2) + w/2 sum(((theta - cnn) / cnn_std)^2)`` over
+(log p, log L, phi): ``sigma`` the background pixels' spread, ``u`` the crop's upsampling
+factor, ``w`` :attr:`ImageFitOptions.prior_weight`. Levenberg-Marquardt in a fixed number of
+iterations (``lax.scan``), vmapped over particles; a second d the CNN finds probable is fitted
+too, and the d with the lower cost plus -log P(d) kept. Crops of small windows
+(:attr:`ImageFitOptions.coarse_window_px`) are fitted on their 2 x 2 block means.
 """
 
 from __future__ import annotations
@@ -61,9 +46,7 @@ class ImageFitOptions:
     """Options of :func:`fit_image` (static).
 
     Attributes:
-      iterations: Levenberg-Marquardt iterations (fixed: a compiled loop). 10 and 20 gave the
-        same figures on the 13,000 rendered test particles (10th percentile of the shape
-        Jaccard 0.864 and 0.866, median |log p error| 0.125 both) at half the cost.
+      iterations: Levenberg-Marquardt iterations (fixed: a compiled loop).
       prior_weight: weight of the CNN's Gaussian prior on log p, log L and phi against the
         image (1 = the predicted variances at face value).
       nuisance_std: standard deviation of a weak prior holding the nuisance unknowns

@@ -56,10 +56,7 @@ class ShapeOptions:
       model: a model directory from ``nanoshape train`` (the run directory or its model/);
         empty uses the model shipped with nanoshape.
       image_fit: before the refinement, fit the CNN's shape to the particle's pixels with
-        the imaging model it was trained on (:mod:`nanoshape.imagefit`): on rendered test
-        particles it lowers the median |log p error| from 0.157 to 0.123 and lifts the 10th
-        percentile of the shape Jaccard from 0.834 to 0.870, the slowest shape stage (the
-        crops of small particles are fitted on a half grid: ImageFitOptions.coarse_window_px);
+        the imaging model it was trained on (:mod:`nanoshape.imagefit`), the slowest shape stage;
         ``false`` skips it (the CNN's shape goes straight to the refinement).
       refine: refine the CNN's parameters by gradient descent through the renderer until
         the re-rendered shape matches the particle's mask (:mod:`nanoshape.refine`).

@@ -1,71 +1,19 @@
 """Differentiable re-simulation: refine each particle's shape by gradient descent through the renderer.
 
-The CNN's guess (p, d, L, phi) is a starting point. :func:`nanoshape.render.silhouette` is
-differentiable in p, L, phi, scale and centre, so each particle's parameters are pushed
-until its rendered silhouette matches its mask. For one particle (:func:`refine` runs all
-of them, batched and compiled):
+From the CNN's (or the image fit's) (p, d, L, phi), each particle's log p, log L, phi, centre
+and log scale are pushed until its silhouette (:func:`nanoshape.render.silhouette`) matches
+its mask: a forward-only search over d and phases, Adam on the leading ``d_candidates`` on a
+coarse grid, Adam on the best on the fine grid, and a guard that keeps the start where it
+scores better, so refinement never makes a particle worse. The CNN's uncertainties set each
+coordinate's step and priors that hold a confident start where the mask says little.
 
-1. **Search** (forward only, coarse grid): every d in 1..6 with ``phase_starts`` phases
-   ``phi0 + j pi / m``, each placed at the mask's area and centroid. The CNN's own start is
-   among them. d candidates are ranked by their best loss minus ``d_prior_weight`` times the
-   log of the CNN's probability for that d, and the leading ``d_candidates`` are kept with
-   their best phase.
-2. **Coarse fit**: Adam on (log p, log L, phi, centre, log scale) of every candidate side
-   by side on a ``coarse_grid_px`` grid, the silhouette's edge ramp narrowing from
-   ``coarse_edge_width_px[0]`` to ``[1]`` (wide edges give gradients far from the boundary).
-3. **Fine fit**: the best candidate on a ``grid_px`` grid, edges narrowing to 1 px.
-4. **Guard**: if the CNN's start placed at equal area and centroid scores better than the
-   fit on the fine grid, or has the higher Jaccard with the mask on the mask's own grid (the
-   figure :func:`refine` returns), it is kept: refinement never makes a particle worse on
-   either.
-
-Parameters stay valid by construction: p and L are fitted as logarithms (L may cross 1;
-the result is canonicalised, the scale following the L <-> 1/L fold), phi is free (reduced
-mod pi at the end). Each coordinate is fitted as ``theta0 + z * step`` with Adam on z, so
-``step`` is the size of one early step (after a short warm-up: Adam's first steps move every
-coordinate by the full rate, which throws a good start away); with the CNN's
-uncertainties, ``step = step_per_std * std`` (clipped), so confident predictions move
-little. The CNN's p enters as a Gaussian prior (only when its uncertainty is given; a bare guess
-gets a wide one),
-``p_prior_weight * ((log p - log p0) / p_log_std)^2 / 2`` added to the loss: where the mask
-says little about p (the corners of boxy shapes, rounded by blur and pixels; the arms of
-thin stars), p stays near the CNN's value instead of drifting. Where the CNN also gives
-the uncertainties of log L and phi, candidates with its d get the same kind of prior on
-them (``shape_prior_weight``; periodic in phi, on the canonical form, heavy-tailed, and
-scaled by the CNN's probability of its d, since its L and phi describe the shape only for
-that d): with the calibrated CNN a mask fit alone drifts from a start that is already
-closer to the truth than the mask is. Measured (``experiments/refine_evidence.py``, 1,024
-rendered particles per canvas, the 1,973 EMPS particles against their hand-drawn masks):
-shape Jaccard on canvas 64 0.967 at the start, 0.965 fitted without the prior, 0.971 with
-it (weight 0.01); EMPS median 0.937 without, 0.936 with, 5th percentile 0.820 and 0.818.
-A Gaussian prior gave 0.972 on canvas 64 but an EMPS 5th percentile of 0.775 (on unusual
-real particles the CNN can be confidently wrong; the heavy tail lets the mask win there);
-without the scaling by P(d) it held near-circles, whose d the CNN cannot know, at the L
-of an arbitrary d, which blurred the spheres of the bundled examples into other groups.
-
-Batching: one jitted call per bucket of particles (:attr:`RefineOptions.bucket_sizes`),
-``lax.map`` over chunks of particles, ``vmap`` over d candidates and phases, the Adam steps
-in ``lax.scan``; nothing returns to the host until a bucket is done.
-
-**Loss**: the fuzzy (Ruzicka) Jaccard distance between the rendered coverage ``a`` and the
-mask ``b`` on the fitting grid::
-
-    1 - sum min(a, b) / sum max(a, b) = 2 D / (S + D),  D = sum |a - b|,  S = sum a + sum b
-
-with ``|x|`` smoothed (Huber-like, ``sqrt(x^2 + eps^2) - eps``). It is the Jaccard index for
-binary maps and is minimised by ``a = b`` for soft ones. The product form
-(:func:`nanoshape.render.soft_jaccard`) is not: at ``a = b`` its gradient has the sign of
-``2 b - 1``, so against a mask box-averaged onto a coarser grid it snaps edges to pixel
-boundaries (measured: fitting on 32 x 32 from the true shape lowered the mask IoU on
-64 x 64 from 0.983 to 0.975; with this loss it rises to 0.985).
-
-**Reported Jaccard** (``jaccard_init``, ``jaccard_refined``, :func:`fit_jaccard`): the
-intersection over union of ``coverage > 0.5`` and ``mask > 0.5`` on the mask's own grid,
-the coverage rendered with 1-px anti-aliasing.
-
-The defaults are measured choices (``experiments/refine_evidence.py``,
-``benchmarks/bench_refine.py`` and ``benchmarks/RESULTS.md``): more candidates, steps or
-pixels cost time and gain little, because what limits the fit is the mask.
+**Loss**: the fuzzy (Ruzicka) Jaccard distance between coverage ``a`` and mask ``b``,
+``1 - sum min(a, b) / sum max(a, b) = 2 D / (S + D)`` with ``D = sum |a - b|`` (|x| smoothed)
+and ``S = sum a + sum b``: the Jaccard index for binary maps, minimised by ``a = b``.
+**Reported Jaccard** (``jaccard_init``, ``jaccard_refined``, :func:`fit_jaccard`): IoU of
+``coverage > 0.5`` and ``mask > 0.5`` on the mask's own grid. One jitted call per bucket
+(:attr:`RefineOptions.bucket_sizes`). The steps, priors and measurements: docs/methods.md,
+"How shapes are refined".
 """
 
 from __future__ import annotations
@@ -279,7 +227,12 @@ def _placed_phases(log_p, log_l, phis, d, area_px, centroid_xy) -> jax.Array:
 
 
 class _Prior(NamedTuple):
-    """The priors of one candidate's fit around the start (the module docstring)."""
+    """The priors of one candidate's fit around the start.
+
+    log p: ``p_prior_weight * ((log p - log p0) / p_log_std)^2 / 2`` added to the loss; log L
+    and phi (periodic, on the canonical form): ``log(1 + q)`` of the same kind of penalty
+    ``q``, times ``shape_prior_weight`` and ``shape_weight``.
+    """
 
     log_p: jax.Array
     log_p_std: jax.Array

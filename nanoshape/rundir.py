@@ -3,26 +3,17 @@
 A run directory of ``nanoshape analyze`` is written by one run at a time and never holds
 results that do not match what it says:
 
-- ``run.json``, written when a run starts writing, holds the run's fingerprint: every
-  option that shapes a micrograph's results, and the digest of the shape model's files.
-  A rerun resumes only with the same fingerprint; otherwise :func:`open_run` stops before
-  writing anything and names each option that differs. ``overwrite=True`` deletes the
-  directory's results (nanoshape's own files only) and starts over.
-- Each finished micrograph's ``parts/info/<stem>.json`` records the SHA-256 of the file it
-  was read from. A rerun whose input of that stem now holds other bytes, or that lacks an
-  input the directory holds results of, stops and names it (:func:`plan_resume`).
-- Finished parts that cannot be read back (a truncated parquet, a missing JSON or label
-  image) are damaged: :func:`plan_resume` removes the micrograph's finished-marker so it is
-  analysed again, and says so.
-- ``.nanoshape.lock`` is locked (``flock``) for as long as a run writes; a second run into
-  the same directory stops at once with a message naming the first (its process id). The
-  lock dies with its process, so a killed run never leaves the directory locked.
-- ``complete.json`` is written last, after the report, and removed when a run starts: a
-  directory without it holds an unfinished or killed run.
+- ``run.json`` holds the run's fingerprint (every option that shapes a micrograph's results,
+  and the shape model's digest); a rerun with another stops before writing and names each
+  option that differs (:func:`open_run`); ``overwrite=True`` deletes nanoshape's own files.
+- ``parts/info/<stem>.json`` records the SHA-256 of the input; a rerun whose input changed
+  or is missing stops and names it, and damaged parts are redone (:func:`plan_resume`).
+- ``.nanoshape.lock`` is ``flock``-ed while a run writes (a second run stops, naming the
+  first's process id; the lock dies with its process).
+- ``complete.json`` is written last and removed when a run starts.
 
-Every file is written by :func:`atomic_write`, so a kill -9 at any point leaves either the
-old file or the new one, never half of one; temporaries a killed run left behind are
-removed by the next run, under the lock.
+Every file is written by :func:`atomic_write` (old or new, never half), and a killed run's
+temporaries are removed by the next run, under the lock.
 """
 
 from __future__ import annotations

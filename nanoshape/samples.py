@@ -1,28 +1,15 @@
 """Sizes a chemist reports, per micrograph and per sample, and the comparison of samples.
 
-A *sample* is what a chemist made in one batch (one synthesis, one grid): every
-micrograph belongs to one, by default the name of the folder it was read from
-(:func:`assign_samples`), or as a ``file,sample`` CSV says (:func:`read_sample_table`).
-
-Everything here is a small pure function from tables to tables:
-
-- :func:`size_unit` / :func:`sizes_in`: one size unit for a whole table, nm when every
-  micrograph has a pixel size, else px (nm converted back with each micrograph's own pixel
-  size), so that no table mixes the two;
-- :func:`fitted_extents`: length and width of a fitted two-axis shape (d = 2), from which
-  rod length and width and cube edge are reported;
-- :func:`size_summary`: count, coverage, mean / median / sd / cv of every size measure,
-  per micrograph or per sample;
-- :func:`bootstrap_intervals`: bootstrap (BCa) 95 % intervals of the mean, the median
-  and the cv (sd / mean, the polydispersity ratio) of one sample's sizes and of its shape
-  groups' shares; seeded per sample name, vectorised numpy;
-- :func:`compare_pair` / :func:`pairwise_tests`: Kolmogorov-Smirnov and Mann-Whitney on the
-  sizes of two samples, chi-square on their group counts, each with an effect size, and
-  Holm's correction over the pairs (:func:`holm`).
-
-The bootstrap treats a sample's particles as independent draws from it: the spread between
-micrographs of one sample (focus, a different region of the grid) is counted only as far
-as it shows in the particles.
+A *sample* is one synthesis batch; each micrograph belongs to one, by default the name of its
+folder (:func:`assign_samples`) or as a ``file,sample`` CSV says (:func:`read_sample_table`).
+Small pure functions from tables to tables: one size unit per table, nm where every
+micrograph has a pixel size, else px (:func:`size_unit`, :func:`sizes_in`); rod length and
+width and cube edge from a fitted d = 2 shape (:func:`fitted_extents`); count, coverage and
+mean / median / sd / cv per micrograph or sample (:func:`size_summary`); seeded BCa bootstrap
+95 % intervals of the mean, median, cv and group shares (:func:`bootstrap_intervals`:
+particles as independent draws, or whole micrographs given ``clusters``); and
+Kolmogorov-Smirnov, Mann-Whitney and chi-square tests with effect sizes and Holm's correction
+over pairs of samples (:func:`compare_pair`, :func:`pairwise_tests`, :func:`holm`).
 """
 
 from __future__ import annotations
@@ -411,19 +398,15 @@ def bootstrap_intervals(sizes: np.ndarray, groups: np.ndarray | None = None, *, 
     has, or, given ``clusters``, as many whole micrographs as it has (the cluster
     bootstrap: Davison & Hinkley 1997, sec. 3.8; Field & Welsh 2007). Particles of one
     micrograph share its imaging (focus, contrast, the threshold's cut through a blurred
-    edge), so their sizes are not independent: on rendered samples whose micrographs each
-    draw their own imaging, intervals that resample particles hold the truth less often
-    than stated (experiments/results/samples). Resampling micrographs counts that spread,
+    edge), so their sizes are not independent. Resampling micrographs counts that spread,
     and needs several micrographs (:data:`MIN_MICROGRAPHS_FOR_CLUSTERS`); with few, the
     resampled statistics' spread is widened by :func:`_few_clusters_widening`.
 
     The interval is the bias-corrected and accelerated one (:func:`_bca`), with the
     jackknife over particles or micrographs; its coverage of a skewed statistic such as the
-    cv is closer to ``level`` than the plain percentile interval's (log-normal sizes, cv
-    0.1, 100 independent particles, 1,000 draws: the cv's interval held the truth in
-    94.5 % against the percentile interval's 92.7 %; the mean's 93.8 % and 93.4 %, the
-    median's 93.9 % and 94.1 %). The generator is seeded by ``seed`` and the sample's
-    name, so the same sample gets the same intervals in every table it appears in.
+    cv is closer to ``level`` than the plain percentile interval's (docs/methods.md, "Sample
+    statistics"). The generator is seeded by ``seed`` and the sample's name, so the same
+    sample gets the same intervals in every table it appears in.
 
     Args:
       sizes: (n,) sizes of the sample's particles (NaN: no size; left out of the size statistics).

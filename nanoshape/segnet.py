@@ -381,11 +381,7 @@ def detect(levels: list[Level], shape: tuple[int, int], target_diameter_px: floa
     the candidate's own size and the size the network predicts over it (a fragment of a
     particle is smaller than the particle its pixels belong to, two particles taken as one
     larger); candidates under ``min_score`` are dropped. Where levels disagree, the most
-    self-consistent candidate wins. Candidates that match an annotated particle are told
-    from the rest by this score with an area under the ROC curve of 0.987 on the
-    development micrographs (0.942 on rendered development scenes), by the mean foreground
-    probability with 0.686 (0.878); the weight and threshold were chosen there
-    (``experiments/results/segmentation/README.md``).
+    self-consistent candidate wins.
 
     Returns:
       (H, W) int32 labels 1..N, and per particle (index i for label i + 1) its ``level``

@@ -77,9 +77,7 @@ class TrainOptions:
         constant in the gradient), so that hard, high-variance examples (the boxy shapes'
         log p) still pull on the mean; 0 = the plain negative log-likelihood (the default).
         It also shifts weight between the terms: phi and L, predicted precisely, weigh
-        less. A default-length run with 0.5 (and ``crop.context=3``) moved the test figures
-        little (experiments/results/cnn_full_runs/): median |log p error| 0.206 -> 0.198,
-        the median phi error 0.009 -> 0.012 rad.
+        less.
       model: the architecture; ``model.family`` chooses the shape family
         (:mod:`nanoshape.family`; ``nanoshape train shape.family=<name>`` sets it).
       prior: the shape prior of the rendered particles (eq. 1, ``superellipse``).

@@ -2,56 +2,19 @@
 
 Two methods (``SegmentOptions.method``):
 
-- ``learned`` (the default): the detector of :mod:`nanoshape.segnet`, a small U-Net trained
-  on annotated micrographs and on micrographs nanoshape renders, run over an image
-  pyramid so that every particle is taken at the scale where it is best seen, whatever
-  its size; then the removals of step 8 below and a self-check (:func:`self_check`) that
-  flags doubtful particles and says by name where the result is doubtful.
-- ``classical``: the threshold-based steps below, developed on 41 annotated bright-field
-  micrographs, fast and exact on clean images, fragile on porous, textured and
-  agglomerated particles and on SEM images.
+- ``learned`` (the default): the detector of :mod:`nanoshape.segnet`, a small U-Net run over
+  an image pyramid so that every particle is taken at the scale where it is best seen; then
+  the removals and a self-check (:func:`self_check`) that flags doubtful particles.
+- ``classical``: whole-image thresholds and a marker watershed (the seed paper's), every
+  length scaled by the typical particle radius found in the image (scale-normalised LoG,
+  Lindeberg 1998); fast and exact on clean bright-field images, fragile on porous, textured
+  and agglomerated particles. Overlays (scale bars, text, data bands) are found in
+  :mod:`nanoshape.segment.overlays`; normalisation, polarity, size and thresholds in
+  :mod:`nanoshape.segment.threshold`; flattening, splitting and removals in
+  :mod:`nanoshape.segment.split`. docs/methods.md, "How particles are found", gives the steps.
 
-The classical method is one pass of whole-image operations, every length scaled by the
-typical particle size found in the image itself, so the same defaults serve 3 nm dots and
-500 nm spheres:
-
-1. **Data bands, scale bars and text** are found on the raw intensities (saturated, flat,
-   axis-aligned graphics; see :func:`find_overlays`) and kept out of every statistic.
-2. **Normalisation and polarity.** Intensities are scaled to [0, 1] by robust percentiles;
-   the contrast polarity is detected (:func:`detect_polarity`: the background is the
-   phase that percolates) or forced, and the image is flipped so particles are bright.
-3. **Particle size.** The typical radius ``r0`` is the scale of the strongest
-   scale-normalised Laplacian-of-Gaussian response (Lindeberg 1998: a disc of radius r
-   peaks at sigma = r / sqrt(2)), which needs no threshold and is robust to noise. The
-   image is then analysed at a working resolution where ``r0`` is a few pixels.
-4. **Background flattening and denoising.** A quadratic surface is fitted robustly to
-   low tile percentiles (the beam's slow fall-off) and subtracted; a Gaussian of width
-   ``smoothing * r0`` removes shot noise.
-5. **Threshold with hysteresis.** Detection uses Otsu's threshold; delineation a lower
-   one, ``threshold_fraction`` of the way from the background level to Otsu's, because
-   the visible edge of a particle lies nearer the background than the mid-level. When
-   particles are so sparse that Otsu splits the background peak, the detection threshold
-   becomes ``background mode + sparse_sigmas * peak width`` instead.
-6. **Holes and specks.** Holes smaller than ``hole_area`` typical particle areas are
-   filled; components smaller than ``speck_area`` typical areas are dropped as specks.
-7. **Splitting** (seed paper: a watershed that fills each well from one marker). Narrow
-   bright-field gaps between touching crystals are cut with a black top-hat (valleys
-   narrower than ``valley_width * r`` and deeper than ``valley_depth`` of the contrast);
-   the landscape is the distance transform of the cut mask, and its basins are merged
-   wherever a peak rises less than ``split_depth * r`` above the pass to a higher
-   neighbour (the h-maxima criterion, computed from the basin graph rather than by
-   morphological reconstruction).
-8. **Removals**, each recorded with its reason: particles touching the image border, and
-   particles lying mostly on a scale bar, text or data band (and, classical method only,
-   particles joined to one).
-
-Step 1 lives in :mod:`nanoshape.segment.overlays`, steps 2-5 in
-:mod:`nanoshape.segment.threshold`, steps 4-8 (one working resolution, and the removals)
-in :mod:`nanoshape.segment.split`; this module holds the options, the result, the learned
-path and :func:`segment`, which runs them.
-
-The library never prints and holds no global state; :func:`segment` is a pure function
-of the image and the options.
+Both remove particles touching the border or lying mostly on an overlay, each with its
+reason. :func:`segment` is a pure function of the image and the options; it never prints.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     python benchmarks/bench_groups.py RUN/particles.parquet [--baseline REV] [--sizes 2000 5000 20606]
         (7 minutes on a 2-core CPU, 4 of them the baseline's classifier at 20k)
 
-What ``nanoshape analyze`` does at the end of a run (:func:`nanoshape.pipeline._group`):
+What ``nanoshape analyze`` does at the end of a run (:func:`nanoshape.gather._group`):
 :func:`nanoshape.groups.cluster_particles` then :func:`nanoshape.groups.train_classifier` on its
 labels, with the default :class:`~nanoshape.groups.GroupOptions`. The baseline is
 ``nanoshape/groups.py`` as it is at ``REV`` (default: where this branch left main), loaded from git

@@ -1217,13 +1217,13 @@ def _killer(point: str) -> str:
     target = _KILL_POINTS[point]
     if target.endswith(".json"):
         return f"""
-import os, signal, nanoshape.pipeline as pipeline
-_write = pipeline._atomic_write
+import os, signal, nanoshape.gather as gather
+_write = gather._atomic_write
 def _write_or_die(path, write):
     if path.name == {target!r}:
         os.kill(os.getpid(), signal.SIGKILL)
     _write(path, write)
-pipeline._atomic_write = _write_or_die
+gather._atomic_write = _write_or_die
 """
     module, name = target.rsplit(".", 1)
     return f"""

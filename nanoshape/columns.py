@@ -69,6 +69,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
                               "burned-in scale bar)"),
     "group": ("", "shape group number (1..K; 0 unassigned, -1 far from every group of a classifier)"),
     "group_name": ("", "the shape group's name in words"),
+    "unassigned_reason": ("", "why a particle is in no shape group (group 0): its segmentation flag 'fragment' or "
+                              "'ragged', 'no shape predictor', or that the run was not grouped; empty when grouped"),
     "group_assigned": ("", "true where the particle was not in the sample the groups were found on (a run of "
                            "more than groups.max_particles particles) and took its 5 nearest sampled neighbours' group"),
     "group_distance": ("", "standardised distance to the nearest group of the classifier (nanoshape classify)"),

@@ -28,7 +28,7 @@ __all__ = ["gather_run"]
 
 def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", progress=None) -> dict[str, Any]:
     """Shape groups of the run's particles and the classifier trained on them (groups/)."""
-    from nanoshape.groups import cluster_particles, save_classifier, train_classifier
+    from nanoshape.groups import cluster_particles, save_classifier, train_classifier, unassigned_reasons
 
     folder = output / "groups"
     folder.mkdir(exist_ok=True)
@@ -40,11 +40,14 @@ def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", pro
                                      if progress else None)
     except ValueError as error:
         particles["group"] = 0
+        flagged = unassigned_reasons(particles)
+        _set_reasons(particles, flagged.mask(flagged == "", "the run's particles were not grouped"))
         return {"groups": 0, "groups_skipped_reason": str(error)}
     particles["group"] = grouping.labels
     if grouping.assigned is not None:
         particles["group_assigned"] = grouping.assigned
     names = _name_groups(folder, particles)
+    _set_reasons(particles, unassigned_reasons(particles, grouping.labels))
     _atomic_write(folder / "comparison.csv", lambda tmp: grouping.comparison.to_csv(tmp, index=False))
     _atomic_write(folder / "silhouette_by_k.csv", lambda tmp: grouping.silhouette_by_k.to_csv(tmp, index=False))
     info = {"groups": grouping.k, "dataset": grouping.dataset, "method": grouping.method, "reason": grouping.reason,
@@ -53,7 +56,7 @@ def _group(output: Path, particles: pd.DataFrame, options: "AnalyzeOptions", pro
             "assigned_particles": 0 if grouping.assigned is None else int(grouping.assigned.sum()),
             "columns": list(grouping.columns),
             "group_sizes": {str(g): int(n) for g, n in zip(*np.unique(grouping.labels[grouping.labels > 0], return_counts=True))},
-            "group_names": names}
+            "group_names": names, "unassigned": _reason_counts(particles)}
     _atomic_write(folder / "grouping.json", lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
     out = {"groups": grouping.k, "grouping": info}
     try:
@@ -81,12 +84,23 @@ def _name_groups(folder: Path, particles: pd.DataFrame) -> dict[str, str]:
     return {str(g): d for g, d in zip(table.group, table.description)} if len(table) else {}
 
 
+def _set_reasons(particles: pd.DataFrame, reasons: pd.Series) -> None:
+    """The ``unassigned_reason`` column: missing for a grouped particle (as ``segmentation_flag`` without a flag)."""
+    particles["unassigned_reason"] = pd.Series(reasons.where(reasons != ""), index=particles.index, dtype="str")
+
+
+def _reason_counts(particles: pd.DataFrame) -> dict[str, int]:
+    """How many particles were left out of the groups, by reason."""
+    return {str(k): int(v) for k, v in particles["unassigned_reason"].dropna().value_counts().items()}
+
+
 def _classify(folder: Path, particles: pd.DataFrame, path: str) -> dict[str, Any]:
     """Sort particles into the groups of a saved classifier (groups/, like a grouping)."""
-    from nanoshape.groups import UNKNOWN, load_classifier
+    from nanoshape.groups import UNKNOWN, load_classifier, unassigned_reasons
 
     classifier = load_classifier(path)
     labels = classifier.predict(particles)
+    labels[(unassigned_reasons(particles) != "").to_numpy()] = 0  # fragments and noise are sorted into no group
     particles["group"] = labels
     particles["group_distance"] = classifier.distance(particles)
     sizes = {str(g): int((labels == g).sum()) for g in classifier.groups}
@@ -96,10 +110,13 @@ def _classify(folder: Path, particles: pd.DataFrame, path: str) -> dict[str, Any
     info = {"groups": len(classifier.groups), "dataset": "classifier", "method": "svm",
             "reason": f"particles sorted into the {len(classifier.groups)} groups of the classifier {path} "
                       f"(its test accuracy on the run it was trained on: {classifier.test_accuracy:.3f}); "
-                      f"{int((labels == 0).sum())} particle(s) lacking a predictor left ungrouped (group 0){unknown}",
+                      f"{int((labels == 0).sum())} particle(s) flagged or lacking a predictor left ungrouped "
+                      f"(group 0, unassigned_reason){unknown}",
             "unknown": int((labels == UNKNOWN).sum()),
             "columns": list(classifier.columns), "group_sizes": sizes, "group_names": _name_groups(folder, particles),
             "classifier": str(path)}
+    _set_reasons(particles, unassigned_reasons(particles, labels))
+    info["unassigned"] = _reason_counts(particles)
     _atomic_write(folder / "grouping.json", lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
     _atomic_write(folder / "comparison.csv",
                   lambda tmp: pd.DataFrame([{"dataset": "classifier", "method": "svm", "k": len(classifier.groups)}]).to_csv(tmp, index=False))

@@ -32,7 +32,7 @@ import pandas as pd
 
 from nanoshape.batching import pad_rows
 
-__all__ = ["GroupOptions", "Grouping", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "parameter_columns", "HARMONIC_COLUMNS", "ANGULAR_COLUMNS",
+__all__ = ["GroupOptions", "Grouping", "UNASSIGNED_FLAGS", "unassigned_reasons", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "parameter_columns", "HARMONIC_COLUMNS", "ANGULAR_COLUMNS",
            "AFFINE_COLUMNS", "design_matrix", "cluster_particles",
            "shape_name", "describe_groups",
            "Classifier", "train_classifier", "save_classifier", "load_classifier"]
@@ -408,6 +408,25 @@ def _cophenetic(x: np.ndarray) -> float:
     return float(cophenet(linkage(x, method="ward"), distances)[0])
 
 
+#: segmentation flags that say a "particle" is not one whose shape means anything
+#: (:func:`nanoshape.segment.self_check`): a small piece touching another particle, a ragged
+#: outline of noise; such particles are left out of the groups and the classifier
+UNASSIGNED_FLAGS = ("fragment", "ragged")
+
+
+def unassigned_reasons(table: pd.DataFrame, labels: np.ndarray | None = None) -> pd.Series:
+    """Why each particle is kept out of the shape groups: its first flag in
+    :data:`UNASSIGNED_FLAGS` (``segmentation_flag``); given the grouping's ``labels``, ``no shape
+    predictor`` for the other particles left in group 0 (a grouping predictor is missing: no
+    fitted shape, say); "" for a grouped particle."""
+    flags = (table["segmentation_flag"].fillna("").astype(str) if "segmentation_flag" in table
+             else pd.Series("", index=table.index))
+    reasons = flags.map(lambda f: next((x for x in f.split(",") if x in UNASSIGNED_FLAGS), ""))
+    if labels is not None:
+        reasons = reasons.mask((reasons == "") & (np.asarray(labels) == 0), "no shape predictor")
+    return reasons
+
+
 def cluster_particles(table: pd.DataFrame, options: GroupOptions = GroupOptions(),
                       progress: Callable[[int, int], None] | None = None) -> Grouping:
     """Group the particles of a table (see the module docstring).
@@ -439,11 +458,12 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
         datasets = [d for d in datasets if d == "features"] or ["features"]
     all_columns = dataset_columns(table, "both" if "parameters" in datasets or "both" in datasets else "features", options)
     raw = design_matrix(table, all_columns)
-    usable = np.isfinite(raw).all(axis=1)
+    usable = np.isfinite(raw).all(axis=1) & (unassigned_reasons(table) == "").to_numpy()
     n_usable = int(usable.sum())
     labels_out = np.zeros(len(table), dtype=np.int64)
     if n_usable < max(3 * lo, 10):
-        raise ValueError(f"{n_usable} particles with every predictor: too few to group (need {max(3 * lo, 10)})")
+        raise ValueError(f"{n_usable} particles with every predictor and no {' or '.join(UNASSIGNED_FLAGS)} flag: too few "
+                         f"to group (need {max(3 * lo, 10)})")
     rng = np.random.default_rng(options.seed)
     sample = np.flatnonzero(usable)
     if len(sample) > options.max_particles:

@@ -665,6 +665,11 @@ def _groups(page: _Page, run: _Run) -> None:
     if run.grouping:
         for group, description in run.grouping.get("group_names", {}).items():
             page.text(f"Group {group}: {description}.")
+        left_out = run.grouping.get("unassigned") or {}
+        if left_out:
+            page.text(f"Left out of the groups and the classifier ({sum(left_out.values())} particles, grey in the "
+                      "figures; column unassigned_reason): "
+                      + ", ".join(f"{n} {reason}" for reason, n in left_out.items()) + ".")
         page.text(run.grouping["reason"])
         if (groups_dir / "groups.csv").exists():
             page.table(pd.read_csv(groups_dir / "groups.csv"), "group_names")

@@ -50,6 +50,27 @@ def test_known_groups_are_recovered_and_the_choice_is_explained():
     assert list(sizes) == sorted(sizes, reverse=True)  # group 1 is the largest
 
 
+def test_fragments_and_ragged_outlines_are_left_out_of_the_groups_with_their_reason():
+    """Issue 20 item 4: particles that are not particles stay out of the groups, each with its reason;
+    a particle the detector was merely unsure of (doubtful) is grouped."""
+    from nanoshape.groups import unassigned_reasons
+
+    table = _synthetic()
+    flags = np.array([""] * len(table), dtype=object)
+    flags[[0, 70]] = "fragment"
+    flags[[1, 130]] = "doubtful,ragged"
+    flags[[2, 71]] = "doubtful"
+    table["segmentation_flag"] = flags
+    table.loc[3, "p"] = np.nan  # no fitted shape
+    grouping = cluster_particles(table, GroupOptions(choice="silhouette"))
+    assert (grouping.labels[[0, 70, 1, 130, 3]] == 0).all() and (grouping.labels[[2, 71]] > 0).all()
+    reasons = unassigned_reasons(table, grouping.labels)
+    assert reasons[[0, 70]].tolist() == ["fragment"] * 2 and reasons[[1, 130]].tolist() == ["ragged"] * 2
+    assert reasons[3] == "no shape predictor" and (reasons[grouping.labels > 0] == "").all()
+    grouped = grouping.labels > 0
+    assert adjusted_rand_score(table.true[grouped], grouping.labels[grouped]) >= 0.95
+
+
 def test_one_shape_described_two_ways_is_one_group():
     """Five-armed stars fitted half as p ~ 1.1 and half as the dual p ~ 11 a quarter phase on (as refinement
     does: the mask cannot tell them apart) beside cubes and spheres: the outline spectrum keeps the stars

@@ -66,6 +66,10 @@ def test_run_directory_follows_the_contract(run, scene_dir):
     assert saved["major_axis_mean_nm"] == pytest.approx(particles.major_axis_nm.mean())
     assert saved["cv_major_axis_nm"] == pytest.approx(particles.major_axis_nm.std() / particles.major_axis_nm.mean())
     assert "polydispersity_nm" not in saved
+    # a particle is in no group exactly when it has a reason (issue 20 item 4), and the run counts them by reason
+    reasons = particles.unassigned_reason.fillna("")
+    assert ((particles.group == 0) == (reasons != "")).all()
+    assert saved["grouping"]["unassigned"] == {k: int(v) for k, v in reasons[reasons != ""].value_counts().items()}
 
 
 def test_a_corrupt_file_is_reported_and_the_run_goes_on(run):

@@ -1181,7 +1181,7 @@ pipeline._atomic_write = _slow
 """
 
 
-@case("added", "a second run into the same directory while the first runs", issue="added")
+@case("added", "a second run into the same directory while the first runs", issue="added", slow=True)  # test_rundir refuses a second run in the default run
 def concurrent_runs(w):
     reference = reference_run("scenes", _scenes)
     folder = w.folder()

@@ -134,6 +134,7 @@ def test_two_dask_workers_give_the_serial_results(scenes, tmp_path):
     _same_outputs(serial, tmp_path / "dask")
 
 
+@pytest.mark.slow  # fast in the default run: resuming (test_pipeline), damaged parts (test_rundir), a kill in the report (faults)
 def test_a_run_killed_with_sigkill_resumes_to_the_same_outputs(scenes, tmp_path):
     folder, serial = scenes
     output = tmp_path / "killed"

@@ -503,7 +503,7 @@ def _montage(page: _Page, run: "_Run", rows: pd.DataFrame, name: str, caption: s
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (row, intensity, mask, outline) in zip(axes.ravel(), items):
-        ax.imshow(intensity, cmap="gray", vmin=-0.2, vmax=1.2, interpolation="nearest")
+        ax.imshow(intensity, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         group = int(row.get("group", 1))
         colour = run.colours[(group - 1) % len(run.colours)] if group > 0 else (0.5, 0.5, 0.5)
         for spine in ax.spines.values():

@@ -48,6 +48,26 @@ def parse_args():
     return parser.parse_args()
 
 
+def test_particles(train, n: int):
+    """The first ``n`` crops of the test set of the training options ``train`` (its family's prior,
+    512 at a time from ``fold_in(key(test_seed), i)``, as :func:`nanoshape.training.evaluate_model`
+    draws them), with their truths and largest diameters (px)."""
+    import jax
+    import numpy as np
+
+    from nanoshape.trainingdata import training_batch
+
+    render = jax.jit(lambda k: training_batch(k, 512, chunk=train.render_chunk, prior=train.shape_prior,
+                                              imaging=train.imaging, crop=train.crop, with_extent=True))
+    key = jax.random.key(train.test_seed)
+    crops, truths, extents = [], [], []
+    for i in range(math.ceil(n / 512)):
+        c, t, e = render(jax.random.fold_in(key, i))
+        crops.append(np.asarray(c)), truths.append(jax.tree.map(np.asarray, t)), extents.append(np.asarray(e))
+    truth = jax.tree.map(lambda *a: np.concatenate(a)[:n], *truths)
+    return np.concatenate(crops)[:n], truth, np.concatenate(extents)[:n]
+
+
 def figures(jaccard, abs_log_p, d_right):
     import numpy as np
 
@@ -70,7 +90,6 @@ def main():
     from nanoshape.cnn import load_model, predict
     from nanoshape.imagefit import ImageFitOptions, fit_image
     from nanoshape.refine import shape_jaccard
-    from nanoshape.trainingdata import training_batch
     from nanoshape.shape import ShapeParams
     from nanoshape.training import TrainOptions
 
@@ -84,15 +103,7 @@ def main():
     model = load_model()
     started = time.perf_counter()
 
-    render = jax.jit(lambda k: training_batch(k, 512, chunk=train.render_chunk, prior=train.prior,
-                                              imaging=train.imaging, crop=train.crop, with_extent=True))
-    key = jax.random.key(train.test_seed)
-    crops, truths, extents = [], [], []
-    for i in range(math.ceil(args.n / 512)):
-        c, t, e = render(jax.random.fold_in(key, i))
-        crops.append(np.asarray(c)), truths.append(jax.tree.map(np.asarray, t)), extents.append(np.asarray(e))
-    crops, extent = np.concatenate(crops)[: args.n], np.concatenate(extents)[: args.n]
-    truth = jax.tree.map(lambda *a: np.concatenate(a)[: args.n], *truths)
+    crops, truth, extent = test_particles(train, args.n)
     cnn = predict(model, crops)
     begin = time.perf_counter()
     fit = fit_image(crops, cnn, window_px=1.3 * extent, options=options)

@@ -187,8 +187,9 @@ class ShapeOptionsSchema:
       batch_size: crops per CNN call.
       family: the shape family (:mod:`nanoshape.family`): ``superellipse`` (eq. 1, the
         shipped model) or another, with ``model=`` a model trained for it (``nanoshape train
-        shape.family=<name>``). Other families are fitted to the masks by
-        :func:`nanoshape.familyfit.fit_masks` (no image fit yet) and get their own columns.
+        shape.family=<name>``). Other families are fitted to the crop's pixels as eq. 1 is
+        (:mod:`nanoshape.imagefit`, with ``image_fit``), then to the masks by
+        :func:`nanoshape.familyfit.fit_masks` (with ``refine``), and get their own columns.
     """
 
     cnn: bool = True
@@ -211,8 +212,8 @@ class ImageFitOptionsSchema:
         (centre in crop px, log scale, the contrast and dome logits, log blur) near their
         start, so that a direction the image does not constrain stays put.
       blur_px_range: range of the fitted blur (crop pixels).
-      second_d_min_prob: also fit the second most probable d where the CNN gives it at
-        least this probability (1 = never).
+      second_d_min_prob: also fit the second most probable d (another family's discrete
+        parameter) where the CNN gives it at least this probability (1 = never).
       bucket_sizes: crops per compiled call: each call takes the largest size that the
         crops left fill, the last few are padded to the smallest, so a small micrograph does
         not pay for a large batch and each size compiles once.
@@ -221,8 +222,8 @@ class ImageFitOptionsSchema:
         S/2 grid) hold all the micrograph's pixels: it is fitted on that grid, at about a
         quarter of the cost (0: every crop on the full grid).
 
-    log p and log L stay inside the ranges of the prior the CNN was trained on
-    (:class:`nanoshape.shape.ShapePrior`).
+    log p and log L (another family's continuous parameters) stay inside the ranges of the
+    prior the CNN was trained on (:class:`nanoshape.shape.ShapePrior`, the family's prior).
     """
 
     iterations: int = 10

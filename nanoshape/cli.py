@@ -32,9 +32,13 @@ def _run_render(cfg) -> int:
     import pandas as pd
 
     from nanoshape.config import to_options
+    from nanoshape.family import get_family
     from nanoshape.render import Imaging
-    from nanoshape.shape import ShapePrior
 
+    try:
+        family = get_family(cfg.shape.family)
+    except ValueError as error:
+        raise SystemExit(f"nanoshape render: {error}") from None
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     imaging = to_options(Imaging, cfg.imaging)
@@ -43,14 +47,12 @@ def _run_render(cfg) -> int:
         from nanoshape.trainingdata import shape_sheet
         from nanoshape.report import save_sheet
 
+        prior = to_options(family.prior_type, cfg.prior if family.name == "superellipse" else cfg[f"{family.name}_prior"])
         images, shapes, scales = jax.jit(
             shape_sheet, static_argnames=("n", "prior", "imaging", "size_px", "silhouettes")
-        )(key, cfg.n_shapes, prior=to_options(ShapePrior, cfg.prior), imaging=imaging, size_px=cfg.size_px,
-          silhouettes=cfg.silhouettes)
-        table = pd.DataFrame(
-            {"index": range(cfg.n_shapes), "p": shapes.p, "d": shapes.d, "l_ratio": shapes.l_ratio, "phi": shapes.phi,
-             "scale_px": scales}
-        )
+        )(key, cfg.n_shapes, prior=prior, imaging=imaging, size_px=cfg.size_px, silhouettes=cfg.silhouettes)
+        table = pd.DataFrame({"index": range(cfg.n_shapes), **{name: getattr(shapes, name) for name in family.columns},
+                              "scale_px": scales})
         table.to_csv(output / "sheet.csv", index=False)
         save_sheet(jax.device_get(images), table, output / "sheet.png", columns=cfg.columns)
         print(f"nanoshape render: {cfg.n_shapes} shapes -> {output / 'sheet.png'} and {output / 'sheet.csv'}")
@@ -59,14 +61,15 @@ def _run_render(cfg) -> int:
         from tqdm import tqdm
 
         from nanoshape.examples import write_scene
-        from nanoshape.scene import POPULATIONS, SceneOptions
+        from nanoshape.scene import POLYGON_POPULATIONS, POPULATIONS, SceneOptions
 
-        unknown = [name for name in cfg.populations if name not in POPULATIONS]
+        known = POPULATIONS | POLYGON_POPULATIONS
+        unknown = [name for name in cfg.populations if name not in known]
         if unknown:
-            raise SystemExit(f"nanoshape render: unknown population(s) {unknown}; choose from {sorted(POPULATIONS)}")
+            raise SystemExit(f"nanoshape render: unknown population(s) {unknown}; choose from {sorted(known)}")
         options = SceneOptions(
             height_px=cfg.scene_size_px, width_px=cfg.scene_size_px, pixel_size_nm=cfg.pixel_size_nm,
-            n_particles=cfg.scene_particles, populations=tuple(POPULATIONS[name] for name in cfg.populations),
+            n_particles=cfg.scene_particles, populations=tuple(known[name] for name in cfg.populations),
             imaging=imaging,
         )
         for i in tqdm(range(cfg.n_scenes), desc="rendering scenes", unit="scene"):

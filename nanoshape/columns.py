@@ -16,7 +16,7 @@ from typing import Iterable
 
 import pandas as pd
 
-__all__ = ["COLUMNS", "RENAMED", "SHAPE_PARAMETERS", "UNDOCUMENTED", "describe_columns", "table_column", "upgrade_columns"]
+__all__ = ["COLUMNS", "POLYGON_PARAMETERS", "RENAMED", "SHAPE_PARAMETERS", "UNDOCUMENTED", "describe_columns", "table_column", "upgrade_columns"]
 
 #: the shape family's parameters in words (R(theta) = [|L cos(d theta/2 + phi)|^p + |sin(d theta/2 + phi)|^p]^(-1/p))
 SHAPE_PARAMETERS = {
@@ -34,6 +34,12 @@ SHAPE_PARAMETERS = {
 _SHAPE_SOURCES = {"": "the final shape (after the image fit and the refinement)",
                   "_cnn": "the CNN's own prediction", "_image": "after fitting the CNN's shape to the crop's pixels"}
 
+#: the parameters of the rounded-polygon family (``shape.family=polygon``, :mod:`nanoshape.family`) in words
+POLYGON_PARAMETERS = {
+    "n_sides": "number of sides of the rounded regular polygon (3 triangles, 4 squares, 6 hexagons)",
+    "rounding": "corner radius over the inradius (near 0: sharp corners; 1: a disc)",
+}
+
 #: name -> (unit, meaning) of every particles.csv column that is not a feature of
 #: :data:`nanoshape.features.FEATURES` (size columns: ``{unit}`` is nm or px)
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -43,6 +49,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
        ("rad" if name == "phi" else "",
         f"{SHAPE_PARAMETERS['phi_rad' if name == 'phi' else name]}: {where}")
        for name in ("p", "d", "l_ratio", "phi") for source, where in _SHAPE_SOURCES.items()},
+    **{f"{name}{source}": ("", f"{meaning}: {where}") for name, meaning in POLYGON_PARAMETERS.items()
+       for source, where in _SHAPE_SOURCES.items()},
+    "rounding_log_std": ("", "the CNN's uncertainty of rounding: standard deviation of log rounding"),
+    "n_sides_confidence": ("", "the CNN's probability of the n_sides it chose (0 to 1)"),
+    "shape_family": ("", "the shape family the parameters belong to (superellipse: eq. 1; polygon: rounded "
+                         "regular polygons, whose phi_rad is the first side's normal, in [0, 2 pi / n_sides))"),
     "p_log_std": ("", "the CNN's uncertainty of p: standard deviation of log p"),
     "l_ratio_log_std": ("", "the CNN's uncertainty of l_ratio: standard deviation of log L"),
     "phi_std_rad": ("rad", "the CNN's uncertainty of phi: standard deviation"),

@@ -75,6 +75,19 @@ def to_options(options_cls: type, node: Any, **given: Any) -> Any:
 
 
 @dataclass
+class TrainShape:
+    """The shape model a ``nanoshape train`` run learns (``nanoshape render`` draws).
+
+    Attributes:
+      family: the shape family (``superellipse``: eq. 1, the default; ``polygon``: rounded
+        regular polygons; see nanoshape.family). Its prior is ``train.prior`` for eq. 1 and
+        ``train.<family>_prior`` otherwise (``prior`` and ``<family>_prior`` in render).
+    """
+
+    family: str = "superellipse"
+
+
+@dataclass
 class RenderCommand:
     """``nanoshape render``: a sheet of rendered shapes (PNG + CSV), or example micrographs.
 
@@ -91,8 +104,11 @@ class RenderCommand:
       scene_size_px: side of each scene.
       scene_particles: particles per scene.
       pixel_size_nm: pixel size of the scenes (written into the TIFF calibration).
-      populations: population names of the scenes (spheres, cubes, rods, triangles, stars).
-      prior: the shape prior of the sheet.
+      populations: population names of the scenes (spheres, cubes, rods, triangles, stars;
+        rounded polygons: polygon_triangles, polygon_squares, polygon_hexagons).
+      shape: the shape family of the sheet (``shape.family=polygon``).
+      prior: the shape prior of the sheet (eq. 1).
+      polygon_prior: the shape prior of the sheet with ``shape.family=polygon``.
       imaging: the imaging model.
     """
 
@@ -108,7 +124,9 @@ class RenderCommand:
     scene_particles: int = 60
     pixel_size_nm: float = 0.5
     populations: list[str] = field(default_factory=lambda: ["spheres", "cubes", "rods", "triangles", "stars"])
+    shape: TrainShape = field(default_factory=TrainShape)
     prior: _schemas.ShapePriorSchema = field(default_factory=_schemas.ShapePriorSchema)
+    polygon_prior: _schemas.PolygonPriorSchema = field(default_factory=_schemas.PolygonPriorSchema)
     imaging: _schemas.ImagingSchema = field(default_factory=_schemas.ImagingSchema)
 
 @dataclass
@@ -244,19 +262,6 @@ class CompareCommand:
     seed: int = 0
     n_boot: int = 2000
     level: float = 0.95
-
-
-@dataclass
-class TrainShape:
-    """The shape model a ``nanoshape train`` run learns.
-
-    Attributes:
-      family: the shape family (``superellipse``: eq. 1, the default; ``polygon``: rounded
-        regular polygons; see nanoshape.family). Its prior is ``train.prior`` for eq. 1 and
-        ``train.<family>_prior`` otherwise.
-    """
-
-    family: str = "superellipse"
 
 
 @dataclass

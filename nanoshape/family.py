@@ -30,7 +30,7 @@ from nanoshape import shape as _eq1
 
 __all__ = ["ShapeFamily", "Continuous", "Superellipse", "RoundedPolygon", "PolygonParams", "PolygonPrior",
            "SUPERELLIPSE", "ROUNDED_POLYGON", "FAMILIES", "get_family", "table_family", "family_of", "family_of_prior",
-           "radius", "area", "centroid", "max_radius", "placement", "descriptor"]
+           "radius", "area", "centroid", "moment_axes", "max_radius", "placement", "descriptor"]
 
 
 @dataclass(frozen=True)
@@ -304,6 +304,15 @@ def centroid(params: Any, n: int = _eq1.DEFAULT_QUADRATURE_POINTS) -> jax.Array:
     r = radius(theta, params)
     a = 0.5 * jnp.mean(r**2)
     return jnp.stack([jnp.mean(r**3 * jnp.cos(theta)), jnp.mean(r**3 * jnp.sin(theta))]) / (3 * a)
+
+
+def moment_axes(params: Any, n: int = _eq1.DEFAULT_QUADRATURE_POINTS) -> jax.Array:
+    """Major and minor axis (second moments) of any family's unit-scale shape, (2,)
+    (:func:`nanoshape.shape.moment_axes`)."""
+    if isinstance(params, _eq1.ShapeParams):
+        return _eq1.moment_axes(params, n)
+    theta = _angles(n)
+    return _eq1.outline_moment_axes(theta, radius(theta, params), centroid(params, n))
 
 
 def max_radius(params: Any, n: int = 256) -> jax.Array:

@@ -259,45 +259,53 @@ def placed_jaccard(masks: np.ndarray, params: Mapping[str, np.ndarray], family: 
 
 #: eq. 1's columns of particles.csv that a run of another family leaves NaN
 _EQ1_ONLY = ("p", "d", "l_ratio", "p_cnn", "d_cnn", "l_ratio_cnn", "p_log_std", "l_ratio_log_std", "d_confidence",
-             "p_image", "d_image", "l_ratio_image", "phi_image", "jaccard_image")
+             "p_image", "d_image", "l_ratio_image")
 
 
 def family_nan_reasons(name: str) -> dict[str, str]:
     """Why eq. 1's shape columns are NaN in a run of the family ``name`` (for ``nan_reason``)."""
     from nanoshape.columns import table_column
 
-    return dict.fromkeys(map(table_column, _EQ1_ONLY), f"shape.family={name} (eq. 1's parameters and the image fit are not computed)")
+    return dict.fromkeys(map(table_column, _EQ1_ONLY), f"shape.family={name} (eq. 1's parameters are not computed)")
 
 
 def family_values(masks: np.ndarray, cnn: Mapping[str, np.ndarray], family: ShapeFamily, *,
-                  refine: bool, timings: dict) -> dict[str, np.ndarray]:
+                  image: Mapping[str, np.ndarray] | None = None, refine: bool, timings: dict) -> dict[str, np.ndarray]:
     """The shape columns of a run with a family other than eq. 1, by the shape stages' names.
 
-    Eq. 1's own parameters are NaN; ``phi``, ``phi_cnn``, ``phi_std``, ``jaccard_cnn``,
-    ``jaccard_refined`` and ``fit_converged`` hold the family's. Then, per parameter of the
-    family: its value (refined by :func:`fit_masks` when ``refine``), ``<name>_cnn``, the
-    CNN's ``<continuous>_log_std`` and ``<discrete>_confidence``, and ``shape_family``.
+    Eq. 1's own parameters are NaN; ``phi``, ``phi_cnn``, ``phi_std``, ``phi_image``,
+    ``jaccard_cnn``, ``jaccard_image``, ``jaccard_refined`` and ``fit_converged`` hold the
+    family's. Then, per parameter of the family: its value (the image fit's, ``image``:
+    :func:`nanoshape.imagefit.fit_image`'s output, or the CNN's, refined by
+    :func:`fit_masks` when ``refine``), ``<name>_cnn``, ``<name>_image`` (NaN without
+    ``image``), the CNN's ``<continuous>_log_std`` and ``<discrete>_confidence``, and
+    ``shape_family``.
     """
     import time
 
     n = len(masks)
     nothing = np.full(n, np.nan, np.float32)
     jaccard_cnn = placed_jaccard(masks, cnn, family)
+    start = dict(cnn) if image is None else dict(cnn) | {name: image[name] for name in family.columns}
     if refine:
-        start = time.perf_counter()
-        fit = fit_masks(masks, family=family, init=cnn)
-        timings["refine_s"] = time.perf_counter() - start
+        begin = time.perf_counter()
+        fit = fit_masks(masks, family=family, init=start)
+        timings["refine_s"] = time.perf_counter() - begin
         final = {name: fit[name] for name in family.columns}
         jaccard_refined, converged = fit["jaccard_refined"], fit["converged"].astype(bool)
+        jaccard_start = fit["jaccard_init"]  # the start placed at the mask's area and centroid, as placed_jaccard
     else:
-        final = {name: cnn[name] for name in family.columns}
+        final = {name: start[name] for name in family.columns}
         jaccard_refined, converged = nothing, np.zeros(n, bool)
+        jaccard_start = placed_jaccard(masks, start, family) if image is not None else jaccard_cnn
     values = {**dict.fromkeys(_EQ1_ONLY, nothing), "phi": final["phi"], "phi_cnn": cnn["phi"],
-              "phi_std": cnn["phi_std"], "jaccard_cnn": jaccard_cnn, "jaccard_refined": jaccard_refined,
-              "fit_converged": converged}
+              "phi_std": cnn["phi_std"], "phi_image": nothing if image is None else image["phi"],
+              "jaccard_cnn": jaccard_cnn, "jaccard_image": nothing if image is None else jaccard_start,
+              "jaccard_refined": jaccard_refined, "fit_converged": converged}
     for name in family.columns:
         if name != "phi":
             values[name], values[f"{name}_cnn"] = final[name], cnn[name]
+            values[f"{name}_image"] = nothing if image is None else image[name]
     for c in family.continuous:
         values[c.std_name] = cnn[c.std_name]
     values[f"{family.discrete}_confidence"] = cnn[f"{family.discrete}_confidence"]

@@ -65,8 +65,9 @@ class ShapeOptions:
       batch_size: crops per CNN call.
       family: the shape family (:mod:`nanoshape.family`): ``superellipse`` (eq. 1, the
         shipped model) or another, with ``model=`` a model trained for it (``nanoshape train
-        shape.family=<name>``). Other families are fitted to the masks by
-        :func:`nanoshape.familyfit.fit_masks` (no image fit yet) and get their own columns.
+        shape.family=<name>``). Other families are fitted to the crop's pixels as eq. 1 is
+        (:mod:`nanoshape.imagefit`, with ``image_fit``), then to the masks by
+        :func:`nanoshape.familyfit.fit_masks` (with ``refine``), and get their own columns.
     """
 
     cnn: bool = True
@@ -281,7 +282,7 @@ def add_shapes(results: list[ImageResult], options: AnalyzeOptions = AnalyzeOpti
         if fitted is not None:
             window = result.window_px if result.window_px is not None else np.full(count, result.crops.shape[1])
             _add_fit_sizes(table, {k: np.asarray(v)[part] for k, v in fitted.items()}, window, result.crops.shape[1],
-                           result.info["pixel_size_nm"])
+                           result.info["pixel_size_nm"], options.shape.family)
         for column in SHAPE_COLUMNS:  # the table's angles carry their unit in the name
             table[column] = np.asarray(values[_INTERNAL_NAMES.get(column, column)])[part]
         for column in [c for c in values if c not in _SHAPE_STAGE_NAMES]:  # another family's own parameters
@@ -306,21 +307,22 @@ FIT_SIZE_COLUMNS = ("equivalent_diameter_fit", "major_axis_fit", "minor_axis_fit
 
 
 def _add_fit_sizes(table: pd.DataFrame, fitted: dict, window_px: np.ndarray, crop_px: int,
-                   pixel_size_nm: float | None) -> None:
+                   pixel_size_nm: float | None, family: str = "superellipse") -> None:
     """Sizes of the shapes the image fit drew into each crop, in the micrograph's units.
 
     The fit places the particle's edge where its imaging model (thickness profile, blur,
     contrast) puts it, not where a threshold cut the mask's soft edge, so these sizes are
     not biased by the edge's softness: ``equivalent_diameter_fit`` (of the fitted shape's
     area) and ``major_axis_fit`` / ``minor_axis_fit`` (its second-moment axes, as the
-    mask's ``major_axis`` is defined).
+    mask's ``major_axis`` is defined), of the shape of the run's ``family``.
     """
     import jax
 
-    from nanoshape.shape import ShapeParams, area, moment_axes
+    from nanoshape.family import area, get_family, moment_axes
 
-    shapes = ShapeParams(*(np.asarray(fitted[k], dt) for k, dt in (("p", np.float32), ("d", np.int32),
-                                                                 ("l_ratio", np.float32), ("phi", np.float32))))
+    family = get_family(family)
+    shapes = family.params_type(*(np.asarray(fitted[k], np.int32 if k == family.discrete else np.float32)
+                                  for k in family.columns))
     unit_area = np.asarray(jax.jit(jax.vmap(lambda s: area(s, 1024)))(shapes), np.float64)
     axes = np.asarray(jax.jit(jax.vmap(lambda s: moment_axes(s, 1024)))(shapes), np.float64)
     scale = fitted["scale_px"].astype(np.float64) * np.asarray(window_px, np.float64) / crop_px
@@ -370,7 +372,11 @@ def nan_reasons(table: pd.DataFrame, options: AnalyzeOptions = AnalyzeOptions())
     """
     off = {}
     if options.shape.cnn and not options.shape.image_fit:
-        off.update(dict.fromkeys(("p_image", "d_image", "l_ratio_image", "phi_image_rad", "jaccard_image"), "shape.image_fit=false"))
+        from nanoshape.columns import table_column
+        from nanoshape.family import get_family
+
+        image_columns = [f"{name}_image" for name in ("p", "d", "l_ratio", *get_family(options.shape.family).columns)]
+        off.update(dict.fromkeys([*map(table_column, image_columns), "jaccard_image"], "shape.image_fit=false"))
     if options.shape.cnn and not options.shape.refine:
         off["jaccard_refined"] = "shape.refine=false"
     if options.shape.cnn and options.shape.family != "superellipse":
@@ -457,10 +463,21 @@ def _shape_parameters(crops: np.ndarray, options: AnalyzeOptions, timings: dict,
                      "cnn", progress)
     masks = crops[..., 1]
     timings["cnn_s"] = time.perf_counter() - start
+    fitted = None
+    if options.shape.image_fit:
+        from nanoshape.imagefit import fit_image
+
+        start = time.perf_counter()
+        fitted = _in_chunks(lambda part: fit_image(crops[part], {k: np.asarray(v)[part] for k, v in cnn.items()},
+                                                   window_px=None if window_px is None else window_px[part],
+                                                   options=options.image_fit, family=model.options.shape_family),
+                            n, "image_fit", progress)
+        timings["image_fit_s"] = time.perf_counter() - start
     if options.shape.family != "superellipse":
         from nanoshape.familyfit import family_values
 
-        return family_values(masks, cnn, model.options.shape_family, refine=options.shape.refine, timings=timings), None
+        return family_values(masks, cnn, model.options.shape_family, image=fitted, refine=options.shape.refine,
+                             timings=timings), fitted
 
     def placed_jaccard(shape):
         return fit_jaccard(masks, ShapeParams(shape["p"], shape["d"], shape["l_ratio"], shape["phi"]))
@@ -468,15 +485,8 @@ def _shape_parameters(crops: np.ndarray, options: AnalyzeOptions, timings: dict,
     nothing = np.full(n, np.nan, np.float32)
     image = {"p_image": nothing, "d_image": nothing, "l_ratio_image": nothing, "phi_image": nothing,
              "jaccard_image": nothing}
-    shape, fitted = cnn, None
-    if options.shape.image_fit:
-        from nanoshape.imagefit import fit_image
-
-        start = time.perf_counter()
-        fitted = _in_chunks(lambda part: fit_image(crops[part], {k: np.asarray(v)[part] for k, v in cnn.items()},
-                                                   window_px=None if window_px is None else window_px[part],
-                                                   options=options.image_fit), n, "image_fit", progress)
-        timings["image_fit_s"] = time.perf_counter() - start
+    shape = cnn
+    if fitted is not None:
         shape = dict(cnn) | {k: fitted[k] for k in ("p", "d", "l_ratio", "phi")}
         image = {f"{k}_image": fitted[k] for k in ("p", "d", "l_ratio", "phi")}
     if options.shape.refine:

@@ -58,7 +58,8 @@ def save_sheet(images: np.ndarray, table: pd.DataFrame, path: str | Path, *, col
 
     Args:
       images: (n, H, W) images.
-      table: n rows with columns p, d, l_ratio, phi.
+      table: n rows with columns p, d, l_ratio, phi (another shape family: its parameters,
+        ``index`` first and ``scale_px`` last, as ``nanoshape render`` writes them).
       path: the PNG to write.
       columns: images per row.
 
@@ -74,7 +75,10 @@ def save_sheet(images: np.ndarray, table: pd.DataFrame, path: str | Path, *, col
     for i, (ax, image) in enumerate(zip(axes.ravel(), images)):
         row = table.iloc[i]
         ax.imshow(image, cmap="gray", interpolation="nearest")
-        ax.set_title(f"p={row.p:.2g} d={int(row.d)}\nL={row.l_ratio:.2f} φ={row.phi:.2f}", fontsize=7)
+        if "p" in table:
+            ax.set_title(f"p={row.p:.2g} d={int(row.d)}\nL={row.l_ratio:.2f} φ={row.phi:.2f}", fontsize=7)
+        else:  # another family: its parameters in the table's order
+            ax.set_title("\n".join(f"{name}={row[name]:.3g}" for name in table.columns[1:-1]), fontsize=7)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

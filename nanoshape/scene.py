@@ -29,10 +29,11 @@ from nanoshape.render import (
     sample_imaging,
     tem_image,
 )
+from nanoshape.family import SUPERELLIPSE, ShapeFamily, area, get_family, radius
 from nanoshape.labels import border_ids
-from nanoshape.shape import ShapeParams, area, canonicalize, radius
 
-__all__ = ["Population", "SceneOptions", "Scene", "render_scene", "POPULATIONS", "draw_graphics", "evaluation_scene_options"]
+__all__ = ["Population", "SceneOptions", "Scene", "render_scene", "POPULATIONS", "POLYGON_POPULATIONS",
+           "draw_graphics", "evaluation_scene_options"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class Population:
       diameter_nm: median equivalent circular diameter.
       diameter_cv: spread of the log-normal diameter distribution (coefficient of variation).
       weight: relative abundance among the populations of a scene.
+      family: the shape family drawn (:mod:`nanoshape.family`); eq. 1 (``superellipse``)
+        reads ``p_range``, ``d_values`` and ``l_ratio_range``, another family the fields
+        named after its parameters, ``<discrete>_values`` and ``<continuous>_range``
+        (uniform), with phi uniform over a full turn.
+      n_sides_values, rounding_range: the rounded polygons' (``family="polygon"``).
     """
 
     name: str = "spheres"
@@ -55,6 +61,13 @@ class Population:
     diameter_nm: float = 20.0
     diameter_cv: float = 0.08
     weight: float = 1.0
+    family: str = "superellipse"
+    n_sides_values: tuple[int, ...] = (4,)
+    rounding_range: tuple[float, float] = (0.1, 0.3)
+
+    def __post_init__(self):
+        family = get_family(self.family)
+        family.validate_prior(self)
 
 
 #: Shape populations seen in colloidal syntheses, at a common 20 nm size.
@@ -64,6 +77,15 @@ POPULATIONS: dict[str, Population] = {
     "rods": Population("rods", (3.0, 8.0), (2,), (2.5, 3.5)),
     "triangles": Population("triangles", (1.3, 1.8), (3,), (1.7, 2.0)),
     "stars": Population("stars", (0.7, 0.9), (5,), (1.0, 1.15)),
+}
+
+#: Rounded regular polygons (the ``polygon`` family): plates with straight sides, at 20 nm.
+#: Kept apart from :data:`POPULATIONS`, which the detector's rendered training and the
+#: evaluation scenes draw from whole.
+POLYGON_POPULATIONS: dict[str, Population] = {
+    "polygon_triangles": Population("polygon_triangles", family="polygon", n_sides_values=(3,), rounding_range=(0.05, 0.2)),
+    "polygon_squares": Population("polygon_squares", family="polygon", n_sides_values=(4,), rounding_range=(0.05, 0.3)),
+    "polygon_hexagons": Population("polygon_hexagons", family="polygon", n_sides_values=(6,), rounding_range=(0.05, 0.3)),
 }
 
 
@@ -128,7 +150,9 @@ class Scene:
       truth: one row per particle: particle_id, population, p, d, l_ratio, phi (canonical),
         scale_px, center_x_px, center_y_px (shape origin), centroid_x_px, centroid_y_px,
         area_px, equivalent_diameter_nm, major_axis_nm, minor_axis_nm (second moments of the
-        particle's own silhouette), touches_border, in_contact.
+        particle's own silhouette), touches_border, in_contact; in a scene with populations of
+        another family (:data:`POLYGON_POPULATIONS`) also shape_family and that family's
+        parameters (n_sides, rounding), NaN where a row is of the other family.
       pixel_size_nm: the scene's pixel size.
       imaging: the imaging values drawn for this scene.
     """
@@ -144,10 +168,16 @@ _N_ANGLES = 360
 
 
 @jax.jit
-def _boundaries(shapes: ShapeParams):
-    """Unit-scale radii at ``_N_ANGLES`` angles and areas of a batch of shapes."""
+def _boundaries(shapes):
+    """Unit-scale radii at ``_N_ANGLES`` angles and areas of a batch of shapes (of any family)."""
     theta = jnp.arange(_N_ANGLES, dtype=jnp.float32) * (2 * jnp.pi / _N_ANGLES)
     return jax.vmap(lambda s: radius(theta, s))(shapes), jax.vmap(area)(shapes)
+
+
+def _batch(family: ShapeFamily, parts: list[dict]):
+    """The family's parameters of ``parts`` (their values by name) as one batch."""
+    return family.params_type(*(jnp.asarray([q[name] for q in parts], jnp.int32 if name == family.discrete else jnp.float32)
+                                for name in family.columns))
 
 
 def _outline(boundary: np.ndarray, theta: float, upsample: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -195,12 +225,21 @@ def _draw_particles(rng: np.random.Generator, options: SceneOptions) -> list[dic
     phi = rng.uniform(0, np.pi, n)
     sigma = np.array([math.sqrt(math.log1p(pop.diameter_cv**2)) for pop in pops])
     diameter_nm = np.array([pop.diameter_nm for pop in pops]) * np.exp(rng.normal(0, sigma) - sigma**2 / 2)
-    unit_boundary, unit_area = _boundaries(
-        ShapeParams(jnp.asarray(p, jnp.float32), jnp.asarray(d, jnp.int32), jnp.asarray(l_ratio, jnp.float32),
-                    jnp.asarray(phi, jnp.float32))
-    )
-    scale_px = 0.5 * diameter_nm / options.pixel_size_nm * np.sqrt(np.pi / np.asarray(unit_area, float))
-    boundaries = np.asarray(unit_boundary, float) * scale_px[:, None]
+    # every particle's parameters by name (eq. 1's drawn above for all, so that a scene of eq. 1
+    # alone draws the same numbers as before other families existed); other families' after
+    values = [dict(family=SUPERELLIPSE, p=p[i], d=int(d[i]), l_ratio=l_ratio[i], phi=phi[i]) for i in range(n)]
+    for i, pop in enumerate(pops):
+        family = get_family(pop.family)
+        if family is not SUPERELLIPSE:
+            values[i] = {"family": family, family.discrete: int(rng.choice(getattr(pop, f"{family.discrete}_values"))),
+                         **{c.name: rng.uniform(*getattr(pop, f"{c.name}_range")) for c in family.continuous},
+                         "phi": rng.uniform(0, 2 * np.pi)}
+    unit_boundary, unit_area = np.zeros((n, _N_ANGLES)), np.zeros(n)
+    for family, rows in _by_family(values).items():
+        boundary, unit = _boundaries(_batch(family, [values[i] for i in rows]))
+        unit_boundary[rows], unit_area[rows] = np.asarray(boundary), np.asarray(unit)
+    scale_px = 0.5 * diameter_nm / options.pixel_size_nm * np.sqrt(np.pi / unit_area)
+    boundaries = unit_boundary * scale_px[:, None]
     placed: list[dict] = []
     height, width = options.height_px, options.width_px
     grid = _Grid(cell=2 * float(boundaries.max()) + max(options.gap_px, 0.0) + 1 if n else 1.0)
@@ -230,12 +269,20 @@ def _draw_particles(rng: np.random.Generator, options: SceneOptions) -> list[dic
                     break
         if center is None:
             continue
-        part = dict(population=pops[i].name, p=p[i], d=int(d[i]), l_ratio=l_ratio[i], phi=phi[i], scale_px=scale_px[i],
+        part = dict(population=pops[i].name, **values[i], scale_px=scale_px[i],
                     circum_px=circum, boundary=boundaries[i], center=tuple(center), diameter_nm=diameter_nm[i],
                     in_contact=in_contact)
         placed.append(part)
         grid.add(part)
     return placed
+
+
+def _by_family(parts: list[dict]) -> dict[ShapeFamily, list[int]]:
+    """Indices of ``parts`` by their shape family, in order of first appearance."""
+    out: dict[ShapeFamily, list[int]] = {}
+    for i, part in enumerate(parts):
+        out.setdefault(part["family"], []).append(i)
+    return out
 
 
 class _Grid:
@@ -275,7 +322,7 @@ def _fits(center, circum, grid: "_Grid", options, *, ignore, gap) -> bool:
 
 
 @functools.partial(jax.jit, static_argnames=("side",))
-def _render_windows(shapes: ShapeParams, centers, scales, dome, contrast, *, side: int):
+def _render_windows(shapes, centers, scales, dome, contrast, *, side: int):
     """Coverage and optical density of each particle in its own ``side x side`` window."""
 
     def one(shape, center, scale):
@@ -309,34 +356,31 @@ def render_scene(key: jax.Array, options: SceneOptions = SceneOptions()) -> Scen
     best = np.zeros((height, width), np.float32)
     labels = np.zeros((height, width), np.uint32)
     rows: list[list] = []
-    # windows of a few bucket sizes, so rendering compiles once per bucket
-    by_side: dict[int, list[int]] = {}
+    # windows of a few bucket sizes (per family), so rendering compiles once per bucket
+    by_side: dict[tuple[ShapeFamily, int], list[int]] = {}
     for index, part in enumerate(particles):
         side = 16 * math.ceil((2 * part["circum_px"] + 6) / 16)
-        by_side.setdefault(side, []).append(index)
+        by_side.setdefault((part["family"], side), []).append(index)
     windows: dict[int, tuple] = {}
-    for side, indices in by_side.items():
+    for (family, side), indices in by_side.items():
         parts = [particles[i] for i in indices]
         # pad the batch to a power of two: a handful of compiled shapes per window size
         n_padded = 1 << (len(parts) - 1).bit_length()
         padded = parts + [parts[0]] * (n_padded - len(parts))
         origin = np.array([[math.floor(q["center"][0]) - side // 2, math.floor(q["center"][1]) - side // 2] for q in padded])
         local = np.array([q["center"] for q in padded], np.float32) - origin
-        shapes = ShapeParams(
-            jnp.asarray([q["p"] for q in padded], jnp.float32),
-            jnp.asarray([q["d"] for q in padded], jnp.int32),
-            jnp.asarray([q["l_ratio"] for q in padded], jnp.float32),
-            jnp.asarray([q["phi"] for q in padded], jnp.float32),
-        )
+        shapes = _batch(family, padded)
         scales = jnp.asarray([q["scale_px"] for q in padded], jnp.float32)
         coverage, dens = _render_windows(shapes, jnp.asarray(local), scales, params.dome, params.contrast, side=side)
         coverage, dens = np.asarray(coverage), np.asarray(dens)
         for j, i in enumerate(indices):
             windows[i] = (origin[j], coverage[j], dens[j])
-    canonical = jax.jit(canonicalize)(
-        ShapeParams(*(jnp.asarray([q[k] for q in particles], dt) for k, dt in
-                      (("p", jnp.float32), ("d", jnp.int32), ("l_ratio", jnp.float32), ("phi", jnp.float32))))
-    ) if particles else None
+    canonical: dict[int, dict] = {}  # each particle's canonical parameters by name
+    for family, indices in _by_family(particles).items():
+        batch = jax.jit(family.canonicalize)(_batch(family, [particles[i] for i in indices]))
+        for j, i in enumerate(indices):
+            canonical[i] = {name: np.asarray(getattr(batch, name))[j] for name in family.columns}
+    families = sorted({part["family"].name for part in particles} - {SUPERELLIPSE.name})
     for index, part in enumerate(particles):
         (x0, y0), coverage, dens = windows[index]
         pid = index + 1
@@ -350,8 +394,7 @@ def render_scene(key: jax.Array, options: SceneOptions = SceneOptions()) -> Scen
         win = (cov >= 0.5) & (cov > best[ys, xs])
         labels[ys, xs][win] = pid
         best[ys, xs] = np.maximum(best[ys, xs], cov)
-        shape = ShapeParams(*(float(a[index]) for a in canonical))
-        rows.append(_truth_row(pid, part, shape, coverage, x0, y0, options))
+        rows.append(_truth_row(pid, part, canonical[index], coverage, x0, y0, options, families))
     image = np.asarray(_image(key_noise, jnp.asarray(density), params, imaging=options.imaging))
     if options.saturate_fraction > 0:
         image = np.maximum(image, np.quantile(image, options.saturate_fraction)).astype(np.float32)
@@ -359,7 +402,7 @@ def render_scene(key: jax.Array, options: SceneOptions = SceneOptions()) -> Scen
         image, covered = draw_graphics(rng, image, scale_bar=options.graphics, panel_letter=options.graphics,
                                        data_band=options.data_band)
         labels[covered] = 0  # what graphics cover shows no particle
-    truth = pd.DataFrame(rows, columns=_TRUTH_COLUMNS)
+    truth = pd.DataFrame(rows, columns=_TRUTH_COLUMNS + _family_truth_columns(families))
     labels_present = np.bincount(labels.ravel(), minlength=len(rows) + 1)[1:]
     truth["visible_area_px"] = labels_present
     truth["touches_border"] = _touches_border(labels, len(rows))
@@ -486,7 +529,16 @@ _TRUTH_COLUMNS = [
 ]
 
 
-def _truth_row(pid, part, canon: ShapeParams, coverage, x0, y0, options) -> list:
+def _family_truth_columns(families: list[str]) -> list[str]:
+    """The truth's columns for a scene with other families than eq. 1: ``shape_family`` and their parameters
+    (``phi`` is each family's phase; ``p``, ``d``, ``l_ratio`` are NaN for another family's particles)."""
+    if not families:
+        return []
+    names = [name for family in families for name in get_family(family).columns if name != "phi"]
+    return ["shape_family", *dict.fromkeys(names)]
+
+
+def _truth_row(pid, part, canon: dict, coverage, x0, y0, options, families: list[str] = ()) -> list:
     """Truth of one particle, sizes from the second moments of its own (unoccluded) silhouette."""
     w = coverage.astype(np.float64)
     total = w.sum()
@@ -500,11 +552,16 @@ def _truth_row(pid, part, canon: ShapeParams, coverage, x0, y0, options) -> list
     major = 4 * math.sqrt((cxx + cyy) / 2 + common)
     minor = 4 * math.sqrt(max((cxx + cyy) / 2 - common, 0.0))
     px = options.pixel_size_nm
-    return [
-        pid, part["population"], float(canon.p), int(canon.d), float(canon.l_ratio), float(canon.phi),
-        part["scale_px"], part["center"][0], part["center"][1], x0 + mx, y0 + my, total,
+    eq1 = part["family"] is SUPERELLIPSE
+    row = [
+        pid, part["population"], *((float(canon["p"]), int(canon["d"]), float(canon["l_ratio"])) if eq1 else (np.nan,) * 3),
+        float(canon["phi"]), part["scale_px"], part["center"][0], part["center"][1], x0 + mx, y0 + my, total,
         2 * math.sqrt(total / math.pi) * px, major * px, minor * px, part["in_contact"],
     ]
+    extra = _family_truth_columns(list(families))
+    if extra:
+        row += [part["family"].name] + [canon.get(name, np.nan) for name in extra[1:]]
+    return row
 
 
 def _touches_border(labels: np.ndarray, n: int) -> np.ndarray:

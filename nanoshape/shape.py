@@ -35,6 +35,7 @@ __all__ = [
     "dual_p",
     "harmonic_spectrum",
     "outline_spectrum",
+    "outline_moment_axes",
     "sample_prior",
     "area",
     "perimeter",
@@ -269,10 +270,15 @@ def moment_axes(shape: ShapeParams, n: int = DEFAULT_QUADRATURE_POINTS) -> jax.A
     with M_ij = integral R^4 / 4 u_i u_j dtheta over the unit vector u(theta).
     """
     theta = _angles(n)
-    r = radius(theta, shape)
+    return outline_moment_axes(theta, radius(theta, shape), centroid(shape, n))
+
+
+def outline_moment_axes(theta: jax.Array, r: jax.Array, centroid_xy: jax.Array) -> jax.Array:
+    """:func:`moment_axes` of any star-shaped outline ``r`` at ``n`` equally spaced angles
+    ``theta``, with its centroid (x, y) relative to the origin of ``r``."""
     c, s = jnp.cos(theta), jnp.sin(theta)
     a = 0.5 * jnp.mean(r**2)
-    cx, cy = centroid(shape, n)
+    cx, cy = centroid_xy
     quarter = r**4 / 4
     xx = jnp.mean(quarter * c * c) / a - cx * cx
     yy = jnp.mean(quarter * s * s) / a - cy * cy

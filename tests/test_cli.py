@@ -40,6 +40,25 @@ def test_render_sheet_writes_png_and_csv(tmp_path, capsys):
     assert "seed=5" in OmegaConf.load(out / ".hydra" / "overrides.yaml")
 
 
+def test_render_draws_another_shape_family(tmp_path):
+    """``shape.family=polygon``: the sheet is drawn from the family's prior and its table holds the
+    family's parameters; a scene takes the rounded-polygon populations."""
+    out = tmp_path / "sheet"
+    assert main(["render", f"output={out}", "shape.family=polygon", "n_shapes=6", "columns=3", "size_px=48",
+                 "polygon_prior.n_sides_values=[3,5]"]) == 0
+    table = pd.read_csv(out / "sheet.csv")
+    assert list(table.columns) == ["index", "n_sides", "rounding", "phi", "scale_px"]
+    assert set(table.n_sides) <= {3, 5} and table.rounding.between(0.03, 0.9).all()
+    assert (table.phi < 2 * np.pi / table.n_sides).all()
+    assert main(["render", f"output={tmp_path / 'scene'}", "mode=scene", "n_scenes=1", "scene_size_px=96",
+                 "scene_particles=3", "populations=[polygon_squares]"]) == 0
+    truth = pd.read_csv(tmp_path / "scene" / "truth" / "scene_000.csv")
+    assert len(truth) and (truth.n_sides == 4).all() and (truth.shape_family == "polygon").all()
+    with pytest.raises(SystemExit, match="unknown shape family 'gielis'"):
+        main(["render", f"output={tmp_path / 'bad'}", "shape.family=gielis"])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_analyze_without_input_runs_on_the_bundled_examples_and_evaluate_scores_them(tmp_path, capsys):
     from nanoshape.examples import bundled_examples_dir
 

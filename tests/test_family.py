@@ -44,6 +44,19 @@ def test_polygon_area_is_the_minkowski_sum_area(n, rounding):
     assert float(area(polygon(n, rounding, 0.4), n=8192)) == pytest.approx(exact, rel=2e-4)
 
 
+def test_moment_axes_of_any_family_are_its_second_moment_axes():
+    """The fitted sizes' axes (4 sqrt of the covariance's eigenvalues): a square of inradius 1 (side
+    2) has both 4 sqrt(1/3), a disc of radius 1 both 2; eq. 1 through the interface is shape.moment_axes."""
+    from nanoshape.family import moment_axes
+    from nanoshape.shape import moment_axes as eq1_moment_axes
+
+    np.testing.assert_allclose(moment_axes(polygon(4, 1e-4, 0.3), 8192), 4 * math.sqrt(1 / 3), rtol=2e-3)
+    np.testing.assert_allclose(moment_axes(polygon(6, 1.0, 0.3)), 2.0, rtol=1e-4)
+    shape = eq1(2.0, 2, 2.0, 0.3)  # [(2 cos)^2 + sin^2]^(-1/2): the ellipse of semi-axes 1 and 1/2
+    np.testing.assert_array_equal(moment_axes(shape), eq1_moment_axes(shape))
+    np.testing.assert_allclose(moment_axes(shape), [2.0, 1.0], rtol=1e-4)
+
+
 def test_polygon_radius_invariances():
     theta = jnp.linspace(0, 2 * jnp.pi, 301)
     shape = polygon(5, 0.2, 0.3)
@@ -187,14 +200,32 @@ def test_a_polygon_model_analyses_particles(tmp_path):
     with pytest.raises(ValueError, match="trained for the polygon family"):
         table = pd.DataFrame({"particle_id": [1]})
         _add_shape_parameters(table, np.asarray(crops[:1]), AnalyzeOptions(shape=ShapeOptions(model=str(model_dir))), {})
-    # the family's columns, refined from the CNN's start; eq. 1's NaN with a reason
+    # the family's columns, fitted to the pixels and refined from the CNN's start; eq. 1's NaN with a reason
     options = AnalyzeOptions(shape=ShapeOptions(model=str(model_dir), family="polygon"))
     table = pd.DataFrame({"particle_id": [1, 2]})
-    _add_shape_parameters(table, np.asarray(crops[:2]), options, {})
+    timings = {}
+    _add_shape_parameters(table, np.asarray(crops[:2]), options, timings, window_px=np.full(2, 64.0),
+                          pixel_size_nm=0.5)
     assert set(SHAPE_COLUMNS) <= set(table) and table["p"].isna().all() and table["shape_family"].eq("polygon").all()
     assert set(table["n_sides"]) <= set(ROUNDED_POLYGON.classes) and (table["rounding"] > 0).all()
     assert (table["jaccard_refined"] >= table["jaccard_cnn"]).all() and table["jaccard_refined"].min() > 0.9
-    assert nan_reasons(table, options).str.contains("shape.family=polygon").all()
+    # the image fit ran by default: its parameters, its Jaccard (the refinement's start) and the fitted sizes
+    assert "image_fit_s" in timings and set(table["n_sides_image"]) <= set(ROUNDED_POLYGON.classes)
+    assert table[["rounding_image", "phi_image_rad", "jaccard_image"]].notna().all().all()
+    assert (table["jaccard_refined"] >= table["jaccard_image"]).all() and table["jaccard_image"].min() > 0.5
+    mask_diameter_nm = 0.5 * 2 * np.sqrt(np.asarray(crops[:2, ..., 1]).sum(axis=(1, 2)) / np.pi)  # 1 crop px = 0.5 nm
+    np.testing.assert_allclose(table["equivalent_diameter_fit_nm"], mask_diameter_nm, rtol=0.2)  # not px, not a radius
+    assert (table["major_axis_fit_nm"] >= table["minor_axis_fit_nm"]).all()
+    reasons = nan_reasons(table, options)
+    assert reasons.str.contains("shape.family=polygon").all() and not reasons.str.contains("image_fit").any()
+    # without the image fit its columns are NaN, and say why
+    off = AnalyzeOptions(shape=ShapeOptions(model=str(model_dir), family="polygon", image_fit=False, refine=False))
+    table = pd.DataFrame({"particle_id": [1, 2]})
+    _add_shape_parameters(table, np.asarray(crops[:2]), off, {})
+    assert table[["n_sides_image", "rounding_image", "phi_image_rad", "jaccard_image"]].isna().all().all()
+    assert "equivalent_diameter_fit_nm" not in table
+    assert nan_reasons(table, off).str.contains("phi_image_rad jaccard_image n_sides_image rounding_image: "
+                                                "shape.image_fit=false; jaccard_refined: shape.refine=false").all()
     with pytest.raises(ValueError, match="unknown shape family 'gielis'"):
         ShapeOptions(family="gielis")
 

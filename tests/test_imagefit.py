@@ -91,20 +91,80 @@ def test_the_blur_matrix_is_the_renderers_blur():
         np.testing.assert_allclose(blur @ image @ blur.T, gaussian_blur(image, sigma), atol=1e-5)
 
 
-@pytest.mark.parametrize("d", [1, 4])
-def test_the_assembled_jacobian_is_forward_mode_through_the_model(d):
+@pytest.mark.parametrize("family, d, shape_unknowns", [("superellipse", 1, [0.5, 0.3, 0.4]),
+                                                      ("superellipse", 4, [0.5, 0.3, 0.4]),
+                                                      ("polygon", 3, [np.log(0.2), 0.4]),
+                                                      ("polygon", 6, [np.log(0.5), 0.1])])
+def test_the_assembled_jacobian_is_forward_mode_through_the_model(family, d, shape_unknowns):
     """The fit blurs the unblurred image's Jacobian and adds the blur's own derivative by
-    hand; both must equal forward mode through the whole model image."""
+    hand; both must equal forward mode through the whole model image, for eq. 1 (nine
+    unknowns) and the rounded polygons (eight: log rounding, phi, then the same nuisances)."""
     import jax.numpy as jnp
 
+    from nanoshape.family import get_family
     from nanoshape.imagefit import _model_image, _model_image_and_jacobian
 
-    theta = jnp.asarray([0.5, 0.3, 0.4, 31.3, 32.6, np.log(20.0), 0.2, -0.3, 0.3], jnp.float32)
-    image, jac = _model_image_and_jacobian(theta, jnp.int32(d), 48)
-    np.testing.assert_allclose(image, _model_image(theta, jnp.int32(d), 48), atol=1e-6)
-    reference = jax.jacfwd(_model_image)(theta, jnp.int32(d), 48)
-    assert jac.shape == (48, 48, 9) and np.abs(reference[..., 8]).max() > 1e-3  # the blur's column is not empty
+    family = get_family(family)
+    theta = jnp.asarray(shape_unknowns + [31.3, 32.6, np.log(20.0), 0.2, -0.3, 0.3], jnp.float32)
+    u = theta.shape[0]
+    image, jac = _model_image_and_jacobian(theta, jnp.int32(d), 48, family)
+    np.testing.assert_allclose(image, _model_image(theta, jnp.int32(d), 48, family), atol=1e-6)
+    reference = jax.jacfwd(_model_image)(theta, jnp.int32(d), 48, family)
+    assert jac.shape == (48, 48, u) and np.abs(reference[..., u - 1]).max() > 1e-3  # the blur's column is not empty
+    assert np.abs(reference[..., : u - 6]).max(axis=(0, 1)).min() > 1e-3  # every shape unknown moves the image
     np.testing.assert_allclose(jac, reference, atol=1e-5 * np.abs(reference).max())
+
+
+@pytest.fixture(scope="module")
+def polygons():
+    """Rendered rounded polygons (well exposed) with their truths and window sides."""
+    from nanoshape.family import PolygonPrior
+
+    imaging = Imaging(dose_range=(1000.0, 3000.0), texture_range=(0.0, 0.02))
+    crops, truth, extent = training_batch(jax.random.key(11), N, prior=PolygonPrior(rounding_range=(0.1, 0.8)),
+                                          imaging=imaging, with_extent=True, extent_fraction_range=(0.6, 0.9))
+    return np.asarray(crops), jax.tree.map(np.asarray, truth), 1.3 * np.asarray(extent)
+
+
+def test_a_polygon_fit_moves_a_wrong_rounding_toward_the_truth_and_corrects_the_number_of_sides(polygons):
+    """The image fit of another family: its continuous parameter (log rounding) from a start
+    0.8 off, and its discrete one (n_sides) where the CNN's probabilities favour a wrong n
+    (0.6) over the true one (0.4)."""
+    from nanoshape.family import ROUNDED_POLYGON
+
+    crops, truth, window = polygons
+    classes = np.asarray(ROUNDED_POLYGON.classes)
+    offsets = np.where(np.arange(N) % 2 == 0, 0.8, -0.8)
+    wrong_n = np.where(truth.n_sides == 6, 5, truth.n_sides + 1).astype(np.int32)
+    probs = np.zeros((N, len(classes)), np.float32)
+    probs[np.arange(N), np.searchsorted(classes, wrong_n)] = 0.6
+    probs[np.arange(N), np.searchsorted(classes, truth.n_sides)] = 0.4
+    start = {"n_sides": wrong_n, "rounding": np.minimum(truth.rounding * np.exp(offsets), 1.0).astype(np.float32),
+             "phi": truth.phi, "rounding_log_std": np.full(N, 1.0, np.float32), "phi_std": np.full(N, 0.1, np.float32),
+             "n_sides_probs": probs, "phi_by_n_sides": np.repeat(truth.phi[:, None], len(classes), axis=1)}
+    fit = fit_image(crops, start, window_px=window, options=OPTIONS, family="polygon")
+    assert np.mean(fit["n_sides"] == truth.n_sides) >= 0.75
+    right = fit["n_sides"] == truth.n_sides
+    before = np.abs(np.log(start["rounding"] / truth.rounding))[right]
+    after = np.abs(np.log(fit["rounding"] / truth.rounding))[right]
+    assert np.median(after) < 0.4 * np.median(before)
+    period = 2 * np.pi / fit["n_sides"]
+    assert np.all((fit["phi"] >= 0) & (fit["phi"] < period + 1e-6))
+    phi_error = np.abs(np.mod(fit["phi"] - truth.phi + period / 2, period) - period / 2)[right]
+    assert np.median(phi_error) < 0.05
+    assert np.all((fit["rounding"] >= 0.03 * 0.999) & (fit["rounding"] <= 0.9 * 1.001))  # the prior's range
+    kept = fit_image(crops, start, window_px=window, family="polygon",
+                     options=dataclasses.replace(OPTIONS, second_d_min_prob=1.0))
+    assert np.all(kept["n_sides"] == wrong_n) and np.all(kept["cost"] <= kept["cost_start"] * (1 + 1e-5))
+
+
+def test_a_polygon_start_without_its_uncertainties_is_refused():
+    with pytest.raises(ValueError, match="missing \\['rounding_log_std'\\]"):
+        fit_image(np.zeros((1, 16, 16, 2), np.float32), {"n_sides": [4], "rounding": [0.2], "phi": [0.0],
+                                                        "phi_std": [0.1]}, family="polygon")
+    with pytest.raises(ValueError, match="n_sides must be in"):
+        fit_image(np.zeros((1, 16, 16, 2), np.float32), {"n_sides": [9], "rounding": [0.2], "phi": [0.0],
+                                                        "phi_std": [0.1], "rounding_log_std": [1.0]}, family="polygon")
 
 
 def test_small_windows_are_fitted_on_the_half_grid_with_the_full_grids_answer():

@@ -54,3 +54,36 @@ def test_same_key_same_scene():
     np.testing.assert_array_equal(a.labels, b.labels)
     c = render_scene(jax.random.key(4), options)
     assert not np.array_equal(a.labels, c.labels)
+
+
+def test_a_scene_draws_rounded_polygons_beside_eq1_with_their_truth():
+    """Populations of another family are drawn from its own radius: each free polygon's label is
+    the silhouette of its truth row (n_sides, rounding, phi, scale, centre); eq. 1's rows keep
+    their p, d, L, and a scene of eq. 1 alone has no family columns."""
+    import jax.numpy as jnp
+
+    from nanoshape.family import PolygonParams
+    from nanoshape.render import silhouette
+    from nanoshape.scene import POLYGON_POPULATIONS
+
+    populations = (*POLYGON_POPULATIONS.values(), POPULATIONS["rods"])
+    scene = render_scene(jax.random.key(5), SceneOptions(height_px=256, width_px=256, n_particles=24,
+                                                         populations=populations, touching_fraction=0.0))
+    truth, labels = scene.truth, scene.labels
+    polygons = truth[truth.shape_family == "polygon"]
+    rods = truth[truth.shape_family == "superellipse"]
+    assert len(polygons) >= 8 and len(rods) >= 1
+    assert polygons[["p", "d", "l_ratio"]].isna().all().all() and rods[["n_sides", "rounding"]].isna().all().all()
+    assert (rods.d == 2).all() and (rods.major_axis_nm / rods.minor_axis_nm).min() > 2
+    expected = {"polygon_triangles": 3, "polygon_squares": 4, "polygon_hexagons": 6}
+    assert (polygons.n_sides == polygons.population.map(expected)).all()
+    free = polygons[~polygons.touches_border]
+    assert len(free) >= 5
+    plain = render_scene(jax.random.key(5), SceneOptions(height_px=64, width_px=64, n_particles=2))
+    assert "shape_family" not in plain.truth and "n_sides" not in plain.truth
+    for row in free.itertuples():
+        shape = PolygonParams(jnp.int32(row.n_sides), jnp.float32(row.rounding), jnp.float32(row.phi))
+        drawn = np.asarray(silhouette(shape, jnp.asarray([row.center_x_px, row.center_y_px], jnp.float32),
+                                      jnp.float32(row.scale_px), height=256, width=256)) > 0.5
+        mask = labels == row.particle_id
+        assert (drawn & mask).sum() / (drawn | mask).sum() > 0.95, row.population

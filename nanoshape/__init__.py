@@ -1,8 +1,8 @@
 """nanoshape: unbiased nanocrystal morphology from TEM micrographs.
 
 The Python entry points (README, "Python"): :func:`analyze` micrographs (arrays of any real
-dtype, files, folders) into a table of particles, :func:`render` and :func:`fit` shapes of
-the family, :func:`load_model` the shape CNN, :func:`read_micrograph` a file; for shape
+dtype, files, folders) into a table of particles, :func:`render` shapes of any family,
+:func:`fit` eq. 1's, :func:`load_model` the shape CNN, :func:`read_micrograph` a file; for shape
 families (README, "Shape families"), :func:`fit_masks` fits any family to masks. They are
 imported on first use, so ``import nanoshape`` stays quick and imports no JAX.
 """

@@ -16,10 +16,13 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from nanoshape.family import ShapeFamily
 
 __all__ = ["analyze", "render", "fit", "load_model"]
 
@@ -131,19 +134,79 @@ def _particles(output: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.exists() else pd.DataFrame()
 
 
-def render(p: Any = 2.0, d: Any = 2, l_ratio: Any = 1.0, phi: Any = 0.0, *, size_px: int = 64,
-           scale_px: float | None = None, seed: int = 0, imaging: Any = None, silhouette: bool = False) -> np.ndarray:
-    """Draw particles of the shape family (eq. 1) as TEM images, or as bare silhouettes.
+#: Eq. 1's parameters where none are given (a disc); other families default only phi to 0.
+_EQ1_DEFAULTS = {"p": 2.0, "d": 2, "l_ratio": 1.0, "phi": 0.0}
+
+
+def _family_signature(family: ShapeFamily) -> str:
+    """The family's parameters and their ranges, for error messages: ``n_sides in 3..7, 0 < rounding <= 1, phi``."""
+    classes = family.classes
+    run = classes == tuple(range(classes[0], classes[-1] + 1))
+    parts = {family.discrete: f"{family.discrete} in {classes[0]}..{classes[-1]}" if run
+             else f"{family.discrete} in {{{', '.join(map(str, classes))}}}"}
+    for c in family.continuous:
+        parts[c.name] = f"{c.name} > 0" if c.upper == np.inf else f"0 < {c.name} <= {c.upper:g}"
+    return ", ".join(parts.get(name, f"{name} (radians)" if name == "phi" else name) for name in family.columns)
+
+
+def _shape_values(family: ShapeFamily, given: tuple, named: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The family's parameters from ``given`` (in the order of ``family.columns``) and ``named``,
+    checked against the family's ranges and broadcast together: {name: int32 or float32 array}."""
+    names = family.columns
+    where = f"nanoshape.render: the {family.name} family"
+    signature = _family_signature(family)
+    if len(given) > len(names):
+        raise TypeError(f"{where} has {len(names)} parameters ({signature}); got {len(given)} values by position")
+    values = dict(zip(names, given))
+    for name, value in named.items():
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise TypeError(f"{where} has no parameter {name!r}{hint}; its parameters are {signature}")
+        if name in values:
+            raise TypeError(f"nanoshape.render: {name} given twice, by position and by name")
+        values[name] = value
+    values = {**(_EQ1_DEFAULTS if family.name == "superellipse" else {"phi": 0.0}), **values}
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise TypeError(f"{where} needs {', '.join(missing)}; its parameters are {signature}")
+    # checked in float64 (a d of 2.5 is refused, not cut to 2), then cast to what the renderer
+    # takes: the same values np.asarray(x, float32 or int32) gives, so eq. 1 draws the same bits
+    arrays = dict(zip(names, np.broadcast_arrays(*(np.asarray(values[name], np.float64) for name in names))))
+    upper = {c.name: c.upper for c in family.continuous}
+    for name, array in arrays.items():
+        if name == family.discrete:
+            bad = ~np.isin(array, family.classes)
+        elif name in upper:
+            bad = ~(np.isfinite(array) & (array > 0) & (array <= upper[name]))
+        else:
+            bad = ~np.isfinite(array)
+        if bad.any():
+            shown = ", ".join(f"{value:g}" for value in array[bad][:3]) + (", ..." if bad.sum() > 3 else "")
+            raise ValueError(f"{where}: {name} = {shown} is out of range; its parameters are {signature}")
+    return {name: array.astype(np.int32 if name == family.discrete else np.float32) for name, array in arrays.items()}
+
+
+def render(*params: Any, family: str | ShapeFamily = "superellipse", size_px: int = 64, scale_px: float | None = None,
+           seed: int = 0, imaging: Any = None, silhouette: bool = False, **named: Any) -> np.ndarray:
+    """Draw particles of a shape family (eq. 1 by default) as TEM images, or as bare silhouettes.
 
     Parameters
     ----------
-    p, d, l_ratio, phi : float or array_like
-        The shape parameters: curvature exponent p > 0, number of major axes d (1..6), axis
-        ratio L > 0 and phase phi (radians). Arrays (broadcast together) draw one image each.
+    *params, **named : float or array_like
+        The family's parameters, by position in the order of its columns or by name.
+        Eq. 1 (``superellipse``): ``p, d, l_ratio, phi`` (curvature exponent p > 0, number of
+        major axes d in 1..6, axis ratio L > 0, phase phi in radians; by default 2, 2, 1, 0,
+        a disc). Rounded polygons (``polygon``): ``n_sides, rounding, phi`` (3..7 sides,
+        corner radius over inradius in (0, 1], the first side's normal in radians; phi
+        defaults to 0). Arrays (broadcast together) draw one image each.
+    family : str or nanoshape.ShapeFamily
+        The shape family (a name of :data:`nanoshape.FAMILIES`, README "Shape families").
     size_px : int
         Side of each image in pixels.
     scale_px : float, optional
-        The unit radius in pixels; by default each shape's largest radius is 40 % of the side.
+        The unit radius in pixels (a polygon's inradius); by default each shape's largest
+        radius is 40 % of the side.
     seed : int
         Seed of the random imaging conditions (contrast, blur, film, shot noise); image ``i``
         of a batch uses ``fold_in(key(seed), i)``.
@@ -158,6 +221,14 @@ def render(p: Any = 2.0, d: Any = 2, l_ratio: Any = 1.0, phi: Any = 0.0, *, size
     numpy.ndarray
         (size_px, size_px) float32, or (n, size_px, size_px) for arrays of parameters.
 
+    Raises
+    ------
+    TypeError
+        A parameter the family does not have, or one it needs missing (the message lists
+        the family's parameters and their ranges).
+    ValueError
+        An unknown family, or a parameter outside the family's range.
+
     Examples
     --------
     A disc (p = 2, d = 2, L = 1) 20 px in radius covers pi r^2 pixels:
@@ -169,6 +240,19 @@ def render(p: Any = 2.0, d: Any = 2, l_ratio: Any = 1.0, phi: Any = 0.0, *, size
     ((64, 64), 1.0)
     >>> nanoshape.render(p=[0.5, 4.0], d=[4, 4], size_px=48).shape
     (2, 48, 48)
+
+    A hexagon of inradius 20 px with corners rounded by 0.2 of it: a hexagon of inradius
+    0.8 grown by 0.2, whose area is 6 tan(pi/6) (0.8^2 + 2 x 0.8 x 0.2) + pi 0.2^2:
+
+    >>> hexagon = nanoshape.render(family="polygon", n_sides=6, rounding=0.2, phi=0.1, size_px=64,
+    ...                            scale_px=20.0, silhouette=True)
+    >>> area = 6 * np.tan(np.pi / 6) * (0.8 ** 2 + 2 * 0.8 * 0.2) + np.pi * 0.2 ** 2
+    >>> round(float(hexagon.sum() / (area * 20 ** 2)), 3)
+    1.0
+    >>> nanoshape.render(family="polygon", n_sides=6, rounding=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: nanoshape.render: the polygon family: rounding = 1.5 is out of range; its parameters are n_sides in 3..7, 0 < rounding <= 1, phi (radians)
     """
     import importlib
 
@@ -176,16 +260,19 @@ def render(p: Any = 2.0, d: Any = 2, l_ratio: Any = 1.0, phi: Any = 0.0, *, size
     import jax.numpy as jnp
 
     rendering = importlib.import_module("nanoshape.render")  # the package's attribute is this function
-    from nanoshape.shape import ShapeParams, max_radius
+    from nanoshape.family import get_family, max_radius
 
-    values = np.broadcast_arrays(np.asarray(p, np.float32), np.asarray(d, np.int32), np.asarray(l_ratio, np.float32),
-                                 np.asarray(phi, np.float32))
-    batched = values[0].ndim > 0
-    shapes = ShapeParams(*(jnp.asarray(np.atleast_1d(v).ravel()) for v in values))
+    try:
+        family = get_family(family)
+    except ValueError as error:
+        raise ValueError(f"nanoshape.render: {error}") from None
+    values = _shape_values(family, params, named)
+    batched = values[family.discrete].ndim > 0
+    shapes = family.params_type(*(jnp.asarray(np.atleast_1d(values[name]).ravel()) for name in family.columns))
     if imaging is None or isinstance(imaging, Mapping):
         imaging = _options(rendering.Imaging, imaging or {}, "nanoshape.render imaging")
     center = jnp.full(2, (size_px - 1) / 2.0, jnp.float32)
-    scales = (jnp.full(shapes.p.shape, scale_px, jnp.float32) if scale_px is not None
+    scales = (jnp.full(shapes.phi.shape, scale_px, jnp.float32) if scale_px is not None
               else 0.4 * size_px / jax.vmap(max_radius)(shapes))
 
     def one(index, shape, scale):
@@ -194,7 +281,7 @@ def render(p: Any = 2.0, d: Any = 2, l_ratio: Any = 1.0, phi: Any = 0.0, *, size
         key = jax.random.fold_in(jax.random.key(seed), index)
         return rendering.render(key, shape, center, scale, height=size_px, width=size_px, imaging=imaging)[0]
 
-    images = np.asarray(jax.jit(jax.vmap(one))(jnp.arange(shapes.p.shape[0]), shapes, scales))
+    images = np.asarray(jax.jit(jax.vmap(one))(jnp.arange(shapes.phi.shape[0]), shapes, scales))
     return images if batched else images[0]
 
 

@@ -43,6 +43,8 @@ class Continuous:
       std_name: the name of the predicted standard deviation of the logarithm.
       floor: the smallest value of the canonical form (eq. 1's L >= 1), or 0.
       fit_range: bounds of the logarithm when fitted by gradient descent.
+      upper: the largest value the family draws (values are in ``(0, upper]``; eq. 1's are
+        unbounded, a polygon's rounding is at most 1, a disc).
     """
 
     name: str
@@ -50,6 +52,7 @@ class Continuous:
     std_name: str
     floor: float = 0.0
     fit_range: tuple[float, float] = (-10.0, 10.0)
+    upper: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,7 @@ SUPERELLIPSE = Superellipse(
 ROUNDED_POLYGON = RoundedPolygon(
     name="polygon", params_type=PolygonParams, prior_type=PolygonPrior, discrete="n_sides",
     classes=(3, 4, 5, 6, 7),
-    continuous=(Continuous("rounding", "log_rounding", "rounding_log_std", 0.0, (math.log(1e-3), 0.0)),),
+    continuous=(Continuous("rounding", "log_rounding", "rounding_log_std", 0.0, (math.log(1e-3), 0.0), upper=1.0),),
     phase_multipliers=(-3, -4, -5, -6, -7), phase_harmonics=(3, 4, 5, 6, 7))
 
 #: Every family by name (``shape.family=<name>``).

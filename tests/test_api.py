@@ -105,6 +105,91 @@ def test_analyze_refuses_what_is_not_an_image_or_an_option():
         nanoshape.analyze(_disc_image(np.uint8), segment={"methd": "classical"})
 
 
+def _render_eq1_before_families(p, d, l_ratio, phi, *, size_px, scale_px=None, seed=0, silhouette=False):
+    """``nanoshape.render``'s code path before it drew other families (commit 4c553be), saved
+    here so eq. 1's calls can be checked to draw the same bits."""
+    import importlib
+
+    import jax
+    import jax.numpy as jnp
+
+    rendering = importlib.import_module("nanoshape.render")
+    from nanoshape.shape import ShapeParams, max_radius
+
+    values = np.broadcast_arrays(np.asarray(p, np.float32), np.asarray(d, np.int32), np.asarray(l_ratio, np.float32),
+                                 np.asarray(phi, np.float32))
+    batched = values[0].ndim > 0
+    shapes = ShapeParams(*(jnp.asarray(np.atleast_1d(v).ravel()) for v in values))
+    imaging = rendering.Imaging()
+    center = jnp.full(2, (size_px - 1) / 2.0, jnp.float32)
+    scales = (jnp.full(shapes.p.shape, scale_px, jnp.float32) if scale_px is not None
+              else 0.4 * size_px / jax.vmap(max_radius)(shapes))
+
+    def one(index, shape, scale):
+        if silhouette:
+            return rendering.silhouette(shape, center, scale, height=size_px, width=size_px)
+        key = jax.random.fold_in(jax.random.key(seed), index)
+        return rendering.render(key, shape, center, scale, height=size_px, width=size_px, imaging=imaging)[0]
+
+    images = np.asarray(jax.jit(jax.vmap(one))(jnp.arange(shapes.p.shape[0]), shapes, scales))
+    return images if batched else images[0]
+
+
+def test_render_draws_eq1_calls_as_before_families():
+    """Eq. 1 stays the default and its calls draw the same bits: positional, named, defaults, batches, TEM images."""
+    np.testing.assert_array_equal(nanoshape.render(4.0, 2, 2.5, 0.5, size_px=64, silhouette=True),
+                                  _render_eq1_before_families(4.0, 2, 2.5, 0.5, size_px=64, silhouette=True))
+    np.testing.assert_array_equal(nanoshape.render(family="superellipse", size_px=40, seed=5),
+                                  _render_eq1_before_families(2.0, 2, 1.0, 0.0, size_px=40, seed=5))
+    np.testing.assert_array_equal(
+        nanoshape.render(p=[0.5, 4.0], d=[4, 3], l_ratio=1.7, phi=0.3, size_px=48, scale_px=14.0, seed=3),
+        _render_eq1_before_families([0.5, 4.0], [4, 3], 1.7, 0.3, size_px=48, scale_px=14.0, seed=3))
+
+
+def test_render_draws_a_polygon_whose_outline_is_the_familys_radius():
+    """``family="polygon"`` draws the family's own R(theta): the silhouette is the coverage of
+    r <= scale R(theta) sampled 8 x 8 times a pixel, and not that of the hexagon turned by
+    half its period; named, positional and batched calls draw the same."""
+    import jax.numpy as jnp
+
+    from nanoshape.family import ROUNDED_POLYGON, PolygonParams
+
+    size, scale = 48, 16.0
+    drawn = nanoshape.render(family="polygon", n_sides=6, rounding=0.2, phi=0.1, size_px=size, scale_px=scale,
+                             silhouette=True)
+    offsets = (np.arange(8 * size) + 0.5) / 8 - 0.5 - (size - 1) / 2  # sample points about the centre, px
+    x, y = np.meshgrid(offsets, offsets)
+
+    def coverage(phi):
+        params = PolygonParams(jnp.int32(6), jnp.float32(0.2), jnp.float32(phi))
+        outline = scale * np.asarray(ROUNDED_POLYGON.radius(jnp.asarray(np.arctan2(y, x), jnp.float32), params))
+        return (np.hypot(x, y) <= outline).reshape(size, 8, size, 8).mean(axis=(1, 3))
+
+    error = np.abs(drawn - coverage(0.1))
+    assert error.max() < 0.08 and error.mean() < 0.002, (error.max(), error.mean())
+    assert np.abs(drawn - coverage(0.1 + np.pi / 6)).mean() > 10 * error.mean()
+    batch = nanoshape.render(6, 0.2, [0.1, 0.1 + np.pi / 3], family="polygon", size_px=size, scale_px=scale,
+                             silhouette=True)
+    np.testing.assert_allclose(batch, [drawn, drawn], atol=1e-5)  # a turn by the period draws it again
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (dict(family="polygon", n_sides=6, p=4.0), TypeError, "polygon family has no parameter 'p'; its parameters are "
+                                                           "n_sides in 3..7, 0 < rounding <= 1, phi"),
+    (dict(family="polygon", n_side=6, rounding=0.2), TypeError, "did you mean n_sides"),
+    (dict(family="polygon", rounding=0.2), TypeError, "polygon family needs n_sides"),
+    (dict(family="polygon", n_sides=[4, 8], rounding=0.2), ValueError, "polygon family: n_sides = 8 is out of range"),
+    (dict(family="polygon", n_sides=4, rounding=1.5), ValueError, "rounding = 1.5 is out of range"),
+    (dict(p=-1.0), ValueError, "superellipse family: p = -1 is out of range; its parameters are p > 0, d in 1..6"),
+    (dict(d=2.5), ValueError, "superellipse family: d = 2.5 is out of range"),
+    (dict(phi=float("nan")), ValueError, "phi = nan is out of range"),
+    (dict(family="hexagon"), ValueError, "unknown shape family 'hexagon'; known: superellipse, polygon"),
+])
+def test_render_refuses_parameters_outside_the_family(call, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        nanoshape.render(**call)
+
+
 def test_import_nanoshape_is_cheap_and_render_is_the_function():
     code = ("import sys, nanoshape\n"
             "assert 'jax' not in sys.modules and 'pandas' not in sys.modules\n"

@@ -435,6 +435,13 @@ def cluster_particles(table: pd.DataFrame, options: GroupOptions = GroupOptions(
     """
     from threadpoolctl import threadpool_limits
 
+    # the limit reaches only the BLAS libraries loaded when it is set: scipy's own, which the Gaussian mixture's
+    # Cholesky solves use, is loaded on first use, so the estimators are imported first (one mixture of emps_train's
+    # 1,787 particles, K = 6: 59 s unlimited on a loaded 2-core machine, 0.57 s limited)
+    import scipy.linalg  # noqa: F401
+    import sklearn.cluster  # noqa: F401
+    import sklearn.mixture  # noqa: F401
+
     # these fits are small: BLAS threads only contend (a Gaussian mixture on 180 particles
     # took 17 s with two threads beside JAX, 0.24 s with one)
     with threadpool_limits(1):

@@ -7,11 +7,13 @@ harmonic spectrum, :data:`HARMONIC_COLUMNS`, or the raw log p, log L, d) and ``b
 K-means, a Gaussian mixture and Ward clustering with K by the silhouette (the seed paper's
 Tables S8 and S9), and by HDBSCAN, which finds K itself. The spectrum is used because
 (p, d, L) is not one-to-one with shapes (:func:`nanoshape.shape.dual_p`).
-``GroupOptions.choice`` picks the grouping (HDBSCAN on ``both`` by default), and the
-comparison and the reason go to the run's summary; deterministic for a given seed.
+``GroupOptions.choice`` picks the grouping (by default HDBSCAN's on ``both``, or the Gaussian mixture
+with the most groups that each half of the particles reproduces), and the comparison and the reason go
+to the run's summary; deterministic for a given seed.
 Measurements: docs/methods.md, "How shape groups are found".
 
-:func:`describe_groups` names each group by its median particle's shape (:func:`shape_name`).
+:func:`describe_groups` names each group by its median particle's shape (:func:`shape_name`: the mask's
+symmetry, or the fitted outline's where the two agree and the mask's corners are faint).
 :func:`train_classifier` fits an RBF SVM on the groups; :func:`save_classifier` writes it
 with skops (no pickle) and its SHA-256, and :func:`load_classifier` loads only a
 ``Pipeline(StandardScaler, SVC)``, so a foreign file can neither run code nor pass off
@@ -34,7 +36,7 @@ from nanoshape.batching import pad_rows
 
 __all__ = ["GroupOptions", "Grouping", "UNASSIGNED_FLAGS", "unassigned_reasons", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "parameter_columns", "HARMONIC_COLUMNS", "ANGULAR_COLUMNS",
            "AFFINE_COLUMNS", "design_matrix", "cluster_particles",
-           "shape_name", "describe_groups",
+           "shape_name", "polygon_sharpness", "describe_groups",
            "Classifier", "train_classifier", "save_classifier", "load_classifier"]
 
 #: the mask's symmetry descriptors (:func:`nanoshape.features.angular_harmonics`) that grouping

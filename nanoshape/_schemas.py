@@ -312,10 +312,11 @@ class GroupOptionsSchema:
         circularity, solidity, :data:`AFFINE_COLUMNS`, log size) or ``classic`` (the seed
         paper's :data:`FEATURE_COLUMNS`, plus the angular harmonics where the table has them).
       choice: which grouping is used: ``finest_stable`` (of HDBSCAN's grouping and the Gaussian
-        mixtures with more groups than it, on ``both``, else ``features``: the one with the most groups
-        that each half of the particles, grouped on its own, reproduces at ARI >= ``stable_ari``;
-        HDBSCAN's where no mixture does), ``hdbscan`` (HDBSCAN on ``both``, else ``features``, K
-        from the particles' density; the silhouette rule where it finds fewer than two groups),
+        mixtures with more groups than it and at most as many as the lowest BIC gives, on ``both``,
+        else ``features``: the one with the most groups that each half of the particles, grouped on its
+        own, reproduces at ARI >= ``stable_ari``; HDBSCAN's where no mixture does), ``hdbscan``
+        (HDBSCAN on ``both``, else ``features``, K from the particles' density; the silhouette rule
+        where it finds fewer than two groups),
         ``bic`` (a Gaussian mixture on the same dataset, K by the lowest Bayesian information
         criterion), ``stable`` (of those two, the one whose groups each half of the particles,
         grouped on its own, reproduces best) or ``silhouette`` (the highest silhouette value of

@@ -312,8 +312,12 @@ class GroupOptionsSchema:
       feature_set: the descriptors of the ``features`` dataset: ``shape`` (log Feret ratio,
         circularity, solidity, :data:`AFFINE_COLUMNS`, log size) or ``classic`` (the seed
         paper's :data:`FEATURE_COLUMNS`, plus the angular harmonics where the table has them).
-      choice: which grouping is used: ``hdbscan`` (HDBSCAN on ``both``, else ``features``, K
-        from the particles' density; the silhouette rule where it finds fewer than two groups),
+      choice: which grouping is used: ``finest_stable`` (of HDBSCAN's grouping and the Gaussian
+        mixtures with more groups than it and at most as many as the lowest BIC gives, on ``both``,
+        else ``features``: the one with the most groups that each half of the particles, grouped on its
+        own, reproduces at ARI >= ``stable_ari``; HDBSCAN's where no mixture does), ``hdbscan``
+        (HDBSCAN on ``both``, else ``features``, K from the particles' density; the silhouette rule
+        where it finds fewer than two groups),
         ``bic`` (a Gaussian mixture on the same dataset, K by the lowest Bayesian information
         criterion), ``stable`` (of those two, the one whose groups each half of the particles,
         grouped on its own, reproduces best) or ``silhouette`` (the highest silhouette value of
@@ -333,6 +337,9 @@ class GroupOptionsSchema:
         group (``min_cluster_size``) is this fraction of the particles, at least
         ``min_group_size``.
       min_group_size: the smallest group HDBSCAN may find, however few the particles.
+      stable_ari: with ``choice="finest_stable"``, the agreement (adjusted Rand index) between the
+        groups of all particles and those of each half grouped on its own that a finer mixture
+        must reach to be chosen (the issue's bar for "the same groups")
       test_fraction: held-out share for the classifier's test accuracy.
       cv_folds: folds of the cross-validation.
     """
@@ -342,12 +349,13 @@ class GroupOptionsSchema:
     datasets: tuple[str, ...] = ('features', 'parameters', 'both')
     methods: tuple[str, ...] = ('kmeans', 'gmm', 'ward', 'hdbscan')
     feature_set: str = 'shape'
-    choice: str = 'hdbscan'
+    choice: str = 'finest_stable'
     max_particles: int = 4000
     use_size: bool = True
     parameter_space: str = 'harmonics'
     min_group_fraction: float = 0.02
     min_group_size: int = 5
+    stable_ari: float = 0.9
     test_fraction: float = 0.2
     cv_folds: int = 10
 

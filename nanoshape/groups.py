@@ -7,11 +7,13 @@ harmonic spectrum, :data:`HARMONIC_COLUMNS`, or the raw log p, log L, d) and ``b
 K-means, a Gaussian mixture and Ward clustering with K by the silhouette (the seed paper's
 Tables S8 and S9), and by HDBSCAN, which finds K itself. The spectrum is used because
 (p, d, L) is not one-to-one with shapes (:func:`nanoshape.shape.dual_p`).
-``GroupOptions.choice`` picks the grouping (HDBSCAN on ``both`` by default), and the
-comparison and the reason go to the run's summary; deterministic for a given seed.
+``GroupOptions.choice`` picks the grouping (by default HDBSCAN's on ``both``, or the Gaussian mixture
+with the most groups that each half of the particles reproduces), and the comparison and the reason go
+to the run's summary; deterministic for a given seed.
 Measurements: docs/methods.md, "How shape groups are found".
 
-:func:`describe_groups` names each group by its median particle's shape (:func:`shape_name`).
+:func:`describe_groups` names each group by its median particle's shape (:func:`shape_name`: the mask's
+symmetry, or the fitted outline's where the two agree and the mask's corners are faint).
 :func:`train_classifier` fits an RBF SVM on the groups; :func:`save_classifier` writes it
 with skops (no pickle) and its SHA-256, and :func:`load_classifier` loads only a
 ``Pipeline(StandardScaler, SVC)``, so a foreign file can neither run code nor pass off
@@ -34,7 +36,7 @@ from nanoshape.batching import pad_rows
 
 __all__ = ["GroupOptions", "Grouping", "UNASSIGNED_FLAGS", "unassigned_reasons", "FEATURE_COLUMNS", "PARAMETER_COLUMNS", "parameter_columns", "HARMONIC_COLUMNS", "ANGULAR_COLUMNS",
            "AFFINE_COLUMNS", "design_matrix", "cluster_particles",
-           "shape_name", "describe_groups",
+           "shape_name", "polygon_sharpness", "describe_groups",
            "Classifier", "train_classifier", "save_classifier", "load_classifier"]
 
 #: the mask's symmetry descriptors (:func:`nanoshape.features.angular_harmonics`) that grouping
@@ -62,7 +64,7 @@ FEATURE_COLUMNS = ("aspect_ratio", "feret_ratio", "circularity", "roundness", "s
 #: eccentricity), which outweighs the one harmonic that tells a hexagon from a sphere
 SHAPE_FEATURE_COLUMNS = ("feret_ratio", "circularity", "solidity")
 FEATURE_SETS = ("shape", "classic")
-CHOICES = ("hdbscan", "bic", "stable", "silhouette")
+CHOICES = ("finest_stable", "hdbscan", "bic", "stable", "silhouette")
 #: shape parameters used for grouping (phi, the orientation, is not a property of the shape)
 PARAMETER_COLUMNS = ("p", "l_ratio", "d")
 
@@ -100,8 +102,12 @@ class GroupOptions:
       feature_set: the descriptors of the ``features`` dataset: ``shape`` (log Feret ratio,
         circularity, solidity, :data:`AFFINE_COLUMNS`, log size) or ``classic`` (the seed
         paper's :data:`FEATURE_COLUMNS`, plus the angular harmonics where the table has them).
-      choice: which grouping is used: ``hdbscan`` (HDBSCAN on ``both``, else ``features``, K
-        from the particles' density; the silhouette rule where it finds fewer than two groups),
+      choice: which grouping is used: ``finest_stable`` (of HDBSCAN's grouping and the Gaussian
+        mixtures with more groups than it and at most as many as the lowest BIC gives, on ``both``,
+        else ``features``: the one with the most groups that each half of the particles, grouped on its
+        own, reproduces at ARI >= ``stable_ari``; HDBSCAN's where no mixture does), ``hdbscan``
+        (HDBSCAN on ``both``, else ``features``, K from the particles' density; the silhouette rule
+        where it finds fewer than two groups),
         ``bic`` (a Gaussian mixture on the same dataset, K by the lowest Bayesian information
         criterion), ``stable`` (of those two, the one whose groups each half of the particles,
         grouped on its own, reproduces best) or ``silhouette`` (the highest silhouette value of
@@ -121,6 +127,9 @@ class GroupOptions:
         group (``min_cluster_size``) is this fraction of the particles, at least
         ``min_group_size``.
       min_group_size: the smallest group HDBSCAN may find, however few the particles.
+      stable_ari: with ``choice="finest_stable"``, the agreement (adjusted Rand index) between the
+        groups of all particles and those of each half grouped on its own that a finer mixture
+        must reach to be chosen (the issue's bar for "the same groups")
       test_fraction: held-out share for the classifier's test accuracy.
       cv_folds: folds of the cross-validation.
     """
@@ -130,12 +139,13 @@ class GroupOptions:
     datasets: tuple[str, ...] = DATASETS
     methods: tuple[str, ...] = METHODS
     feature_set: str = "shape"
-    choice: str = "hdbscan"
+    choice: str = "finest_stable"
     max_particles: int = 4000
     use_size: bool = True
     parameter_space: str = "harmonics"
     min_group_fraction: float = 0.02
     min_group_size: int = 5
+    stable_ari: float = 0.9
     test_fraction: float = 0.2
     cv_folds: int = 10
 
@@ -357,7 +367,7 @@ def _fit_labels(x: np.ndarray, method: str, k: int, seed: int, min_size: int = 5
 
     if method == "kmeans":
         return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
-    if method in ("gmm", "gmm_bic"):  # gmm_bic: the mixture whose K had the lowest BIC, refitted at that K
+    if method in ("gmm", "gmm_bic", "gmm_stable"):  # the mixture whose K had the lowest BIC, or the finest stable one
         return _mixture(x, k, seed)[0]
     if method == "ward":
         return AgglomerativeClustering(n_clusters=k, linkage="ward", memory=memory).fit_predict(x)
@@ -369,7 +379,7 @@ def _mixture(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, float]:
     (Schwarz 1978: -2 log L + (number of parameters) log n)."""
     from sklearn.mixture import GaussianMixture
 
-    model = GaussianMixture(n_components=k, covariance_type="full", n_init=3, random_state=seed, reg_covar=1e-4).fit(x)
+    model = GaussianMixture(n_components=k, covariance_type="full", n_init=10, random_state=seed, reg_covar=1e-4).fit(x)
     return model.predict(x), float(model.bic(x))
 
 
@@ -435,6 +445,13 @@ def cluster_particles(table: pd.DataFrame, options: GroupOptions = GroupOptions(
     """
     from threadpoolctl import threadpool_limits
 
+    # the limit reaches only the BLAS libraries loaded when it is set: scipy's own, which the Gaussian mixture's
+    # Cholesky solves use, is loaded on first use, so the estimators are imported first (one mixture of emps_train's
+    # 1,787 particles, K = 6: 59 s unlimited on a loaded 2-core machine, 0.57 s limited)
+    import scipy.linalg  # noqa: F401
+    import sklearn.cluster  # noqa: F401
+    import sklearn.mixture  # noqa: F401
+
     # these fits are small: BLAS threads only contend (a Gaussian mixture on 180 particles
     # took 17 s with two threads beside JAX, 0.24 s with one)
     with threadpool_limits(1):
@@ -472,6 +489,7 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
     rows, by_k = [], []
     candidates = {}
     by_bic: dict[str, tuple[int, float, np.ndarray, float]] = {}  # per dataset: the mixture with the lowest BIC
+    mixtures: dict[tuple[str, int], tuple[np.ndarray, float]] = {}  # (dataset, K): the mixture's labels and silhouette
     total = len(datasets) * sum(1 if m == "hdbscan" else max(0, min(hi, len(sample) - 1) - lo + 1) for m in options.methods)
     done = 0
     tree_cache = tempfile.TemporaryDirectory(prefix="nanoshape-ward-")
@@ -503,6 +521,8 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
                              "smallest_group_fraction": float(small)})
                 if small >= options.min_group_fraction and (best is None or score > best[1]):
                     best = (k, score, labels)
+                if method == "gmm" and small >= options.min_group_fraction:
+                    mixtures[(dataset, k)] = (labels, score)
                 if method == "gmm" and small >= options.min_group_fraction and (
                         dataset not in by_bic or bic < by_bic[dataset][1]):
                     by_bic[dataset] = (k, bic, labels, score)
@@ -533,7 +553,37 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
                   if row.method == "hdbscan" and row.dataset == dataset]
     by_likelihood = [row for dataset in ("both", "features", "parameters") for _, row in comparison.iterrows()
                      if row.method == "gmm_bic" and row.dataset == dataset]
-    if options.choice == "hdbscan" and by_density:
+    finer: list[tuple[int, float]] = []  # finest_stable: (K, halves ARI) of each finer mixture tried, finest first
+    if options.choice == "finest_stable" and (by_density or by_likelihood):
+        # the finest grouping the halves reproduce: HDBSCAN's groups are the most persistent density peaks, and a
+        # shape that is a tail of the main cloud rather than a peak of its own (cubes, hexagonal plates among
+        # spheres on emps_train) stays inside them; a mixture with more groups is used where both halves of the
+        # particles, each grouped on its own, give the same groups (the issue's test of a stable choice)
+        first = (by_density or by_likelihood)[0].dataset
+        base = best_by_density = next((row for row in by_density if row.dataset == first), None)
+        best_row = base if base is not None else by_likelihood[0]
+        base_k = int(base.k) if base is not None else lo - 1
+        columns_first = dataset_columns(table, first, options)
+        raw_first = design_matrix(table.iloc[sample], columns_first)
+        # no finer than the mixture's own K by the lowest BIC: a K the likelihood does not support can still be
+        # reproduced by both halves (one Gaussian group of a synthetic table split 84/36 at ARI 0.947)
+        k_bic = by_bic[first][0] if first in by_bic else hi
+        for k_try in sorted((k for d, k in mixtures if d == first and base_k < k <= k_bic), reverse=True):
+            labels_try, score_try = mixtures[(first, k_try)]
+            agreement = _halves_agreement(raw_first, labels_try, columns_first, "gmm", k_try, options)
+            finer.append((k_try, agreement))
+            if agreement >= options.stable_ari:
+                candidates[(first, "gmm_stable")] = (k_try, labels_try, columns_first)
+                comparison = pd.concat([comparison, pd.DataFrame([{
+                    "dataset": first, "method": "gmm_stable", "k": k_try, "silhouette": score_try,
+                    "silhouette_common": _silhouette(pairwise_distances(common), labels_try),
+                    "stability": agreement}])], ignore_index=True)
+                best_row = comparison.iloc[-1]
+                break
+        tried = {k_try: agreement for k_try, agreement in finer}
+        by_k = [row | {"stability": tried[row["k"]]} if row["method"] == "gmm" and row["dataset"] == first
+                and row["k"] in tried else row for row in by_k]
+    elif options.choice == "hdbscan" and by_density:
         best_row = by_density[0]
     elif options.choice == "bic" and by_likelihood:
         best_row = by_likelihood[0]
@@ -569,7 +619,25 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
         vote = KNeighborsClassifier(n_neighbors=5).fit((x_all[sample] - mean) / scale, sample_labels)
         labels_all = vote.predict((x_all[usable] - mean) / scale)
     labels_out[usable] = _relabel_by_size(labels_all)
-    if options.choice == "stable" and "stability" in comparison and comparison.stability.notna().sum() > 1:
+    min_size = max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(sample))))
+    if options.choice == "finest_stable" and candidates.get((dataset, method)) is not None and method in ("gmm_stable", "hdbscan"):
+        tried = ", ".join(f"K = {k_try} {agreement:.3f}" for k_try, agreement in finer)
+        tried = (f"halves' ARI by K, finest first: {tried}" if tried else
+                 "no mixture with more groups than HDBSCAN's and at most the lowest BIC's had groups of sufficient size")
+        if method == "gmm_stable":
+            reason = (f"A Gaussian mixture (full covariances) on the {dataset} dataset with K = {k}: the finest grouping "
+                      f"that each half of the particles, grouped on its own, reproduces at ARI >= {options.stable_ari:.2f} "
+                      f"({tried}). HDBSCAN, which finds K where the particles lie densest, found "
+                      f"{int(best_by_density.k) if best_by_density is not None else 'no'} groups: shapes that are a tail "
+                      f"of a larger cloud, not a peak of their own, stay inside its groups. Silhouette "
+                      f"{best_row.silhouette:.3f}; the other combinations are listed for comparison")
+        else:
+            reason = (f"HDBSCAN on the {dataset} dataset found K = {k} groups of at least {min_size} particles where they "
+                      f"lie densest (the most persistent clusters; particles between groups join their 5 nearest "
+                      f"neighbours' group); no Gaussian mixture with more groups was reproduced by both halves of the "
+                      f"particles, each grouped on its own, at ARI >= {options.stable_ari:.2f} ({tried}). "
+                      f"Silhouette {best_row.silhouette:.3f}; the other combinations are listed for comparison")
+    elif options.choice == "stable" and "stability" in comparison and comparison.stability.notna().sum() > 1:
         others = comparison[comparison.stability.notna() & ~comparison.chosen]
         reason = (f"{'HDBSCAN' if method == 'hdbscan' else 'A Gaussian mixture with K by the lowest BIC'} on the "
                   f"{dataset} dataset (K = {k}): of the two ways that find K themselves, the one whose groups each half "
@@ -637,6 +705,36 @@ NAME_CONCAVE_SOLIDITY = 0.75
 NAME_STAR_CIRCULARITY, NAME_STAR_HARMONIC_MAX = 0.65, 0.2
 #: maximum / minimum Feret diameter from which particles are elongated, and from which they are rods
 NAME_ELONGATED, NAME_ROD = 1.35, 2.0
+#: the fitted outline is an m-sided polygon where its harmonic m is at least this share of a sharp regular
+#: m-gon's (:func:`polygon_sharpness`). On emps_train's run the hexagonal/faceted group reads 0.40 at m = 6
+#: while its mask's A_6 (0.059) is under :data:`NAME_HARMONIC_MIN`; its round groups read under 0.05
+NAME_FIT_SHARPNESS = 0.25
+#: elongated particles whose fitted shape covers their mask this poorly (median Jaccard) are not one shape
+#: but aggregates, touching pairs and fragments (emps_train's run: such a group 0.86, its rods 0.92, the rest 0.94-0.95)
+NAME_FIT_JACCARD_MIN = 0.88
+
+
+def polygon_sharpness(spectrum_m: float, m: int) -> float:
+    """How much of a sharp regular m-gon's harmonic m an outline has: 1 for the polygon, 0 for a circle.
+
+    The outline spectrum of :func:`nanoshape.shape.harmonic_spectrum` of a regular m-gon, traced at constant
+    speed, has Fourier coefficients only at k = 1 + j m, each |Z_k| = |Z_1| / k^2, so its harmonic m is
+    sqrt((m - 1)^-4 + (m + 1)^-4): 0.258 for a triangle, 0.118 for a square, 0.045 for a hexagon. Dividing
+    by it puts every order on one scale, where the raw amplitudes favour low orders tenfold.
+    """
+    return float(spectrum_m) / float(np.hypot((m - 1.0) ** -2, (m + 1.0) ** -2))
+
+
+def _fitted_order(row: pd.Series | dict) -> int | None:
+    """The symmetry order m = 3..6 of the fitted outline (``shape_harmonic_m``) where it is clearly a
+    polygon (:data:`NAME_FIT_SHARPNESS`); None where it is not, or the row has no fitted spectrum."""
+    sharpness = {m: polygon_sharpness(float(row.get(f"shape_harmonic_{m}", np.nan)), m) for m in range(3, 7)}
+    if not all(np.isfinite(list(sharpness.values()))):
+        return None
+    order = max(sharpness, key=sharpness.get)
+    if order == 6 and sharpness[3] >= 0.8 * sharpness[6]:
+        order = 3  # a triangle's harmonics at k = 1 + 3j give it a hexagon's sharpness at m = 6 too
+    return order if sharpness[order] >= NAME_FIT_SHARPNESS else None
 
 
 def shape_name(row: pd.Series | dict) -> str:
@@ -648,8 +746,27 @@ def shape_name(row: pd.Series | dict) -> str:
     dominant symmetry order m of ``angular_harmonic_m`` (m = 3..6, over
     every order that is not its multiple): triangles, cubes, hexagons; no order standing
     out with harmonics above the pixelation is a sphere, several orders at once an
-    irregular particle.
+    irregular particle. Where the mask alone says sphere or irregular particle and the fitted
+    shape's outline (``shape_harmonic_m``, where the row has it) is a clear polygon
+    (:func:`polygon_sharpness`) of the order that dominates the mask's harmonics too, the
+    particle is named by that order: two estimators agreeing on a symmetry whose corners
+    the mask's harmonics, read at the pixelation floor, leave faint (rounded hexagonal plates).
+    Elongated particles whose fitted shape covers the mask poorly (``jaccard_refined`` under
+    :data:`NAME_FIT_JACCARD_MIN`) are irregular.
     """
+    name = _mask_shape_name(row)
+    harmonics = {m: float(row.get(f"angular_harmonic_{m}", np.nan)) for m in range(3, 7)}
+    if name in ("spheres", "irregular particles") and all(np.isfinite(list(harmonics.values()))):
+        fitted = _fitted_order(row)
+        if fitted is not None and fitted == max(harmonics, key=harmonics.get):
+            return _ORDER_NAMES[fitted]
+    if name == "elongated particles" and float(row.get("jaccard_refined", 1.0)) < NAME_FIT_JACCARD_MIN:
+        return "irregular particles"
+    return name
+
+
+def _mask_shape_name(row: pd.Series | dict) -> str:
+    """:func:`shape_name` from the mask's descriptors alone."""
     harmonics = {m: float(row.get(f"angular_harmonic_{m}", np.nan)) for m in range(2, 9)}
     if not all(np.isfinite(list(harmonics.values()))):
         return "particles"
@@ -697,6 +814,11 @@ def describe_groups(table: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     ``sized_particles`` the count they come from, aspect mean and std (max / min Feret).
     """
     labels = np.asarray(labels)
+    if not all(c in table for c in HARMONIC_COLUMNS):  # the fitted outlines' symmetry, for the names
+        try:
+            table = table.assign(**dict(zip(HARMONIC_COLUMNS, shape_spectrum(table).T)))
+        except KeyError:  # no fitted shapes (shape.cnn=false): named from the masks alone
+            pass
     # sizes are described from the particles that have them (nm where any micrograph has a pixel size)
     size_column = next((c for c in ("equivalent_diameter_nm", "equivalent_diameter_px")
                         if c in table and table[c].notna().any()), None)

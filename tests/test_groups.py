@@ -11,7 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 from nanoshape.evaluate import match_instances
 from nanoshape.features import measure
 from nanoshape.groups import (FEATURE_COLUMNS, GroupOptions, cluster_particles, describe_groups, load_classifier,
-                              save_classifier, train_classifier)
+                              polygon_sharpness, save_classifier, shape_name, train_classifier)
 from nanoshape.scene import POPULATIONS, SceneOptions, render_scene
 from nanoshape.segment import segment
 
@@ -331,3 +331,61 @@ def test_k_by_the_stabler_of_two_ways_that_find_k_themselves():
     assert chosen.stability == scored.stability.max() and grouping.stability == pytest.approx(chosen.stability)
     assert "reproduces best" in grouping.reason and f"{scored.stability.min():.3f}" in grouping.reason
     assert adjusted_rand_score(table.true, grouping.labels) >= 0.95
+
+
+def _spheres_with_a_shoulder(seed=0):
+    """Spheres (400), squarer particles whose cloud touches theirs, 4 spreads off in circularity (120), rods (150)."""
+    rng = np.random.default_rng(seed)
+    kinds = [(400, 1.08, 0.88), (120, 1.08 * np.exp(0.12), 0.80), (150, 3.0, 0.55)]
+    return pd.concat([pd.DataFrame({"feret_ratio": feret * np.exp(rng.normal(0, 0.03, n)),
+                                    "circularity": circularity + rng.normal(0, 0.02, n),
+                                    "solidity": 0.96 + rng.normal(0, 0.01, n),
+                                    "equivalent_diameter_nm": 20 * np.exp(rng.normal(0, 0.08, n)), "true": true})
+                      for true, (n, feret, circularity) in enumerate(kinds)], ignore_index=True)
+
+
+def test_a_shape_on_the_shoulder_of_a_larger_cloud_gets_its_own_group():
+    """HDBSCAN keeps only density peaks: a shape whose cloud is a shoulder of a larger one stays inside it (emps_train's
+    run: spheres and rods only, cubes and hexagonal plates with the spheres). The default (finest_stable) takes the
+    Gaussian mixture with the most groups, up to the lowest BIC's K, that each half of the particles reproduces."""
+    table = _spheres_with_a_shoulder()
+    options = GroupOptions(datasets=("features",), methods=("gmm", "hdbscan"))
+    assert cluster_particles(table, dataclasses.replace(options, choice="hdbscan")).k == 2
+    grouping = cluster_particles(table, options)
+    assert grouping.method == "gmm_stable" and grouping.k == 3, grouping.reason
+    assert adjusted_rand_score(table.true, grouping.labels) >= 0.95
+    assert grouping.stability >= 0.9 and "halves' ARI by K" in grouping.reason
+    mixtures = grouping.silhouette_by_k[grouping.silhouette_by_k.method == "gmm"].set_index("k")
+    # finer mixtures are tried only up to the K of the lowest BIC (here 3: one split of the squarer particles,
+    # 84 / 36, was reproduced by both halves at K = 4 without it)
+    assert mixtures.bic.idxmin() == 3 and mixtures.stability.dropna().index.tolist() == [3]
+
+
+def test_polygon_sharpness_is_one_for_a_sharp_regular_polygon_and_zero_for_a_circle():
+    from nanoshape.shape import outline_spectrum
+
+    theta = np.linspace(0, 2 * np.pi, 4096, endpoint=False)
+    for sides in (3, 4, 5, 6):
+        radius = np.cos(np.pi / sides) / np.cos(np.mod(theta, 2 * np.pi / sides) - np.pi / sides)
+        spectrum = np.asarray(outline_spectrum(theta, radius, 12, 1024))
+        assert polygon_sharpness(spectrum[sides - 1], sides) == pytest.approx(1.0, abs=0.01)
+    circle = np.asarray(outline_spectrum(theta, np.ones_like(theta), 12, 1024))
+    assert max(polygon_sharpness(circle[m - 1], m) for m in range(3, 7)) < 0.01
+
+
+def test_faint_corners_are_named_where_the_mask_and_the_fitted_shape_agree_on_the_order():
+    """emps_train's hexagonal plates: the mask's A_6 (0.059) is the strongest order but under the naming floor,
+    so the mask alone says spheres; the fitted outline (eq. 1, d = 3 at L ~ 1: six-fold) is a
+    clear hexagon, so the group is hexagonal plates. A fitted circle leaves the mask's name; elongated particles
+    whose fitted shape covers the mask poorly (aggregates, touching pairs) are irregular."""
+    mask = dict(feret_ratio=1.11, circularity=0.82, solidity=0.944, angular_harmonic_2=0.043, angular_harmonic_3=0.046,
+                angular_harmonic_4=0.031, angular_harmonic_5=0.024, angular_harmonic_6=0.059, angular_harmonic_7=0.020,
+                angular_harmonic_8=0.019)
+    table = pd.DataFrame([mask] * 8).assign(phi_rad=np.linspace(0, 1, 8), d=3, l_ratio=1.06, p=2.24,
+                                            equivalent_diameter_nm=20.0)
+    assert shape_name(mask) == "spheres"
+    assert describe_groups(table, np.ones(8, int)).name.tolist() == ["hexagonal plates"]
+    assert describe_groups(table.assign(d=2, l_ratio=1.0, p=2.0), np.ones(8, int)).name.tolist() == ["spheres"]
+    elongated = mask | dict(feret_ratio=1.5, angular_harmonic_2=0.36)
+    assert shape_name(elongated | dict(jaccard_refined=0.93)) == "elongated particles"
+    assert shape_name(elongated | dict(jaccard_refined=0.86)) == "irregular particles"

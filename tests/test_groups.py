@@ -346,10 +346,10 @@ def _spheres_with_a_shoulder(seed=0):
 
 def test_a_shape_on_the_shoulder_of_a_larger_cloud_gets_its_own_group():
     """HDBSCAN keeps only density peaks: a shape whose cloud is a shoulder of a larger one stays inside it (emps_train's
-    run: spheres and rods only, cubes and hexagonal plates with the spheres). The default (finest_stable) takes the
+    run: spheres and rods only, cubes and hexagonal plates with the spheres). ``choice="finest_stable"`` takes the
     Gaussian mixture with the most groups, up to the lowest BIC's K, that each half of the particles reproduces."""
     table = _spheres_with_a_shoulder()
-    options = GroupOptions(datasets=("features",), methods=("gmm", "hdbscan"))
+    options = GroupOptions(datasets=("features",), methods=("gmm", "hdbscan"), choice="finest_stable")
     assert cluster_particles(table, dataclasses.replace(options, choice="hdbscan")).k == 2
     grouping = cluster_particles(table, options)
     assert grouping.method == "gmm_stable" and grouping.k == 3, grouping.reason

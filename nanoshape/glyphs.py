@@ -33,6 +33,7 @@ __all__ = [
     "FONTS",
     "Glyph",
     "background_noise",
+    "degrade",
     "font_has",
     "font_path",
     "is_point",
@@ -43,6 +44,7 @@ __all__ = [
     "glyph_dataset",
     "ink",
     "load_glyph_model",
+    "load_weights",
     "patches",
     "spans",
     "render_label",
@@ -343,8 +345,8 @@ class GlyphNet(nnx.Module):
         return self.out(jax.nn.relu(self.dense(x)))
 
 
-def save_glyph_model(model: GlyphNet, path: str | os.PathLike = _WEIGHTS) -> Path:
-    """Write the model's weights as float16 arrays in one .npz file."""
+def save_glyph_model(model: nnx.Module, path: str | os.PathLike = _WEIGHTS) -> Path:
+    """Write a model's weights (the glyph classifier's by default path) as float16 arrays in one .npz file."""
     state = nnx.state(model, nnx.Param)
     flat = {".".join(str(k) for k in key): np.asarray(value.value, np.float16)
             for key, value in nnx.to_flat_state(state)}
@@ -363,13 +365,28 @@ def load_glyph_model(path: str | os.PathLike = _WEIGHTS) -> GlyphNet:
       FileNotFoundError: no weights at ``path``.
       ValueError: the file holds other arrays than a GlyphNet's.
     """
+    return load_weights(GlyphNet(rngs=nnx.Rngs(0)), path, "glyph classifier",
+                        "python experiments/scale_bars/train_glyphs.py")
+
+
+def load_weights(model: nnx.Module, path: str | os.PathLike, what: str, how: str) -> nnx.Module:
+    """Set a model's parameters from a :func:`save_glyph_model` file.
+
+    Args:
+      model: a freshly built model of the saved kind.
+      path: the .npz file.
+      what: the model's name in errors ("glyph classifier").
+      how: the command that writes such a file, named where it is missing.
+
+    Raises:
+      FileNotFoundError: no weights at ``path``.
+      ValueError: the file holds other arrays than ``model``'s.
+    """
     import jax.numpy as jnp
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: glyph classifier weights not found "
-                                f"(python experiments/scale_bars/train_glyphs.py writes them)")
-    model = GlyphNet(rngs=nnx.Rngs(0))
+        raise FileNotFoundError(f"{path}: {what} weights not found ({how} writes them)")
     state = nnx.state(model, nnx.Param)
     with np.load(path) as saved:
         arrays = {name: saved[name] for name in saved.files}
@@ -377,7 +394,7 @@ def load_glyph_model(path: str | os.PathLike = _WEIGHTS) -> GlyphNet:
     for key, variable in flat:
         name = ".".join(str(k) for k in key)
         if name not in arrays or arrays[name].shape != variable.value.shape:
-            raise ValueError(f"{path}: not the weights of this glyph classifier (missing or misshapen {name})")
+            raise ValueError(f"{path}: not the weights of this {what} (missing or misshapen {name})")
         variable.value = jnp.asarray(arrays[name], jnp.float32)
     nnx.update(model, nnx.from_flat_state(flat))
     return model
@@ -507,8 +524,6 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = N
     Returns:
       patches (n, PATCH_PX, PATCH_PX, 1), log aspects (n, 1), class indices (n,).
     """
-    from PIL import Image
-
     fonts = training_fonts() if fonts is None else fonts
     rng = np.random.default_rng(seed)
     all_patches, all_aspects, all_classes = [], [], []
@@ -523,21 +538,7 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = N
         stroke = int(rng.choice([-2, -1, 0, 0, 0, 1, 2, 3])) if cap > 10 else int(rng.choice([0, 0, 1]))
         text_ink, chars = render_label(text, font, cap, stroke=stroke, stretch=float(rng.uniform(0.85, 1.15)),
                                        margin_px=int(rng.integers(4, 12)))
-        background, text_level = rng.uniform(0.3, 0.8), rng.choice([0.0, 1.0])
-        if rng.random() < 0.3:
-            text_level = background + (1 if text_level > background else -1) * rng.uniform(0.25, 0.5)
-        grey = background + (text_level - background) * text_ink
-        if rng.random() < 0.3:  # a textured background (a support film, a crystal's fringes)
-            texture = ndi.gaussian_filter(rng.normal(0, 1, grey.shape), rng.uniform(1, 4))
-            grey = grey + rng.uniform(0.05, 0.2) * texture / max(float(texture.std()), 1e-6) * (1 - text_ink)
-        grey, blobs = _add_blobs(rng, grey, cap) if rng.random() < 0.35 else (grey, np.zeros(grey.shape, bool))
-        grey = ndi.gaussian_filter(grey, rng.uniform(0.0, 0.9)) if rng.random() < 0.7 else grey
-        grey = grey + rng.normal(0, rng.uniform(0, 0.08), grey.shape)
-        grey = np.clip(grey, 0, 1)
-        if rng.random() < 0.4:
-            buffer = _io.BytesIO()
-            Image.fromarray((grey * 255).astype(np.uint8)).save(buffer, format="JPEG", quality=int(rng.integers(30, 95)))
-            grey = np.asarray(Image.open(buffer), np.float32) / 255.0
+        grey, blobs, text_level, background = degrade(rng, text_ink, cap)
         polarity = "dark" if text_level < background else "light"
         # the label's own grey and its background's, as a bar's give them in use; as is,
         # or strokes only, as the reader reads each label both ways
@@ -568,6 +569,34 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = N
                 all_aspects.append(a)
                 all_classes.extend(_CLASS_INDEX[c] for c in classes)
     return (np.concatenate(all_patches), np.concatenate(all_aspects), np.asarray(all_classes, np.int32))
+
+
+def degrade(rng: np.random.Generator, text_ink: np.ndarray, cap: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Rendered text ink as a figure shows it: on a random grey background (plain or
+    textured), black, white or grey text, particles (blobs) near or on it at random,
+    blurred, noised and JPEG-compressed at random.
+
+    Returns:
+      grey values in [0, 1], the blobs' mask, the text's grey level, the background's.
+    """
+    from PIL import Image
+
+    background, text_level = rng.uniform(0.3, 0.8), rng.choice([0.0, 1.0])
+    if rng.random() < 0.3:
+        text_level = background + (1 if text_level > background else -1) * rng.uniform(0.25, 0.5)
+    grey = background + (text_level - background) * text_ink
+    if rng.random() < 0.3:  # a textured background (a support film, a crystal's fringes)
+        texture = ndi.gaussian_filter(rng.normal(0, 1, grey.shape), rng.uniform(1, 4))
+        grey = grey + rng.uniform(0.05, 0.2) * texture / max(float(texture.std()), 1e-6) * (1 - text_ink)
+    grey, blobs = _add_blobs(rng, grey, cap) if rng.random() < 0.35 else (grey, np.zeros(grey.shape, bool))
+    grey = ndi.gaussian_filter(grey, rng.uniform(0.0, 0.9)) if rng.random() < 0.7 else grey
+    grey = grey + rng.normal(0, rng.uniform(0, 0.08), grey.shape)
+    grey = np.clip(grey, 0, 1)
+    if rng.random() < 0.4:
+        buffer = _io.BytesIO()
+        Image.fromarray((grey * 255).astype(np.uint8)).save(buffer, format="JPEG", quality=int(rng.integers(30, 95)))
+        grey = np.asarray(Image.open(buffer), np.float32) / 255.0
+    return grey, blobs, float(text_level), float(background)
 
 
 def _add_blobs(rng: np.random.Generator, grey: np.ndarray, cap: float) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ reason is recorded.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import re
@@ -859,8 +860,34 @@ def _synthesised(text: np.ndarray, line, readings: list[tuple[float, str, float]
     return _pretty(found.label, parsed[1]), parsed[0], found.score
 
 
-def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, model=None, synthesis: bool = True
-               ) -> tuple[str, float, float] | None:
+#: A line the glyph classifier and synthesis leave unread is taken from the line reader
+#: (:mod:`nanoshape.linereader`) where every symbol it emits has a probability of at least
+#: this in its columns, and the text is one number and one unit.
+_LINE_READER_CONFIDENCE = 0.95
+
+
+def _line_read(text: np.ndarray, line) -> tuple[str, float, float] | None:
+    """The label the line reader reads on a whole line (:func:`nanoshape.linereader.read_strips`),
+    where it is sure of every symbol and the text is a label; not where a stroke just left of
+    the line may have taken its first glyphs.
+
+    Returns:
+      (label as ``"100 nm"``, nm, confidence: the weakest symbol's probability) or None.
+    """
+    from nanoshape.linereader import line_strip, read_strips
+
+    if _stroke_left_of(text, line):
+        return None
+    strip, columns = line_strip(text, line)
+    spelled, confidence = read_strips(strip[None], columns)[0]
+    parsed = parse_label(spelled)
+    if confidence < _LINE_READER_CONFIDENCE or parsed is None:
+        return None
+    return _pretty(spelled, parsed[1]), parsed[0], confidence
+
+
+def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, model=None, synthesis: bool = True,
+               line_reader: bool = True) -> tuple[str, float, float] | None:
     """Read the label beside a bar with the glyph classifier and the label grammar.
 
     The lines of text above, below, or on the bar's rows to either side, in the bar's
@@ -873,8 +900,10 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
     level just left of it in the grey values (:func:`_stroke_left_of` at _HIDING_INK) is
     passed over in every ink: where strokes-only ink dropped a particle as dark (light) as
     the text, it dropped the glyphs drawn over it too, and what is left of the label reads
-    as another ("5 nm" of "2.5 nm"); glyphs over a paler particle stay in strokes-only ink. ``synthesis=False`` reads with the classifier
-    alone (to measure what synthesis adds).
+    as another ("5 nm" of "2.5 nm"); glyphs over a paler particle stay in strokes-only ink.
+    A line neither reads is read whole by the line reader (:func:`_line_read`), which needs
+    no cutting into glyphs. ``synthesis=False`` and ``line_reader=False`` leave those
+    readers out (to measure what each adds).
 
     Returns:
       (label as ``"100 nm"``, its length in nm, its confidence, the line's box (top,
@@ -882,16 +911,24 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
     """
     found = []
     inks = _label_lines(image, bar)
+    per_ink = []
     for index, (text, candidates) in enumerate(inks):
         plain = inks[index - index % 2][0]  # the grey values as ink, for strokes-only ink too
-        for _, line, box in candidates:
-            if box[4] != bar.polarity:
-                break  # a label is drawn in its bar's colour
-            if _stroke_left_of(plain, line, level=_HIDING_INK):
-                continue  # its first glyphs may be lost on a particle as dark as they: "5 nm" of "2.5 nm"
+        # a label's lines, nearest first: in the bar's colour, none with its first glyphs
+        # possibly lost on a particle as dark as they ("5 nm" of "2.5 nm")
+        lines = [(line, box) for _, line, box in itertools.takewhile(lambda c: c[2][4] == bar.polarity, candidates)
+                 if not _stroke_left_of(plain, line, level=_HIDING_INK)]
+        per_ink.append((text, lines))
+        for line, box in lines:
             readings = _line_readings(text, line, model)
-            accepted = _accept(readings, min_confidence) or (
-                _synthesised(text, line, readings) if synthesis else None)
+            accepted = _accept(readings, min_confidence) or (_synthesised(text, line, readings) if synthesis else None)
+            if accepted is not None:
+                found.append((*accepted, box))
+                break
+    # the line reader only where neither read a line of any ink: it adds readings, never changes one
+    for text, lines in per_ink if line_reader and not found else []:
+        for line, box in lines:
+            accepted = _line_read(text, line)
             if accepted is not None:
                 found.append((*accepted, box))
                 break
@@ -919,7 +956,8 @@ def explain_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, m
                         "second": f"{readings[1][1]} {readings[1][0]:.2f}" if len(readings) > 1 else "",
                         "readings": readings[:6], "glyphs": len(line),
                         "accepted": None if _stroke_left_of(plain, line, level=_HIDING_INK) else
-                        (_accept(readings, min_confidence) or _synthesised(text, line, readings))})
+                        (_accept(readings, min_confidence) or _synthesised(text, line, readings)
+                         or _line_read(text, line))})
     return out
 
 

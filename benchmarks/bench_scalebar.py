@@ -6,8 +6,8 @@ Micrographs: the 41 emps_train PNGs from ../shared/data (skipped with a note whe
 and 8 rendered 512 x 512 scenes with a drawn bar. For each set, in one process and in
 alternation (benchmarks/_common.interleaved_times): read_micrograph alone (the baseline),
 scalebar.find_bars, scalebar.read_scale_bar with the glyph classifier alone (no analysis
-by synthesis), scalebar.calibrate (find the bars and read their labels, synthesis
-included), and segment.segment (for scale). Prints the median per micrograph of each.
+by synthesis), with the classifier and synthesis (no line reader), scalebar.calibrate
+(find the bars and read their labels, every reader), and segment.segment (for scale). Prints the median per micrograph of each.
 """
 
 from __future__ import annotations
@@ -56,23 +56,27 @@ def main() -> None:
     start = time.perf_counter()
     templates()  # draw the labels analysis by synthesis compares with, once per process
     print(f"# labels drawn for analysis by synthesis, once per process: {time.perf_counter() - start:.2f} s")
-    classifier_only = lambda image, bar, floor: read_label(image, bar, min_confidence=floor, synthesis=False)
+    classifier_only = lambda image, bar, floor: read_label(image, bar, min_confidence=floor, synthesis=False,
+                                                           line_reader=False)
+    no_line_reader = lambda image, bar, floor: read_label(image, bar, min_confidence=floor, line_reader=False)
     print("| micrographs | read_micrograph (baseline) | find_bars | bars + labels, classifier alone "
-          "| calibrate (bars + labels, synthesis) | segment |")
-    print("|---|---:|---:|---:|---:|---:|")
+          "| classifier + synthesis | calibrate (bars + labels, every reader) | segment |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, (micrographs, files) in sets.items():
         n = len(micrographs)
         fns = {
             "read": (lambda: [read_micrograph(f) for f in files]) if files else (lambda: None),
             "find_bars": lambda: [find_bars(m.pixels) for m in micrographs],
             "classifier": lambda: [read_scale_bar(m.pixels, reader=classifier_only) for m in micrographs],
+            "synthesis": lambda: [read_scale_bar(m.pixels, reader=no_line_reader) for m in micrographs],
             "calibrate": lambda: [calibrate(m) for m in micrographs],
             "segment": lambda: [segment(m.pixels) for m in micrographs],
         }
         times = interleaved_times(fns, rounds=args.rounds)
         ms = {k: 1000 * statistics.median(v) / n for k, v in times.items()}
         read = f"{ms['read']:.1f} ms" if files else "(in memory)"
-        print(f"| {name} | {read} | {ms['find_bars']:.1f} ms | {ms['classifier']:.1f} ms | {ms['calibrate']:.1f} ms "
+        print(f"| {name} | {read} | {ms['find_bars']:.1f} ms | {ms['classifier']:.1f} ms | {ms['synthesis']:.1f} ms "
+              f"| {ms['calibrate']:.1f} ms "
               f"| {ms['segment']:.1f} ms |")
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "load_glyph_model",
     "load_weights",
     "patches",
+    "random_label",
     "spans",
     "render_label",
     "save_glyph_model",
@@ -487,7 +488,8 @@ _OTHER_TEXT = ("(a)", "(b)", "c)", "(d)", "e", "f", "kV", "TEM", "HV", "Mag", "x
                "Au", "Ag", "Fe", "Pt", "h", "k", "r", "t", "v", "w", "y", "K", "H", "R", "T", "V", "W", "X", "Y")
 
 
-def _random_label(rng: np.random.Generator) -> str:
+def random_label(rng: np.random.Generator) -> str:
+    """A random label (a number and a length unit) or, one time in seven, other text a figure holds."""
     if rng.random() < 0.15:
         return str(rng.choice(_OTHER_TEXT))
     value = str(rng.choice(_VALUES)) if rng.random() < 0.7 else str(int(rng.integers(1, 1000)))
@@ -529,7 +531,7 @@ def glyph_dataset(seed: int, n_labels: int, *, fonts: tuple[str, ...] | None = N
     all_patches, all_aspects, all_classes = [], [], []
     for _ in range(n_labels):
         font = str(rng.choice(fonts))
-        text = _random_label(rng)
+        text = random_label(rng)
         if not all(font_has(font, c) for c in text if c != " "):
             text = text.replace("μ", "µ")
             if not all(font_has(font, c) for c in text if c != " "):

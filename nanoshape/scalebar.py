@@ -909,24 +909,26 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
       (label as ``"100 nm"``, its length in nm, its confidence, the line's box (top,
       bottom, left, right in px, text polarity)), or None.
     """
-    found = []
+    found, unread = [], []
     inks = _label_lines(image, bar)
-    per_ink = []
     for index, (text, candidates) in enumerate(inks):
         plain = inks[index - index % 2][0]  # the grey values as ink, for strokes-only ink too
         # a label's lines, nearest first: in the bar's colour, none with its first glyphs
         # possibly lost on a particle as dark as they ("5 nm" of "2.5 nm")
-        lines = [(line, box) for _, line, box in itertools.takewhile(lambda c: c[2][4] == bar.polarity, candidates)
-                 if not _stroke_left_of(plain, line, level=_HIDING_INK)]
-        per_ink.append((text, lines))
+        lines = ((line, box) for _, line, box in itertools.takewhile(lambda c: c[2][4] == bar.polarity, candidates)
+                 if not _stroke_left_of(plain, line, level=_HIDING_INK))
+        seen = []
         for line, box in lines:
+            seen.append((line, box))
             readings = _line_readings(text, line, model)
             accepted = _accept(readings, min_confidence) or (_synthesised(text, line, readings) if synthesis else None)
             if accepted is not None:
                 found.append((*accepted, box))
                 break
+        else:
+            unread.append((text, seen))
     # the line reader only where neither read a line of any ink: it adds readings, never changes one
-    for text, lines in per_ink if line_reader and not found else []:
+    for text, lines in unread if line_reader and not found else []:
         for line, box in lines:
             accepted = _line_read(text, line)
             if accepted is not None:

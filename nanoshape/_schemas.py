@@ -312,12 +312,13 @@ class GroupOptionsSchema:
       feature_set: the descriptors of the ``features`` dataset: ``shape`` (log Feret ratio,
         circularity, solidity, :data:`AFFINE_COLUMNS`, log size) or ``classic`` (the seed
         paper's :data:`FEATURE_COLUMNS`, plus the angular harmonics where the table has them).
-      choice: which grouping is used: ``hdbscan`` (the default; below), ``finest_stable`` (of HDBSCAN's grouping and the Gaussian
-        mixtures with more groups than it and at most as many as the lowest BIC gives, on ``both``,
-        else ``features``: the one with the most groups that each half of the particles, grouped on its
-        own, reproduces at ARI >= ``stable_ari``; HDBSCAN's where no mixture does; not the default: on
-        emps_train its K depends on ``seed``), ``hdbscan`` (HDBSCAN on ``both``, else ``features``, K from the particles' density; the silhouette rule
-        where it finds fewer than two groups),
+      choice: which grouping is used: ``hdbscan`` (the default: HDBSCAN on ``both``, else
+        ``features``, K from the particles' density; the silhouette rule where it finds fewer
+        than two groups), ``finest_stable`` (of HDBSCAN's grouping and the Gaussian mixtures with
+        more groups than it and at most as many as the lowest BIC gives, on the same dataset: the
+        one with the most groups that each half of the particles, grouped on its own, reproduces
+        at ARI >= ``stable_ari``; HDBSCAN's where no mixture does; not the default, as its K on
+        emps_train depends on ``seed``),
         ``bic`` (a Gaussian mixture on the same dataset, K by the lowest Bayesian information
         criterion), ``stable`` (of those two, the one whose groups each half of the particles,
         grouped on its own, reproduces best) or ``silhouette`` (the highest silhouette value of

@@ -7,9 +7,8 @@ harmonic spectrum, :data:`HARMONIC_COLUMNS`, or the raw log p, log L, d) and ``b
 K-means, a Gaussian mixture and Ward clustering with K by the silhouette (the seed paper's
 Tables S8 and S9), and by HDBSCAN, which finds K itself. The spectrum is used because
 (p, d, L) is not one-to-one with shapes (:func:`nanoshape.shape.dual_p`).
-``GroupOptions.choice`` picks the grouping (by default HDBSCAN's on ``both``, or the Gaussian mixture
-with the most groups that each half of the particles reproduces), and the comparison and the reason go
-to the run's summary; deterministic for a given seed.
+``GroupOptions.choice`` picks the grouping (HDBSCAN on ``both`` by default), and the
+comparison and the reason go to the run's summary; deterministic for a given seed.
 Measurements: docs/methods.md, "How shape groups are found".
 
 :func:`describe_groups` names each group by its median particle's shape (:func:`shape_name`: the mask's
@@ -102,12 +101,13 @@ class GroupOptions:
       feature_set: the descriptors of the ``features`` dataset: ``shape`` (log Feret ratio,
         circularity, solidity, :data:`AFFINE_COLUMNS`, log size) or ``classic`` (the seed
         paper's :data:`FEATURE_COLUMNS`, plus the angular harmonics where the table has them).
-      choice: which grouping is used: ``hdbscan`` (the default; below), ``finest_stable`` (of HDBSCAN's grouping and the Gaussian
-        mixtures with more groups than it and at most as many as the lowest BIC gives, on ``both``,
-        else ``features``: the one with the most groups that each half of the particles, grouped on its
-        own, reproduces at ARI >= ``stable_ari``; HDBSCAN's where no mixture does; not the default: on
-        emps_train its K depends on ``seed``), ``hdbscan`` (HDBSCAN on ``both``, else ``features``, K from the particles' density; the silhouette rule
-        where it finds fewer than two groups),
+      choice: which grouping is used: ``hdbscan`` (the default: HDBSCAN on ``both``, else
+        ``features``, K from the particles' density; the silhouette rule where it finds fewer
+        than two groups), ``finest_stable`` (of HDBSCAN's grouping and the Gaussian mixtures with
+        more groups than it and at most as many as the lowest BIC gives, on the same dataset: the
+        one with the most groups that each half of the particles, grouped on its own, reproduces
+        at ARI >= ``stable_ari``; HDBSCAN's where no mixture does; not the default, as its K on
+        emps_train depends on ``seed``),
         ``bic`` (a Gaussian mixture on the same dataset, K by the lowest Bayesian information
         criterion), ``stable`` (of those two, the one whose groups each half of the particles,
         grouped on its own, reproduces best) or ``silhouette`` (the highest silhouette value of

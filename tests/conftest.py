@@ -39,3 +39,36 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found at {path} (it lives beside the checkout in ../shared/data)")
     return path
+
+
+@pytest.fixture(scope="session")
+def bundled_run(tmp_path_factory):
+    """``nanoshape analyze output=<dir> workers=0`` on the bundled examples, run once per test
+    session and shared by the CLI, pipeline and report tests (the whole pipeline with its
+    defaults on three micrographs, about a minute). Under pytest-xdist each worker has its own
+    session, so the run is made by the first worker to ask, under a file lock in the directory
+    the workers share, and read by the others. Returns (run directory, what the command printed).
+    Tests must not write into it: copy it first."""
+    import contextlib
+    import io
+
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock (a run with -n0 or one worker needs none)
+        fcntl = None
+
+    from nanoshape.cli import main
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    output, printed = shared / "bundled_run", shared / "bundled_run.stdout"
+    with open(shared / "bundled_run.lock", "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not printed.exists():  # written last: a run that failed half way is made again
+            buffer = io.StringIO()
+            with contextlib.redirect_stdout(buffer):
+                status = main(["analyze", f"output={output}", "workers=0"])
+            assert status == 0, buffer.getvalue()
+            printed.write_text(buffer.getvalue())
+    return output, printed.read_text()

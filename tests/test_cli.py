@@ -59,12 +59,11 @@ def test_render_draws_another_shape_family(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_analyze_without_input_runs_on_the_bundled_examples_and_evaluate_scores_them(tmp_path, capsys):
+def test_analyze_without_input_runs_on_the_bundled_examples_and_evaluate_scores_them(bundled_run, tmp_path):
+    """`nanoshape analyze output=<dir> workers=0` (the shared run of conftest.bundled_run)."""
     from nanoshape.examples import bundled_examples_dir
 
-    out = tmp_path / "run"
-    assert main(["analyze", f"output={out}", "workers=0"]) == 0
-    printed = capsys.readouterr().out
+    out, printed = bundled_run
     assert str(out / "particles.csv") in printed
     particles = pd.read_csv(out / "particles.csv")
     assert set(particles.image) == {"mixed_shapes", "cubes_and_rods", "crowded_spheres"}

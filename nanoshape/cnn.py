@@ -527,11 +527,12 @@ def _load_cached(directory: str) -> ShapeCNN:
     fields = {f.name for f in dataclasses.fields(CNNOptions)}
     stored = {**_BEFORE_OPTION_EXISTED, **meta["options"]}
     options = CNNOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in fields})
-    model = ShapeCNN(options, rngs=nnx.Rngs(0))
-    target = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), target)
+    # built abstractly (shapes only; every parameter comes from the file), not initialised at random first
+    model = nnx.eval_shape(lambda: ShapeCNN(options, rngs=nnx.Rngs(0)))
+    abstract = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     with ocp.StandardCheckpointer() as checkpointer:
         restored = checkpointer.restore((path / "weights").absolute(), abstract)
+    restored = jax.tree.map(jnp.asarray, restored)  # on the device once, not copied at every call
     state = nnx.state(model, nnx.Param)
     nnx.replace_by_pure_dict(state, restored)
     nnx.update(model, state)

@@ -469,10 +469,13 @@ def _load_cached(directory: str) -> SegNet:
     spec = json.loads((path / "segnet.json").read_text())
     fields = {f.name for f in dataclasses.fields(SegNetOptions)}
     options = SegNetOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["options"].items() if k in fields})
-    model = SegNet(options, rngs=nnx.Rngs(0))
+    # built abstractly (shapes only; every variable comes from the file): a real initialisation
+    # compiled ~70 small random-number kernels one by one, 11 s of each process' first micrograph
+    model = nnx.eval_shape(lambda: SegNet(options, rngs=nnx.Rngs(0)))
     target = nnx.to_pure_dict(nnx.state(model, _SAVED))
     with ocp.StandardCheckpointer() as checkpointer:
         restored = checkpointer.restore(path / "weights", target)
+    restored = jax.tree.map(jnp.asarray, restored)  # on the device once, not copied at every call
     state = nnx.state(model, _SAVED)
     nnx.replace_by_pure_dict(state, restored)
     nnx.update(model, state)

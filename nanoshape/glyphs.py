@@ -366,7 +366,7 @@ def load_glyph_model(path: str | os.PathLike = _WEIGHTS) -> GlyphNet:
       FileNotFoundError: no weights at ``path``.
       ValueError: the file holds other arrays than a GlyphNet's.
     """
-    return load_weights(GlyphNet(rngs=nnx.Rngs(0)), path, "glyph classifier",
+    return load_weights(nnx.eval_shape(lambda: GlyphNet(rngs=nnx.Rngs(0))), path, "glyph classifier",
                         "python experiments/scale_bars/train_glyphs.py")
 
 
@@ -374,7 +374,8 @@ def load_weights(model: nnx.Module, path: str | os.PathLike, what: str, how: str
     """Set a model's parameters from a :func:`save_glyph_model` file.
 
     Args:
-      model: a freshly built model of the saved kind.
+      model: a model of the saved kind, built abstractly (``nnx.eval_shape``: nothing is drawn at random
+        only to be overwritten) or not.
       path: the .npz file.
       what: the model's name in errors ("glyph classifier").
       how: the command that writes such a file, named where it is missing.

@@ -382,7 +382,7 @@ def test_a_finer_mixture_that_other_seeds_do_not_find_is_not_chosen():
     shoulders beside the spheres, two of them side by side) seed 0's K = 4 mixture is reproduced by both halves, and
     with the halves' test alone K was 4, 2, 2, 4 for seeds 0-3; the mixtures of the other seeds split the shoulders
     otherwise, so no finer mixture is chosen, for any seed: HDBSCAN's two groups stay."""
-    table = _spheres_with_shoulders(85)  # the first of 90 drawn tables where seed 0's K = 4 failed on the seeds alone
+    table = _spheres_with_shoulders(85)  # of 90 drawn tables, one where seed 0's finer mixture passes the halves, not the seeds
     options = GroupOptions(datasets=("features",), methods=("gmm", "hdbscan"), choice="finest_stable")
     alone = cluster_particles(table, dataclasses.replace(options, stable_seeds=1))
     assert alone.method == "gmm_stable" and alone.k == 4 and alone.stability >= 0.9, alone.reason

@@ -1,6 +1,6 @@
 """Shape groups on a rendered mixed population, and the classifier with and without shape parameters.
 
-    python experiments/groups_ablation.py [--scenes 12] [--output runs/groups_ablation]
+    python experiments/groups_ablation.py [--scenes 12] [--output runs/groups_ablation] [--reuse] [--choice finest_stable]
                                                    (about 2 minutes on a 2-core CPU)
 
 Twelve scenes give ~1,200 particles, so the 20 % held out for the classifier's test
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=12)
     parser.add_argument("--output", type=Path, default=Path("runs/groups_ablation"))
     parser.add_argument("--reuse", action="store_true", help="regroup an earlier run in --output (no new analysis)")
+    parser.add_argument("--choice", default=None, help="GroupOptions.choice (default: the library's)")
     args = parser.parse_args()
     out = args.output
     (out / "in").mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ def main() -> None:
 
     comparisons, rows = [], []
     for space in PARAMETER_SPACES:
-        group_options = GroupOptions(parameter_space=space)
+        group_options = GroupOptions(parameter_space=space, **({"choice": args.choice} if args.choice else {}))
         found = cluster_particles(matched, group_options)
         comparison = found.comparison.copy()
         aris = []

@@ -105,9 +105,9 @@ class GroupOptions:
         ``features``, K from the particles' density; the silhouette rule where it finds fewer
         than two groups), ``finest_stable`` (of HDBSCAN's grouping and the Gaussian mixtures with
         more groups than it and at most as many as the lowest BIC gives, on the same dataset: the
-        one with the most groups that each half of the particles, grouped on its own, reproduces
-        at ARI >= ``stable_ari``; HDBSCAN's where no mixture does; not the default, as its K on
-        emps_train depends on ``seed``),
+        one with the most groups that mixtures started from ``stable_seeds`` seeds find alike and
+        that each half of the particles, grouped on its own, reproduces, both at ARI >= ``stable_ari``;
+        HDBSCAN's where no mixture does),
         ``bic`` (a Gaussian mixture on the same dataset, K by the lowest Bayesian information
         criterion), ``stable`` (of those two, the one whose groups each half of the particles,
         grouped on its own, reproduces best) or ``silhouette`` (the highest silhouette value of
@@ -129,7 +129,13 @@ class GroupOptions:
       min_group_size: the smallest group HDBSCAN may find, however few the particles.
       stable_ari: with ``choice="finest_stable"``, the agreement (adjusted Rand index) between the
         groups of all particles and those of each half grouped on its own that a finer mixture
-        must reach to be chosen (the issue's bar for "the same groups")
+        must reach to be chosen (the issue's bar for "the same groups"), and between the mixtures of
+        the ``stable_seeds`` seeds.
+      stable_seeds: with ``choice="finest_stable"``, how many seeds (``seed`` and ones drawn from it)
+        each fit the mixture of a finer K: it is chosen only where every pair of their groupings agrees
+        and each passes the halves' test. A K whose groups depend on where the mixture started is the
+        mixture's local optimum, not the particles' groups (on emps_train with one seed, seeds 0-3 chose
+        K = 6, 2, 5 and 3, each passing its own halves' test).
       test_fraction: held-out share for the classifier's test accuracy.
       cv_folds: folds of the cross-validation.
     """
@@ -146,11 +152,14 @@ class GroupOptions:
     min_group_fraction: float = 0.02
     min_group_size: int = 5
     stable_ari: float = 0.9
+    stable_seeds: int = 3
     test_fraction: float = 0.2
     cv_folds: int = 10
 
     def __post_init__(self):
         # checked here so a bad option stops a run before its micrographs are analysed
+        if self.stable_seeds < 1:
+            raise ValueError(f"stable_seeds must be at least 1, got {self.stable_seeds}")
         if self.choice not in CHOICES:
             raise ValueError(f"unknown choice {self.choice!r}; choose from {CHOICES}")
         if self.feature_set not in FEATURE_SETS:
@@ -553,12 +562,13 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
                   if row.method == "hdbscan" and row.dataset == dataset]
     by_likelihood = [row for dataset in ("both", "features", "parameters") for _, row in comparison.iterrows()
                      if row.method == "gmm_bic" and row.dataset == dataset]
-    finer: list[tuple[int, float]] = []  # finest_stable: (K, halves ARI) of each finer mixture tried, finest first
+    finer: list[tuple[int, float, float]] = []  # finest_stable: (K, halves' ARI, seeds' ARI) of each K tried, finest first
     if options.choice == "finest_stable" and (by_density or by_likelihood):
         # the finest grouping the halves reproduce: HDBSCAN's groups are the most persistent density peaks, and a
         # shape that is a tail of the main cloud rather than a peak of its own (cubes, hexagonal plates among
         # spheres on emps_train) stays inside them; a mixture with more groups is used where both halves of the
-        # particles, each grouped on its own, give the same groups (the issue's test of a stable choice)
+        # particles, each grouped on its own, give the same groups (the issue's test of a stable choice), and
+        # where mixtures started from other seeds give them too (else the choice is a local optimum's)
         first = (by_density or by_likelihood)[0].dataset
         base = best_by_density = next((row for row in by_density if row.dataset == first), None)
         best_row = base if base is not None else by_likelihood[0]
@@ -570,19 +580,19 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
         k_bic = by_bic[first][0] if first in by_bic else hi
         for k_try in sorted((k for d, k in mixtures if d == first and base_k < k <= k_bic), reverse=True):
             labels_try, score_try = mixtures[(first, k_try)]
-            agreement = _halves_agreement(raw_first, labels_try, columns_first, "gmm", k_try, options)
-            finer.append((k_try, agreement))
-            if agreement >= options.stable_ari:
+            halves, seeds = _mixture_reproduced(raw_first, labels_try, columns_first, k_try, options)
+            finer.append((k_try, halves, seeds))
+            if halves >= options.stable_ari and not seeds < options.stable_ari:  # seeds NaN: stable_seeds = 1
                 candidates[(first, "gmm_stable")] = (k_try, labels_try, columns_first)
                 comparison = pd.concat([comparison, pd.DataFrame([{
                     "dataset": first, "method": "gmm_stable", "k": k_try, "silhouette": score_try,
                     "silhouette_common": _silhouette(pairwise_distances(common), labels_try),
-                    "stability": agreement}])], ignore_index=True)
+                    "stability": halves, "seed_agreement": seeds}])], ignore_index=True)
                 best_row = comparison.iloc[-1]
                 break
-        tried = {k_try: agreement for k_try, agreement in finer}
-        by_k = [row | {"stability": tried[row["k"]]} if row["method"] == "gmm" and row["dataset"] == first
-                and row["k"] in tried else row for row in by_k]
+        tried = {k_try: (halves, seeds) for k_try, halves, seeds in finer}
+        by_k = [row | {"stability": tried[row["k"]][0], "seed_agreement": tried[row["k"]][1]}
+                if row["method"] == "gmm" and row["dataset"] == first and row["k"] in tried else row for row in by_k]
     elif options.choice == "hdbscan" and by_density:
         best_row = by_density[0]
     elif options.choice == "bic" and by_likelihood:
@@ -621,21 +631,25 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
     labels_out[usable] = _relabel_by_size(labels_all)
     min_size = max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(sample))))
     if options.choice == "finest_stable" and candidates.get((dataset, method)) is not None and method in ("gmm_stable", "hdbscan"):
-        tried = ", ".join(f"K = {k_try} {agreement:.3f}" for k_try, agreement in finer)
-        tried = (f"halves' ARI by K, finest first: {tried}" if tried else
+        tried = ", ".join(f"K = {k_try} {halves:.3f}" + (f" / {seeds:.3f}" if np.isfinite(seeds) else "")
+                          for k_try, halves, seeds in finer)
+        tried = (f"the smaller ARI by K, finest first, of the halves' and, where they passed, of the {options.stable_seeds} "
+                 f"seeds' mixtures with each other: {tried}" if tried else
                  "no mixture with more groups than HDBSCAN's and at most the lowest BIC's had groups of sufficient size")
         if method == "gmm_stable":
             reason = (f"A Gaussian mixture (full covariances) on the {dataset} dataset with K = {k}: the finest grouping "
-                      f"that each half of the particles, grouped on its own, reproduces at ARI >= {options.stable_ari:.2f} "
-                      f"({tried}). HDBSCAN, which finds K where the particles lie densest, found "
+                      f"that mixtures started from {options.stable_seeds} seeds find alike and each half of the "
+                      f"particles, grouped on its own, reproduces, both at ARI >= {options.stable_ari:.2f} ({tried}). "
+                      f"HDBSCAN, which finds K where the particles lie densest, found "
                       f"{int(best_by_density.k) if best_by_density is not None else 'no'} groups: shapes that are a tail "
                       f"of a larger cloud, not a peak of their own, stay inside its groups. Silhouette "
                       f"{best_row.silhouette:.3f}; the other combinations are listed for comparison")
         else:
             reason = (f"HDBSCAN on the {dataset} dataset found K = {k} groups of at least {min_size} particles where they "
                       f"lie densest (the most persistent clusters; particles between groups join their 5 nearest "
-                      f"neighbours' group); no Gaussian mixture with more groups was reproduced by both halves of the "
-                      f"particles, each grouped on its own, at ARI >= {options.stable_ari:.2f} ({tried}). "
+                      f"neighbours' group); no Gaussian mixture with more groups was found alike from "
+                      f"{options.stable_seeds} seeds and reproduced by both halves of the particles, each grouped on its "
+                      f"own, at ARI >= {options.stable_ari:.2f} ({tried}). "
                       f"Silhouette {best_row.silhouette:.3f}; the other combinations are listed for comparison")
     elif options.choice == "stable" and "stability" in comparison and comparison.stability.notna().sum() > 1:
         others = comparison[comparison.stability.notna() & ~comparison.chosen]
@@ -673,6 +687,42 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
     return Grouping(labels=labels_out, dataset=dataset, method=method, k=k, comparison=comparison, reason=reason,
                     silhouette_by_k=pd.DataFrame(by_k), columns=tuple(columns), stability=stability,
                     assigned=assigned)
+
+
+def _mixture_seeds(options: GroupOptions) -> tuple[int, ...]:
+    """``options.seed`` and ``stable_seeds - 1`` seeds drawn from it (drawn rather than ``seed + 1, ...``, so that
+    neighbouring values of ``seed`` do not share their other seeds)."""
+    drawn = np.random.SeedSequence(options.seed).spawn(options.stable_seeds - 1)
+    return (options.seed, *(int(child.generate_state(1)[0] % 2**31) for child in drawn))
+
+
+def _mixture_reproduced(raw: np.ndarray, labels: np.ndarray, columns: tuple[str, ...], k: int,
+                        options: GroupOptions) -> tuple[float, float]:
+    """How well the Gaussian mixture ``labels`` (K = ``k``, fitted with ``options.seed`` on the standardised ``raw``)
+    is reproduced: (the smallest halves' ARI, :func:`_halves_agreement`, over the mixtures of the seeds of
+    :func:`_mixture_seeds`; the smallest ARI between two of these mixtures). Stops at the first figure under
+    ``stable_ari``: the halves of ``options.seed`` first, then the other seeds' mixtures of all particles, then
+    their halves; a figure not reached is NaN (so is the second with one seed)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    halves = _halves_agreement(raw, labels, columns, "gmm", k, options)
+    seeds = _mixture_seeds(options)
+    if not halves >= options.stable_ari or len(seeds) == 1:
+        return halves, float("nan")
+    x = _standardise(raw, columns)
+    fits = [labels]
+    agreement = 1.0
+    for seed in seeds[1:]:
+        own = _mixture(x, k, seed)[0]
+        agreement = min(agreement, *(adjusted_rand_score(own, other) for other in fits))
+        if agreement < options.stable_ari:
+            return halves, agreement
+        fits.append(own)
+    for seed, own in zip(seeds[1:], fits[1:]):
+        halves = min(halves, _halves_agreement(raw, own, columns, "gmm", k, dataclasses.replace(options, seed=seed)))
+        if halves < options.stable_ari:
+            break
+    return halves, agreement
 
 
 def _halves_agreement(raw: np.ndarray, labels: np.ndarray, columns: tuple[str, ...], method: str, k: int,

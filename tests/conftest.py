@@ -14,7 +14,7 @@ from pathlib import Path
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # a fresh cache per session: nothing stale is read
     _CACHE = tempfile.mkdtemp(prefix="nanoshape-test-xla-")
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-    os.environ |= {"JAX_COMPILATION_CACHE_DIR": _CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+    os.environ |= {"JAX_COMPILATION_CACHE_DIR": _CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 import jax  # noqa: E402  (after the cache is configured: jax reads it at import)

@@ -161,7 +161,8 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
 
     Components of ink above 0.25 that reach 0.5 somewhere (8-connected; both thresholds
     raised above the noise where it is strong) are glyphs; a component above or below
-    another that overlaps it by half its width joins it (the ring of Å, a broken µ); a
+    another that overlaps it by half its width joins it (the ring of Å, a broken µ), but
+    not one wholly inside the other's box (a label in a box, inside the ink around it); a
     glyph belongs to a line when it overlaps the line's rows by half its own height or
     sits on its baseline (a decimal point) and lies within 1.2 line heights of it.
 

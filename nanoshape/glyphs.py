@@ -161,7 +161,8 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
 
     Components of ink above 0.25 that reach 0.5 somewhere (8-connected; both thresholds
     raised above the noise where it is strong) are glyphs; a component above or below
-    another that overlaps it by half its width joins it (the ring of Å, a broken µ); a
+    another that overlaps it by half its width joins it (the ring of Å, a broken µ), but
+    not one wholly inside the other's box (a label in a box, inside the ink around it); a
     glyph belongs to a line when it overlaps the line's rows by half its own height or
     sits on its baseline (a decimal point) and lies within 1.2 line heights of it.
 
@@ -192,14 +193,20 @@ def cut_glyphs(ink_image: np.ndarray, *, min_height_px: int = 5) -> list[list[Gl
     if n == 0:
         return []
     boxes = [[s[0].start, s[0].stop, s[1].start, s[1].stop] for s in ndi.find_objects(labels)]
-    # join pieces stacked vertically (the ring of Å, i's dot); largest first
+    # join pieces stacked vertically (the ring of Å, i's dot); largest first. A piece
+    # wholly inside another's box, clear of its edges on all four sides, is not a piece of
+    # it: the glyphs of a label drawn in a box lie inside the ink of the image around the
+    # box (a grey scene is half ink to white text on a black box), and a glyph's own
+    # pieces reach its edges (a serif 5's flag, its top; a broken 0's arcs, its sides)
     boxes.sort(key=lambda b: -(b[1] - b[0]) * (b[3] - b[2]))
     joined: list[list[int]] = []
     for box in boxes:
         for other in joined:
             overlap = min(box[3], other[3]) - max(box[2], other[2])
             gap = max(box[0], other[0]) - min(box[1], other[1])
-            if overlap >= 0.5 * min(box[3] - box[2], other[3] - other[2]) and gap <= 0.5 * (other[1] - other[0]):
+            inside = other[0] < box[0] and box[1] < other[1] and other[2] < box[2] and box[3] < other[3]
+            if overlap >= 0.5 * min(box[3] - box[2], other[3] - other[2]) and gap <= 0.5 * (other[1] - other[0]) \
+                    and not inside:
                 other[:] = [min(box[0], other[0]), max(box[1], other[1]), min(box[2], other[2]), max(box[3], other[3])]
                 break
         else:

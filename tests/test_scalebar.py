@@ -180,6 +180,21 @@ def test_read_scale_bar_reads_a_label_touching_a_particle():
     assert reading.pixel_size_nm == pytest.approx(2000 / 200, rel=0.01), reading
 
 
+def test_a_label_in_a_box_stays_glyphs_inside_the_ink_around_the_box():
+    from nanoshape.glyphs import cut_glyphs, ink, render_label
+
+    # white text on a black box in a grey scene: as light ink the scene is 0.6 ink and one
+    # component around the box, whose box holds the label; its glyphs stay a line of their own
+    text, chars = render_label("0.2um", "DejaVuSans.ttf", 18, margin_px=6)
+    grey = np.full((text.shape[0] + 40, text.shape[1] + 40), 0.6, np.float32)
+    grey[20:-20, 20:-20] = text
+    lines = cut_glyphs(ink(grey, "light", level=1.0, background=0.0))
+    assert len(lines) == 2, lines  # the scene around the box, and the label
+    label = min(lines, key=lambda line: line[0].width)
+    assert len(label) == 5, label  # 0 . 2 u m
+    assert abs(label[0].x0 - (chars[0][1] + 20)) <= 1.5 and abs(label[-1].x1 - (chars[-1][2] + 20)) <= 2.5
+
+
 def test_a_reading_starts_at_the_line_s_first_glyph_with_no_stroke_left_of_it():
     from nanoshape.glyphs import cut_glyphs, render_label
     from nanoshape.scalebar import _line_readings

@@ -373,16 +373,16 @@ def load_glyph_model(path: str | os.PathLike = _WEIGHTS) -> GlyphNet:
       FileNotFoundError: no weights at ``path``.
       ValueError: the file holds other arrays than a GlyphNet's.
     """
-    return load_weights(nnx.eval_shape(lambda: GlyphNet(rngs=nnx.Rngs(0))), path, "glyph classifier",
+    return load_weights(GlyphNet, path, "glyph classifier",
                         "python experiments/scale_bars/train_glyphs.py")
 
 
-def load_weights(model: nnx.Module, path: str | os.PathLike, what: str, how: str) -> nnx.Module:
-    """Set a model's parameters from a :func:`save_glyph_model` file.
+def load_weights(model_type: type[nnx.Module], path: str | os.PathLike, what: str, how: str) -> nnx.Module:
+    """A model with its parameters from a :func:`save_glyph_model` file.
 
     Args:
-      model: a model of the saved kind, built abstractly (``nnx.eval_shape``: nothing is drawn at random
-        only to be overwritten) or not.
+      model_type: the saved model's class, built with ``rngs`` only; it is built abstractly
+        (``nnx.eval_shape``), as every parameter comes from the file.
       path: the .npz file.
       what: the model's name in errors ("glyph classifier").
       how: the command that writes such a file, named where it is missing.
@@ -396,6 +396,7 @@ def load_weights(model: nnx.Module, path: str | os.PathLike, what: str, how: str
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} weights not found ({how} writes them)")
+    model = nnx.eval_shape(lambda: model_type(rngs=nnx.Rngs(0)))
     state = nnx.state(model, nnx.Param)
     with np.load(path) as saved:
         arrays = {name: saved[name] for name in saved.files}

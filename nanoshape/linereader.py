@@ -317,5 +317,5 @@ def load_line_reader(path: str | os.PathLike = _WEIGHTS) -> LineNet:
     """
     from nanoshape.glyphs import load_weights
 
-    return load_weights(nnx.eval_shape(lambda: LineNet(rngs=nnx.Rngs(0))), path, "line reader",
+    return load_weights(LineNet, path, "line reader",
                         "python experiments/scale_bars/train_line_reader.py")

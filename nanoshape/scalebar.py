@@ -610,7 +610,14 @@ def _pairing_cost(bar: Bar, box: tuple[int, int, int, int, str]) -> float:
     vertical = max(top - bar.y1_px - 1, bar.y0_px - bottom, 0)
     horizontal = max(left - bar.x1_px - 1, bar.x0_px - right, 0)
     offset = abs(0.5 * (left + right) - 0.5 * (bar.x0_px + bar.x1_px + 1)) if vertical else 0.0
-    return (0.0 if polarity == bar.polarity else 1e6) + vertical + horizontal + 0.25 * offset
+    return (0.0 if _bar_colour(bar, polarity) else 1e6) + vertical + horizontal + 0.25 * offset
+
+
+def _bar_colour(bar: Bar, polarity: str) -> bool:
+    """Whether text of a polarity is in the bar's colour: the bar's own, or either for an
+    outlined bar, whose label is drawn as it is (light strokes outlined in dark, as Gatan
+    draws them), so its outline's ink spells the label too."""
+    return polarity == bar.polarity or bar.outlined
 
 
 #: What each symbol of a label's grammar is, as the glyph classifier's classes (µ and u alike).
@@ -647,15 +654,15 @@ def _next_state(state: str, symbol: str) -> str | None:
     return None
 
 
-def _line_readings(text: np.ndarray, line, model, keep: int = 3) -> list[tuple[float, str, float]]:
+def _line_readings(text: np.ndarray, line, model, keep: int = 3, *, whole: bool = False) -> list[tuple[float, str, float]]:
     """Every label a line of glyphs can be read as, with its probability, most probable first.
 
     The line's pieces are joined into glyphs every way :func:`nanoshape.glyphs.spans`
     allows; a reading is a run of whole words (gaps wider than 0.35 line heights; its
     number within one word, as "1 0 um" is a "1.0 um" whose point was lost) from
     the line's first glyph, with no ink just left of it (a number's leading digits spaced
-    apart, or too faint to cut, must not be left off), whose glyphs spell a label of the
-    grammar (:func:`_next_state`), and its probability the product of its glyphs'
+    apart, or too faint to cut, must not be left off; unless the line is known ``whole``:
+    :func:`_centred`), whose glyphs spell a label of the grammar (:func:`_next_state`), and its probability the product of its glyphs'
     probabilities of being the symbols it spells (decimal points, found by their shape,
     count 1). A glyph broken at a hairline reads as ``other`` in pieces and whole when
     joined, so the joined reading wins; a glyph that is two touching digits reads as
@@ -681,7 +688,7 @@ def _line_readings(text: np.ndarray, line, model, keep: int = 3) -> list[tuple[f
     for i, pair in _touching_digits(text, line, points, model):
         starting.setdefault(i, []).append((i + 1, pair))
     bounds = _words(line)
-    if _stroke_left_of(text, line):
+    if not whole and _stroke_left_of(text, line):
         return []
     best: dict[str, tuple[float, float]] = {}
 
@@ -749,6 +756,30 @@ def _stroke_left_of(text: np.ndarray, line, *, level: float = 0.5) -> bool:
     base, noise = background_noise(text)
     blobs, n = ndi.label(window > max(level, base + 3 * noise))
     return bool(n) and int(np.bincount(blobs.ravel())[1:].max()) >= max(3, 0.03 * height * height)
+
+
+#: How far (in line heights) a label line's centre may lie from its bar's centre and still
+#: be whole (:func:`_centred`): what is left of a label that lost its first glyph is off by
+#: half that glyph's advance: a digit with its spacing is ~0.87 cap heights wide in DejaVu
+#: Sans, so a lost "1" moves the line's centre by ~0.4 cap heights, over 0.3 line heights.
+_CENTRED = 0.08
+
+
+def _centred(bar: Bar, box: tuple[int, int, int, int, str]) -> bool:
+    """Whether a line of text (top, bottom, left, right, polarity) above or below a bar is
+    centred on it, within :data:`_CENTRED` line heights or 1.5 px.
+
+    Figure software centres a bar's label on the bar. A centred line has lost no glyph at
+    either end, to a particle as dark as the text or to the cut: where its first glyphs
+    were hidden, what is left of it would lie off to the right. So a stroke just left of a
+    centred line (a particle the label was drawn beside) does not make it doubtful
+    (:func:`_stroke_left_of`).
+    """
+    top, bottom, left, right, _ = box
+    if not (top > bar.y1_px or bottom <= bar.y0_px):
+        return False
+    offset = abs(0.5 * (left + right) - 0.5 * (bar.x0_px + bar.x1_px + 1))
+    return offset <= max(1.5, _CENTRED * (bottom - top))
 
 
 def _touching_digits(text: np.ndarray, line, points: list[bool], model):
@@ -836,7 +867,8 @@ _SYNTHESIS_MARGIN = 0.05
 _CONFIRMED_SCORE = 0.7
 
 
-def _synthesised(text: np.ndarray, line, readings: list[tuple[float, str, float]]) -> tuple[str, float, float] | None:
+def _synthesised(text: np.ndarray, line, readings: list[tuple[float, str, float]], *,
+                 whole: bool = False) -> tuple[str, float, float] | None:
     """The label analysis by synthesis reads on a line the glyph classifier does not read
     with confidence (:func:`nanoshape.labelsynth.match_line`), where it is sure of it alone
     or the classifier's most probable reading names the same length.
@@ -846,7 +878,7 @@ def _synthesised(text: np.ndarray, line, readings: list[tuple[float, str, float]
     """
     from nanoshape.labelsynth import match_line
 
-    if _stroke_left_of(text, line):
+    if not whole and _stroke_left_of(text, line):
         return None
     numbers = tuple(dict.fromkeys(m.group(0) for m in (re.match(r"[0-9.]+", r[1]) for r in readings[:3]) if m))
     found = match_line(text, line, extra_numbers=numbers)
@@ -866,17 +898,17 @@ def _synthesised(text: np.ndarray, line, readings: list[tuple[float, str, float]
 _LINE_READER_CONFIDENCE = 0.95
 
 
-def _line_read(text: np.ndarray, line) -> tuple[str, float, float] | None:
+def _line_read(text: np.ndarray, line, *, whole: bool = False) -> tuple[str, float, float] | None:
     """The label the line reader reads on a whole line (:func:`nanoshape.linereader.read_strips`),
     where it is sure of every symbol and the text is a label; not where a stroke just left of
-    the line may have taken its first glyphs.
+    the line may have taken its first glyphs, unless the line is known ``whole`` (:func:`_centred`).
 
     Returns:
       (label as ``"100 nm"``, nm, confidence: the weakest symbol's probability) or None.
     """
     from nanoshape.linereader import line_strip, read_strips
 
-    if _stroke_left_of(text, line):
+    if not whole and _stroke_left_of(text, line):
         return None
     strip, columns = line_strip(text, line)
     spelled, confidence = read_strips(strip[None], columns)[0]
@@ -901,6 +933,7 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
     passed over in every ink: where strokes-only ink dropped a particle as dark (light) as
     the text, it dropped the glyphs drawn over it too, and what is left of the label reads
     as another ("5 nm" of "2.5 nm"); glyphs over a paler particle stay in strokes-only ink.
+    A line centred on the bar has lost nothing (:func:`_centred`) and is never passed over.
     A line neither reads is read whole by the line reader (:func:`_line_read`), which needs
     no cutting into glyphs. ``synthesis=False`` and ``line_reader=False`` leave those
     readers out (to measure what each adds).
@@ -915,13 +948,15 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
         plain = inks[index - index % 2][0]  # the grey values as ink, for strokes-only ink too
         # a label's lines, nearest first: in the bar's colour, none with its first glyphs
         # possibly lost on a particle as dark as they ("5 nm" of "2.5 nm")
-        lines = ((line, box) for _, line, box in itertools.takewhile(lambda c: c[2][4] == bar.polarity, candidates)
-                 if not _stroke_left_of(plain, line, level=_HIDING_INK))
+        lines = ((line, box) for _, line, box in itertools.takewhile(lambda c: _bar_colour(bar, c[2][4]), candidates)
+                 if _centred(bar, box) or not _stroke_left_of(plain, line, level=_HIDING_INK))
         seen = []
         for line, box in lines:
             seen.append((line, box))
-            readings = _line_readings(text, line, model)
-            accepted = _accept(readings, min_confidence) or (_synthesised(text, line, readings) if synthesis else None)
+            whole = _centred(bar, box)
+            readings = _line_readings(text, line, model, whole=whole)
+            accepted = _accept(readings, min_confidence) or (
+                _synthesised(text, line, readings, whole=whole) if synthesis else None)
             if accepted is not None:
                 found.append((*accepted, box))
                 break
@@ -930,7 +965,7 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
     # the line reader only where neither read a line of any ink: it adds readings, never changes one
     for text, lines in unread if line_reader and not found else []:
         for line, box in lines:
-            accepted = _line_read(text, line)
+            accepted = _line_read(text, line, whole=_centred(bar, box))
             if accepted is not None:
                 found.append((*accepted, box))
                 break
@@ -952,14 +987,15 @@ def explain_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, m
     inks = _label_lines(image, bar)
     for index, (text, candidates) in enumerate(inks):
         plain = inks[index - index % 2][0]
-        for _, line, _ in candidates:
-            readings = _line_readings(text, line, model)
+        for _, line, box in candidates:
+            whole = _centred(bar, box)
+            readings = _line_readings(text, line, model, whole=whole)
             out.append({"text": readings[0][1] if readings else "?", "confidence": readings[0][2] if readings else 0.0,
                         "second": f"{readings[1][1]} {readings[1][0]:.2f}" if len(readings) > 1 else "",
-                        "readings": readings[:6], "glyphs": len(line),
-                        "accepted": None if _stroke_left_of(plain, line, level=_HIDING_INK) else
-                        (_accept(readings, min_confidence) or _synthesised(text, line, readings)
-                         or _line_read(text, line))})
+                        "readings": readings[:6], "glyphs": len(line), "centred": whole,
+                        "accepted": None if not whole and _stroke_left_of(plain, line, level=_HIDING_INK) else
+                        (_accept(readings, min_confidence) or _synthesised(text, line, readings, whole=whole)
+                         or _line_read(text, line, whole=whole))})
     return out
 
 

@@ -180,6 +180,60 @@ def test_read_scale_bar_reads_a_label_touching_a_particle():
     assert reading.pixel_size_nm == pytest.approx(2000 / 200, rel=0.01), reading
 
 
+def _label_over_bar(label: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A black label above a 220 px black bar on a plain grey image, and the label's ink box
+    (top, bottom, left, right; bottom and right exclusive)."""
+    image, bar = draw_scale_bar(np.full((300, 420), 200.0, np.float32), length_px=220, label=label,
+                                font="DejaVuSans.ttf", cap_height_px=18, colour="black", corner="bottom-left")
+    rows, cols = np.nonzero(image[: bar[1] - 1] < 100)
+    return image, (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)
+
+
+def test_a_centred_label_is_read_beside_a_particle_as_dark_as_its_text():
+    # a label centred on its bar has lost no glyph, so a particle drawn just left of it
+    # (as dark as the text) does not make the reading doubtful
+    image, (top, bottom, left, _) = _label_over_bar("200 nm")
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+    radius = 8  # about a glyph's size, 4 px left of the "2"
+    image[(yy - (top + bottom) // 2) ** 2 + (xx - (left - radius - 4)) ** 2 < radius**2] = 0.0
+    reading = read_scale_bar(image)
+    assert reading.label == "200 nm" and reading.pixel_size_nm == pytest.approx(200 / 220), reading
+
+
+def test_a_label_whose_first_glyphs_are_hidden_is_not_read_as_what_is_left():
+    # "2." of "2.5 nm" under a particle as dark as the text: "5 nm" is left, off the bar's
+    # centre, and must not be taken
+    image, (top, bottom, left, _) = _label_over_bar("2.5 nm")
+    digit = 0.62 * (bottom - top)  # about one digit and a point
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+    radius = 16
+    image[(yy - (top + bottom) // 2) ** 2 + (xx - (left + digit - radius)) ** 2 < radius**2] = 0.0
+    reading = read_scale_bar(image)
+    assert reading.pixel_size_nm is None or reading.pixel_size_nm == pytest.approx(2.5 / 220), reading
+
+
+def test_an_outlined_bar_s_label_is_read_from_its_outline():
+    # a white bar outlined in dark, its label drawn the same way with strokes barely paler
+    # than the background (as in Gatan exports on a pale film): only the outline spells it
+    from scipy import ndimage as ndi
+
+    from nanoshape.glyphs import render_label
+
+    background = 225.0
+    image = np.full((260, 400), background, np.float32)
+    text, _ = render_label("0.5 µm", "DejaVuSans.ttf", 16, margin_px=3)
+    strokes = text > 0.5
+    region = image[200 - text.shape[0] - 4 : 196, 30 : 30 + text.shape[1]]
+    region[ndi.binary_dilation(strokes) & ~strokes] = 60.0
+    region[strokes] = background + 8
+    image[199:207, 20:160] = 60.0  # the outline
+    image[200:206, 21:159] = 255.0  # the bar: 140 px end to end with its outline
+    image += np.random.default_rng(0).normal(0, 4, image.shape).astype(np.float32)
+    reading = read_scale_bar(image)
+    assert reading.bar.outlined and reading.label == "0.5 µm", reading
+    assert reading.pixel_size_nm == pytest.approx(500 / 140), reading
+
+
 def test_a_label_in_a_box_stays_glyphs_inside_the_ink_around_the_box():
     from nanoshape.glyphs import cut_glyphs, ink, render_label
 

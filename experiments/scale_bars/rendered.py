@@ -10,7 +10,10 @@ the classifier never saw), at a random digit height (7-30 px), in a random corne
 black, with or without a box, end ticks, the label above or below, and then blurred,
 noised and JPEG-compressed at random. The true pixel size is value / length. Writes
 results/rendered.csv (one row per case), results/rendered_summary.json (the share read
-within 1 %, abstained and wrong, overall and per font) and results/rendered_examples.png.
+within 1 %, abstained and wrong, overall, per font, and for legible and illegible bars:
+text drawn in its own colour over particles or background is unreadable to a person too,
+and so is a bar's end on a particle of its colour; see LEGIBLE_HIDDEN_SHARE and
+LEGIBLE_END_CONTRAST) and results/rendered_examples.png.
 """
 
 import argparse
@@ -31,6 +34,11 @@ from nanoshape.scene import SceneOptions, render_scene
 HERE = Path(__file__).parent
 HELD_OUT_FONTS = ("cmss10.ttf",)
 VALUES = ("5", "10", "20", "50", "100", "200", "250", "500", "0.5", "1", "2", "2.5", "1.0", "0.2")
+#: A label is legible where at most this share of its ink pixels stands under 60 grey levels
+#: from the micrograph beneath it (before blur, noise and JPEG).
+LEGIBLE_HIDDEN_SHARE = 0.05
+#: ... and both of its bar's ends stand at least this many grey levels from what is beneath.
+LEGIBLE_END_CONTRAST = 60.0
 UNITS = ("nm", "nm", "µm", "um", "μm", "Å")
 
 
@@ -52,6 +60,7 @@ def make_case(rng: np.random.Generator, scene_image: np.ndarray) -> tuple[np.nda
     image, box = draw_scale_bar(grey, length_px=length, label=label, font=font, cap_height_px=cap,
                               corner=case["corner"], colour=case["colour"], thickness_px=case["thickness_px"],
                               label_above=case["label_above"], box=case["box"], ticks=case["ticks"])
+    case.update(_legibility(grey, box, font=font, label=label, length=length, cap=cap, case=case))
     blur = float(rng.choice([0.0, 0.0, 0.5, 0.8]))
     if blur:
         from scipy.ndimage import gaussian_filter
@@ -66,6 +75,30 @@ def make_case(rng: np.random.Generator, scene_image: np.ndarray) -> tuple[np.nda
     case.update(blur_px=blur, jpeg_quality=jpeg, pixel_size_nm=parse_label(label)[0] / length,
                 bar_x0_px=box[0], bar_y0_px=box[1], bar_x1_px=box[2], bar_y1_px=box[3])
     return image.astype(np.float32), case
+
+
+def _legibility(grey: np.ndarray, bar_box, *, font, label, length, cap, case) -> dict:
+    """How well the drawn label and bar stand out from the micrograph under them (before
+    blur, noise and JPEG): the median contrast of the label's ink (grey levels, 255 in a
+    box), the share of its ink pixels under 60 levels of contrast (text drawn over particles
+    or a background of its own colour, which a person cannot read either), and the smaller
+    median contrast of the bar's two ends (an end on a particle of the bar's colour cannot
+    be seen: where the bar stops is unknown)."""
+    flat, _ = draw_scale_bar(np.full_like(grey, 128.0), length_px=length, label=label, font=font, cap_height_px=cap,
+                             corner=case["corner"], colour=case["colour"], thickness_px=case["thickness_px"],
+                             label_above=case["label_above"], box=False, ticks=case["ticks"])
+    text = np.abs(flat - 128.0) > 64
+    ticks = 2 * case["thickness_px"] if case["ticks"] else 0
+    text[max(0, bar_box[1] - ticks - 1) : bar_box[3] + 2] = False  # the bar's rows, with its ticks
+    contrast = np.full(int(text.sum()), 255.0) if case["box"] else \
+        np.abs((255.0 if case["colour"] == "white" else 0.0) - grey[text])
+    ink = 255.0 if case["colour"] == "white" else 0.0
+    x0, y0, x1, y1 = bar_box
+    ends = [grey[max(0, y0 - ticks) : y1 + 1, x : x + 2] for x in (x0, x1 - 1)]  # each end's last 2 columns
+    end_contrast = 255.0 if case["box"] else min(float(np.median(np.abs(ink - end))) for end in ends)
+    return {"label_contrast": float(np.median(contrast)) if contrast.size else float("nan"),
+            "label_hidden_share": float((contrast < 60).mean()) if contrast.size else float("nan"),
+            "bar_end_contrast": end_contrast}
 
 
 def cases(seed: int, scenes: int, per_scene: int):
@@ -106,6 +139,7 @@ def main() -> None:
     suffix = ("_quick" if args.quick else "") + (f"_seed{args.seed}" if args.seed else "")  # seed 0: the held-out table
     table.to_csv(HERE / "results" / f"rendered{suffix}.csv", index=False)
     counts = table.outcome.value_counts().to_dict()
+    legible = (table.label_hidden_share <= LEGIBLE_HIDDEN_SHARE) & (table.bar_end_contrast >= LEGIBLE_END_CONTRAST)
     per_font = {font: {"n": int(len(t)), "within_1_percent": int((t.outcome == "within 1 %").sum()),
                        "abstained": int((t.outcome == "abstained").sum()), "wrong": int((t.outcome == "wrong").sum())}
                 for font, t in table.groupby("font")}
@@ -113,6 +147,7 @@ def main() -> None:
                "abstained": int(counts.get("abstained", 0)), "wrong": int(counts.get("wrong", 0)),
                "within_1_percent_fraction": float(counts.get("within 1 %", 0) / len(table)),
                "held_out_fonts": list(HELD_OUT_FONTS), "per_font": per_font,
+               "legible": _outcomes(table[legible]), "illegible": _outcomes(table[~legible]),
                "median_read_seconds": float(table.seconds.median()), "seconds": round(time.perf_counter() - start, 1)}
     (HERE / "results" / f"rendered_summary{suffix}.json").write_text(json.dumps(summary, indent=1))
     _figure(examples, HERE / "results" / f"rendered_examples{suffix}.png")
@@ -121,6 +156,13 @@ def main() -> None:
         print(bad[["font", "label", "length_px", "cap_height_px", "colour", "box", "ticks", "read_label",
                    "read_bar_length_px", "outcome", "reason"]].to_string(index=False))
     print(json.dumps({k: v for k, v in summary.items() if k != "per_font"}, indent=1))
+
+
+def _outcomes(table: pd.DataFrame) -> dict:
+    """Cases, read within 1 %, abstained and wrong in a part of the table."""
+    counts = table.outcome.value_counts().to_dict()
+    return {"cases": int(len(table)), "within_1_percent": int(counts.get("within 1 %", 0)),
+            "abstained": int(counts.get("abstained", 0)), "wrong": int(counts.get("wrong", 0))}
 
 
 def _figure(examples, path: Path) -> None:

@@ -41,6 +41,7 @@ from nanoshape.batching import pad_rows, pieces
 from nanoshape.family import SUPERELLIPSE, ShapeFamily, get_family, placement
 from nanoshape.refine import mask_moments
 from nanoshape.render import gaussian_blur_matrix, optical_density, particle_thickness
+from nanoshape.xla_cache import keep_traces
 
 __all__ = ["ImageFitOptions", "fit_image"]
 
@@ -234,7 +235,7 @@ def _fit_one(crop: jax.Array, start: jax.Array, std: jax.Array, d: jax.Array, up
     return theta, start_cost, final_cost
 
 
-@functools.partial(jax.jit, static_argnames=("options", "pixel", "family"))
+@keep_traces(static_argnames=("options", "pixel", "family"))
 def _fit_batch(crops, starts, stds, ds, upsample, options: ImageFitOptions, pixel: int = 1,
                family: ShapeFamily = SUPERELLIPSE):
     return jax.vmap(functools.partial(_fit_one, options=options, pixel=pixel, family=family))(crops, starts, stds, ds,

@@ -31,6 +31,7 @@ import optax
 from nanoshape.batching import geometric_size, pad_rows, pieces
 from nanoshape.render import silhouette
 from nanoshape.shape import ShapeParams, area, canonicalize, centroid
+from nanoshape.xla_cache import keep_traces
 
 __all__ = ["RefineOptions", "refine", "fit_jaccard", "moment_start", "shape_jaccard", "fuzzy_jaccard_distance",
            "binary_jaccard", "box_downsample", "mask_moments"]
@@ -380,7 +381,7 @@ def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
     return _Fit(theta, d, converged, jaccard_init, jnp.where(keep_init, jaccard_init, jaccard_fit), fine_losses)
 
 
-@functools.partial(jax.jit, static_argnames=("options",))
+@keep_traces(static_argnames=("options",))
 def _refine_bucket(masks: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
     return jax.lax.map(
         lambda args: _refine_one(args[0], args[1], options), (masks, start), batch_size=min(options.chunk, masks.shape[0])

@@ -6,14 +6,24 @@ on two CPU cores that is tens of seconds per run. JAX can keep compiled executab
 disk (``jax_compilation_cache_dir``); by default it stores only those that took over a
 second to compile, so on the CPU most of nanoshape's would not be kept: the thresholds are
 set to keep every one.
+
+The compiled executable is looked up only after the function has been traced, and tracing
+nanoshape's larger stages (the image fit's vmapped Levenberg-Marquardt scan, the
+refinement) takes about a second each in every new process. :func:`keep_traces` keeps
+those traces too, as serialised StableHLO (``jax.export``), beside the compilation cache.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import os
+import pickle
+import warnings
 from pathlib import Path
 
-__all__ = ["default_cache_dir", "enable_compilation_cache"]
+__all__ = ["default_cache_dir", "enable_compilation_cache", "keep_traces"]
 
 #: the value of ``compilation_cache=`` that switches the cache off
 OFF = "off"
@@ -60,3 +70,140 @@ def enable_compilation_cache(directory: str = "") -> Path | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+#: Where the traces :func:`keep_traces` keeps live, beside the compilation cache's folder.
+_TRACES_SUFFIX = "-traces"
+
+
+@functools.cache
+def _source_digest() -> str:
+    """A digest of nanoshape's own source: a kept trace is of the code that traced it."""
+    digest = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _traces_dir() -> Path | None:
+    """The folder of kept traces: beside the compilation cache in use (none without one)."""
+    import jax
+
+    cache = jax.config.jax_compilation_cache_dir
+    return Path(cache).with_name(Path(cache).name + _TRACES_SUFFIX) if cache else None
+
+
+def keep_traces(*, static_argnames: tuple[str, ...] = ()):
+    """``jax.jit`` whose traces are kept on disk for later processes (beside the compilation cache).
+
+    The decorated function is jitted with ``static_argnames`` as usual. Where a persistent
+    compilation cache is on (:func:`enable_compilation_cache`), each call is instead served
+    by ``jax.export``: the function traced for these static values and these input shapes
+    and dtypes is serialised once into ``<cache>-traces/`` and read back by later processes,
+    which then only load the compiled executable from the cache. A trace is keyed on the
+    function, the static values' ``repr``, the inputs' tree, shapes and dtypes, the backend,
+    the jax and jaxlib versions and a digest of nanoshape's source (a changed line traces
+    anew). A trace that cannot be kept, read or run falls back to the plain jitted call: a
+    cache is never a reason to stop.
+
+    The static values must have a ``repr`` that says all that matters (frozen dataclasses,
+    numbers, strings).
+    """
+
+    def decorate(fun):
+        import jax
+
+        jitted = jax.jit(fun, static_argnames=static_argnames)
+        signature = inspect.signature(fun)
+        memory: dict[str, tuple] = {}
+
+        @functools.wraps(fun)
+        def call(*args, **kwargs):
+            directory = _traces_dir()
+            if directory is None:
+                return jitted(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            static = {k: v for k, v in bound.arguments.items() if k in static_argnames}
+            dynamic = {k: v for k, v in bound.arguments.items() if k not in static_argnames}
+            leaves, tree = jax.tree.flatten(dynamic)
+            try:
+                leaves = [jax.numpy.asarray(leaf) for leaf in leaves]
+                key = _trace_key(fun, static, tree, leaves)
+                kept = memory.get(key) or _load_trace(directory, key)
+                if kept is None:
+                    kept = _export(fun, static, tree, leaves)
+                    _save_trace(directory, key, kept)
+                memory[key] = kept
+                exported, out_tree = kept
+                return jax.tree.unflatten(out_tree, exported.call(*leaves))
+            except Exception as error:  # noqa: BLE001 - a cache is never a reason to stop
+                if not getattr(call, "warned", False):
+                    warnings.warn(f"nanoshape: {fun.__qualname__}'s trace could not be kept or read "
+                                  f"({type(error).__name__}: {error}); tracing it as usual", stacklevel=2)
+                    call.warned = True
+                return jitted(*args, **kwargs)
+
+        def clear_cache() -> None:
+            """Forget this process's traces and compilations (those kept on disk stay)."""
+            jitted.clear_cache()
+            memory.clear()
+
+        call.jitted, call.clear_cache = jitted, clear_cache
+        return call
+
+    return decorate
+
+
+def _trace_key(fun, static: dict, tree, leaves) -> str:
+    import jax
+    import jaxlib
+
+    parts = [fun.__module__, fun.__qualname__, repr(sorted(static.items())), str(tree),
+             repr([(tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves]), jax.default_backend(),
+             jax.__version__, jaxlib.__version__, _source_digest()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _export(fun, static: dict, tree, leaves):
+    """Trace ``fun`` for these inputs into an ``Exported`` over the flat leaves, and the output's tree."""
+    import jax
+    from jax import export
+
+    out_trees = []
+
+    def flat(*flat_leaves):
+        dynamic = jax.tree.unflatten(tree, flat_leaves)
+        out, out_tree = jax.tree.flatten(fun(**dynamic, **static))
+        out_trees.append(out_tree)
+        return out
+
+    exported = export.export(jax.jit(flat))(*[jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves])
+    return exported, out_trees[-1]
+
+
+def _load_trace(directory: Path, key: str):
+    from jax import export
+
+    path = directory / f"{key}.trace"
+    if not path.is_file():
+        return None
+    try:
+        serialized, out_tree = pickle.loads(path.read_bytes())
+        return export.deserialize(bytearray(serialized)), out_tree
+    except Exception:  # noqa: BLE001 - a damaged file (a killed write, another jax): traced anew
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _save_trace(directory: Path, key: str, kept) -> None:
+    exported, out_tree = kept
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        temporary = directory / f"{key}.{os.getpid()}.tmp"
+        temporary.write_bytes(pickle.dumps((bytes(exported.serialize()), out_tree)))
+        os.replace(temporary, directory / f"{key}.trace")
+    except OSError:
+        pass  # kept in memory for this process only

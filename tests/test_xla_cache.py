@@ -45,3 +45,67 @@ def test_off_keeps_nothing_and_the_default_lives_in_the_user_cache(tmp_path):
     # JAX's own variable, where set (as the test session sets it for every process), wins over the user cache
     chosen = _run("", env=env | {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "chosen")})
     assert chosen["dir"] == str(tmp_path / "chosen") and any((tmp_path / "chosen").iterdir())
+
+
+TRACES = """
+import json, sys
+import jax, jax.numpy as jnp
+from nanoshape.xla_cache import enable_compilation_cache, keep_traces
+enable_compilation_cache(sys.argv[1])
+traced = []
+
+@keep_traces(static_argnames=("power",))
+def f(x, pair, power):
+    traced.append(power)  # runs only while tracing
+    return {"y": jnp.sin(x) ** power + pair[0] * pair[1], "n": jnp.sum(x)}
+
+out = f(jnp.arange(6.0), (jnp.float32(2.0), jnp.ones(6)), int(sys.argv[2]))
+print(json.dumps({"traced": traced, "y": out["y"].tolist(), "n": float(out["n"])}))
+"""
+
+
+def _traces(directory, power: int, env=None) -> dict:
+    out = subprocess.run([sys.executable, "-c", TRACES, str(directory), str(power)], capture_output=True, text=True,
+                         check=True, env=env, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_reads_the_trace_the_first_kept(tmp_path):
+    import numpy as np
+
+    cache = tmp_path / "xla"
+    first = _traces(cache, 3)
+    assert first["traced"] == [3]
+    kept = list((tmp_path / "xla-traces").glob("*.trace"))
+    assert len(kept) == 1
+    second = _traces(cache, 3)
+    assert second["traced"] == [], "the second process traced the function again"
+    assert second == {**first, "traced": []}
+    expected = np.sin(np.arange(6.0)) ** 3 + 2.0
+    assert np.allclose(first["y"], expected, atol=1e-6) and first["n"] == 15.0
+    # another static value is another trace
+    assert _traces(cache, 2)["traced"] == [2] and len(list((tmp_path / "xla-traces").glob("*.trace"))) == 2
+    # a damaged file is traced anew, not a failure
+    kept[0].write_bytes(b"not a trace")
+    assert _traces(cache, 3) == first
+
+
+def test_a_kept_trace_is_of_the_code_that_made_it(monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    from nanoshape import xla_cache
+
+    leaves = [jnp.zeros(3)]
+    tree = jax.tree.structure({"x": 0})
+    key = xla_cache._trace_key(test_a_kept_trace_is_of_the_code_that_made_it, {"p": 1}, tree, leaves)
+    assert key == xla_cache._trace_key(test_a_kept_trace_is_of_the_code_that_made_it, {"p": 1}, tree, leaves)
+    assert key != xla_cache._trace_key(test_a_kept_trace_is_of_the_code_that_made_it, {"p": 2}, tree, leaves)
+    assert key != xla_cache._trace_key(test_a_kept_trace_is_of_the_code_that_made_it, {"p": 1}, tree, [jnp.zeros(4)])
+    monkeypatch.setattr(xla_cache, "_source_digest", lambda: "another version of nanoshape")
+    assert key != xla_cache._trace_key(test_a_kept_trace_is_of_the_code_that_made_it, {"p": 1}, tree, leaves)
+
+
+def test_without_a_compilation_cache_nothing_is_kept(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"} | {"XDG_CACHE_HOME": str(tmp_path)}
+    assert _traces("off", 3, env=env)["traced"] == [3] and not any(tmp_path.rglob("*.trace"))

@@ -41,6 +41,8 @@ import numpy as np
 from flax import nnx
 from scipy import ndimage as ndi
 
+from nanoshape.xla_cache import keep_traces
+
 __all__ = ["SegNetOptions", "SegNet", "Level", "DetectOptions", "normalise", "predict_levels", "detect", "save_segnet",
            "load_segnet", "segnet_dir", "default_segnet_dir", "OUTPUTS"]
 
@@ -170,7 +172,7 @@ def block_mean(x: np.ndarray, factor: int) -> np.ndarray:
     return x.reshape(shape).mean(axis=(1, 3), dtype=np.float32)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@keep_traces(static_argnames=("graphdef",))
 def _forward(graphdef, state, x):
     return nnx.merge(graphdef, state)(x)
 

@@ -20,6 +20,7 @@ import hashlib
 import inspect
 import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -103,13 +104,13 @@ def keep_traces(*, static_argnames: tuple[str, ...] = ()):
     by ``jax.export``: the function traced for these static values and these input shapes
     and dtypes is serialised once into ``<cache>-traces/`` and read back by later processes,
     which then only load the compiled executable from the cache. A trace is keyed on the
-    function, the static values' ``repr``, the inputs' tree, shapes and dtypes, the backend,
-    the jax and jaxlib versions and a digest of nanoshape's source (a changed line traces
-    anew). A trace that cannot be kept, read or run falls back to the plain jitted call: a
+    function, the static values' ``repr`` (object addresses left out), the inputs' tree,
+    shapes and dtypes, the backend, the jax, jaxlib and flax versions and a digest of
+    nanoshape's source (a changed line traces anew). A trace that cannot be kept, read or run falls back to the plain jitted call: a
     cache is never a reason to stop.
 
     The static values must have a ``repr`` that says all that matters (frozen dataclasses,
-    numbers, strings).
+    numbers, strings, an ``nnx`` graph definition).
     """
 
     def decorate(fun):
@@ -157,13 +158,19 @@ def keep_traces(*, static_argnames: tuple[str, ...] = ()):
     return decorate
 
 
+def _stable_repr(value) -> str:
+    """``repr`` without object addresses (``<function relu at 0x7f...>``), which change per process."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
 def _trace_key(fun, static: dict, tree, leaves) -> str:
+    import flax
     import jax
     import jaxlib
 
-    parts = [fun.__module__, fun.__qualname__, repr(sorted(static.items())), str(tree),
+    parts = [fun.__module__, fun.__qualname__, _stable_repr(sorted(static.items())), _stable_repr(tree),
              repr([(tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves]), jax.default_backend(),
-             jax.__version__, jaxlib.__version__, _source_digest()]
+             jax.__version__, jaxlib.__version__, flax.__version__, _source_digest()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

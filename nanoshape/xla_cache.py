@@ -105,7 +105,7 @@ def keep_traces(*, static_argnames: tuple[str, ...] = ()):
     and dtypes is serialised once into ``<cache>-traces/`` and read back by later processes,
     which then only load the compiled executable from the cache. A trace is keyed on the
     function, the static values' ``repr`` (object addresses left out), the inputs' tree,
-    shapes and dtypes, the backend, the jax, jaxlib and flax versions and a digest of
+    shapes and dtypes, the backend, the jax, jaxlib, flax and optax versions and a digest of
     nanoshape's source (a changed line traces anew). A trace that cannot be kept, read or run falls back to the plain jitted call: a
     cache is never a reason to stop.
 
@@ -167,10 +167,11 @@ def _trace_key(fun, static: dict, tree, leaves) -> str:
     import flax
     import jax
     import jaxlib
+    import optax
 
     parts = [fun.__module__, fun.__qualname__, _stable_repr(sorted(static.items())), _stable_repr(tree),
              repr([(tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves]), jax.default_backend(),
-             jax.__version__, jaxlib.__version__, flax.__version__, _source_digest()]
+             jax.__version__, jaxlib.__version__, flax.__version__, optax.__version__, _source_digest()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

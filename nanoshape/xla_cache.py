@@ -10,7 +10,7 @@ set to keep every one.
 The compiled executable is looked up only after the function has been traced, and tracing
 nanoshape's larger stages (the image fit's vmapped Levenberg-Marquardt scan, the
 refinement) takes about a second each in every new process. :func:`keep_traces` keeps
-those traces too, as serialised StableHLO (``jax.export``), beside the compilation cache.
+those traces too, as serialised StableHLO (``jax.export``), in the compilation cache's folder.
 """
 
 from __future__ import annotations
@@ -73,8 +73,10 @@ def enable_compilation_cache(directory: str = "") -> Path | None:
     return path
 
 
-#: Where the traces :func:`keep_traces` keeps live, beside the compilation cache's folder.
-_TRACES_SUFFIX = "-traces"
+#: The folder of the traces :func:`keep_traces` keeps, inside the compilation cache's (whose
+#: own files JAX names ``*-cache`` and ``*-atime``: it leaves other files alone), so that
+#: removing the cache removes them.
+_TRACES = "nanoshape-traces"
 
 
 @functools.cache
@@ -89,20 +91,20 @@ def _source_digest() -> str:
 
 
 def _traces_dir() -> Path | None:
-    """The folder of kept traces: beside the compilation cache in use (none without one)."""
+    """The folder of kept traces: in the compilation cache in use (none without one)."""
     import jax
 
     cache = jax.config.jax_compilation_cache_dir
-    return Path(cache).with_name(Path(cache).name + _TRACES_SUFFIX) if cache else None
+    return Path(cache) / _TRACES if cache else None
 
 
 def keep_traces(*, static_argnames: tuple[str, ...] = ()):
-    """``jax.jit`` whose traces are kept on disk for later processes (beside the compilation cache).
+    """``jax.jit`` whose traces are kept on disk for later processes (in the compilation cache's folder).
 
     The decorated function is jitted with ``static_argnames`` as usual. Where a persistent
     compilation cache is on (:func:`enable_compilation_cache`), each call is instead served
     by ``jax.export``: the function traced for these static values and these input shapes
-    and dtypes is serialised once into ``<cache>-traces/`` and read back by later processes,
+    and dtypes is serialised once into ``<cache>/nanoshape-traces/`` and read back by later processes,
     which then only load the compiled executable from the cache. A trace is keyed on the
     function, the static values' ``repr`` (object addresses left out), the inputs' tree,
     shapes and dtypes, the backend, the jax, jaxlib, flax and optax versions and a digest of

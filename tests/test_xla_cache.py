@@ -76,7 +76,7 @@ def test_a_second_process_reads_the_trace_the_first_kept(tmp_path):
     cache = tmp_path / "xla"
     first = _traces(cache, 3)
     assert first["traced"] == [3]
-    kept = list((tmp_path / "xla-traces").glob("*.trace"))
+    kept = list((cache / "nanoshape-traces").glob("*.trace"))
     assert len(kept) == 1
     second = _traces(cache, 3)
     assert second["traced"] == [], "the second process traced the function again"
@@ -84,7 +84,7 @@ def test_a_second_process_reads_the_trace_the_first_kept(tmp_path):
     expected = np.sin(np.arange(6.0)) ** 3 + 2.0
     assert np.allclose(first["y"], expected, atol=1e-6) and first["n"] == 15.0
     # another static value is another trace
-    assert _traces(cache, 2)["traced"] == [2] and len(list((tmp_path / "xla-traces").glob("*.trace"))) == 2
+    assert _traces(cache, 2)["traced"] == [2] and len(list((cache / "nanoshape-traces").glob("*.trace"))) == 2
     # a damaged file is traced anew, not a failure
     kept[0].write_bytes(b"not a trace")
     assert _traces(cache, 3) == first

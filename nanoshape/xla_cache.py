@@ -104,12 +104,13 @@ def keep_traces(*, static_argnames: tuple[str, ...] = ()):
     The decorated function is jitted with ``static_argnames`` as usual. Where a persistent
     compilation cache is on (:func:`enable_compilation_cache`), each call is instead served
     by ``jax.export``: the function traced for these static values and these input shapes
-    and dtypes is serialised once into ``<cache>/nanoshape-traces/`` and read back by later processes,
-    which then only load the compiled executable from the cache. A trace is keyed on the
-    function, the static values' ``repr`` (object addresses left out), the inputs' tree,
-    shapes and dtypes, the backend, the jax, jaxlib, flax and optax versions and a digest of
-    nanoshape's source (a changed line traces anew). A trace that cannot be kept, read or run falls back to the plain jitted call: a
-    cache is never a reason to stop.
+    and dtypes is serialised once into ``<cache>/nanoshape-traces/`` and read back by later
+    processes, which then only load the compiled executable from the cache. A trace is
+    keyed on the function, the static values' ``repr`` (object addresses left out), the
+    inputs' tree, shapes and dtypes, the backend, the jax, jaxlib, flax and optax versions
+    and a digest of nanoshape's source (a changed line traces anew). Where a trace cannot
+    be made, kept, read or run, the function warns once and is plain ``jax.jit`` for the
+    rest of the process: a cache is never a reason to stop.
 
     The static values must have a ``repr`` that says all that matters (frozen dataclasses,
     numbers, strings, an ``nnx`` graph definition).
@@ -121,11 +122,12 @@ def keep_traces(*, static_argnames: tuple[str, ...] = ()):
         jitted = jax.jit(fun, static_argnames=static_argnames)
         signature = inspect.signature(fun)
         memory: dict[str, tuple] = {}
+        failed: list[Exception] = []
 
         @functools.wraps(fun)
         def call(*args, **kwargs):
             directory = _traces_dir()
-            if directory is None:
+            if directory is None or failed:
                 return jitted(*args, **kwargs)
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
@@ -143,16 +145,17 @@ def keep_traces(*, static_argnames: tuple[str, ...] = ()):
                 exported, out_tree = kept
                 return jax.tree.unflatten(out_tree, exported.call(*leaves))
             except Exception as error:  # noqa: BLE001 - a cache is never a reason to stop
-                if not getattr(call, "warned", False):
-                    warnings.warn(f"nanoshape: {fun.__qualname__}'s trace could not be kept or read "
-                                  f"({type(error).__name__}: {error}); tracing it as usual", stacklevel=2)
-                    call.warned = True
+                # once is enough: the process goes on with the plain jitted function
+                failed.append(error)
+                warnings.warn(f"nanoshape: {fun.__qualname__}'s trace could not be kept or read "
+                              f"({type(error).__name__}: {error}); tracing it as usual", stacklevel=2)
                 return jitted(*args, **kwargs)
 
         def clear_cache() -> None:
             """Forget this process's traces and compilations (those kept on disk stay)."""
             jitted.clear_cache()
             memory.clear()
+            failed.clear()
 
         call.jitted, call.clear_cache = jitted, clear_cache
         return call

@@ -109,3 +109,28 @@ def test_a_kept_trace_is_of_the_code_that_made_it(monkeypatch):
 def test_without_a_compilation_cache_nothing_is_kept(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"} | {"XDG_CACHE_HOME": str(tmp_path)}
     assert _traces("off", 3, env=env)["traced"] == [3] and not any(tmp_path.rglob("*.trace"))
+
+
+def test_a_trace_that_cannot_be_made_warns_once_and_the_function_runs_as_jitted(monkeypatch, tmp_path):
+    import jax.numpy as jnp
+
+    from nanoshape import xla_cache
+
+    monkeypatch.setattr(xla_cache, "_traces_dir", lambda: tmp_path)
+    attempts = []
+
+    def broken(*args):
+        attempts.append(args)
+        raise RuntimeError("no serialiser")
+
+    monkeypatch.setattr(xla_cache, "_export", broken)
+
+    @xla_cache.keep_traces()
+    def double(x):
+        return 2 * x
+
+    with pytest.warns(UserWarning, match="could not be kept"):
+        first = double(jnp.arange(3.0))
+    second = double(jnp.arange(3.0))
+    assert first.tolist() == second.tolist() == [0.0, 2.0, 4.0]
+    assert len(attempts) == 1, "a failed trace was attempted again"

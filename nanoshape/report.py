@@ -502,14 +502,23 @@ def _montage(page: _Page, run: "_Run", rows: pd.DataFrame, name: str, caption: s
                   + _NO_VIEWS.format(what="their micrographs") + ".")
     n_rows = -(-len(items) // columns)
     size = 1.1 if titles else 0.55  # 10 (20) columns: 11 inches, shown at full size in the page
+    if not titles and not outlines:
+        # one image of every crop in its frame, drawn once: an axes per crop took 6 s for 300
+        colours = [_frame_colour(run, row) for row, *_ in items]
+        fig = plt.figure(figsize=(size * columns, size * n_rows))
+        ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+        ax.imshow(_mosaic([intensity for _, intensity, _, _ in items], colours, columns, (lo, hi)),
+                  interpolation="nearest")
+        ax.axis("off")
+        page.figure(fig, name, caption)
+        return
     fig, axes = plt.subplots(n_rows, columns, figsize=(size * columns, (size + (0.4 if titles else 0)) * n_rows),
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (row, intensity, mask, outline) in zip(axes.ravel(), items):
         ax.imshow(intensity, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        group = int(row.get("group", 1))
-        colour = run.colours[(group - 1) % len(run.colours)] if group > 0 else (0.5, 0.5, 0.5)
+        colour = _frame_colour(run, row)
         for spine in ax.spines.values():
             spine.set_visible(True)
             spine.set_color(colour)
@@ -531,6 +540,36 @@ def _montage(page: _Page, run: "_Run", rows: pd.DataFrame, name: str, caption: s
                          fontsize=8.5, parse_math=False)
     fig.tight_layout(pad=0.2)
     page.figure(fig, name, caption)
+
+
+def _frame_colour(run: "_Run", row) -> tuple[float, float, float]:
+    """A particle's frame colour: its group's, grey outside the groups."""
+    from matplotlib.colors import to_rgb
+
+    group = int(row.get("group", 1))
+    return to_rgb(run.colours[(group - 1) % len(run.colours)]) if group > 0 else (0.5, 0.5, 0.5)
+
+
+def _mosaic(crops: list[np.ndarray], colours: list[tuple[float, float, float]], columns: int,
+           grey_range: tuple[float, float]) -> np.ndarray:
+    """Crops in a grid, each in a frame of its colour, row by row, on white: an (H, W, 3) image.
+
+    Each crop's grey values are shown from ``grey_range`` (black) to its upper end (white);
+    the frame is a sixteenth of the largest crop's side (at least 2 px), with as wide a gap
+    between cells.
+    """
+    side = max(max(c.shape) for c in crops)
+    border = max(2, side // 16)
+    cell = side + 3 * border
+    n_rows = -(-len(crops) // columns)
+    canvas = np.ones((n_rows * cell, columns * cell, 3), np.float32)
+    lo, hi = grey_range
+    for k, (crop, colour) in enumerate(zip(crops, colours)):
+        y, x = (k // columns) * cell, (k % columns) * cell
+        h, w = crop.shape
+        canvas[y : y + h + 2 * border, x : x + w + 2 * border] = colour
+        canvas[y + border : y + border + h, x + border : x + border + w] = np.clip((crop - lo) / (hi - lo), 0, 1)[..., None]
+    return canvas
 
 
 def _interval(point: float, low: float, high: float) -> str:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from nanoshape.examples import write_scene
@@ -154,3 +155,18 @@ def test_a_run_without_views_gets_a_report_that_says_why_figures_are_missing(rep
     assert not [f for f in figures if f.startswith("micrograph_")] and "exemplars" not in figures
     assert "histograms" in figures and "dendrogram" in figures
     assert page.count("holds no views of") == 3 and "rerun nanoshape analyze into a new output=" in page
+
+
+def test_mosaic_puts_each_crop_in_its_frame_in_reading_order():
+    from nanoshape.report import _mosaic
+
+    crops = [np.full((8, 8), v, np.float32) for v in (0.0, 1.0, 0.5)]
+    colours = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]
+    image = _mosaic(crops, colours, columns=2, grey_range=(0.0, 1.0))
+    border, cell = 2, 8 + 3 * 2
+    assert image.shape == (2 * cell, 2 * cell, 3)
+    for k, (value, colour) in enumerate(zip((0.0, 1.0, 0.5), colours)):
+        y, x = (k // 2) * cell, (k % 2) * cell
+        assert np.allclose(image[y, x], colour)  # the frame's corner
+        assert np.allclose(image[y + border + 3, x + border + 3], value)  # inside the crop, grey
+    assert np.allclose(image[cell:, cell:], 1.0)  # the empty fourth cell stays white

@@ -300,6 +300,10 @@ class _Fit(NamedTuple):
     fine_losses: jax.Array
 
 
+# a kept trace of _refine_bucket (nanoshape.xla_cache.keep_traces) returns a _Fit
+jax.export.register_namedtuple_serialization(_Fit, serialized_name="nanoshape.refine._Fit")
+
+
 def _refine_one(mask: jax.Array, start: _Start, options: RefineOptions) -> _Fit:
     """Refine one particle (the four stages of the module docstring). ``mask``: (S, S) in [0, 1]."""
     side = mask.shape[0]

@@ -19,10 +19,10 @@ import functools
 import hashlib
 import inspect
 import os
-import pickle
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 __all__ = ["default_cache_dir", "enable_compilation_cache", "keep_traces"]
 
@@ -121,7 +121,7 @@ def keep_traces(*, static_argnames: tuple[str, ...] = ()):
 
         jitted = jax.jit(fun, static_argnames=static_argnames)
         signature = inspect.signature(fun)
-        memory: dict[str, tuple] = {}
+        memory: dict[str, Any] = {}  # key -> jax.export.Exported
         failed: list[Exception] = []
 
         @functools.wraps(fun)
@@ -137,13 +137,12 @@ def keep_traces(*, static_argnames: tuple[str, ...] = ()):
             try:
                 leaves = [jax.numpy.asarray(leaf) for leaf in leaves]
                 key = _trace_key(fun, static, tree, leaves)
-                kept = memory.get(key) or _load_trace(directory, key)
-                if kept is None:
-                    kept = _export(fun, static, tree, leaves)
-                    _save_trace(directory, key, kept)
-                memory[key] = kept
-                exported, out_tree = kept
-                return jax.tree.unflatten(out_tree, exported.call(*leaves))
+                exported = memory.get(key) or _load_trace(directory, key)
+                if exported is None:
+                    exported = _export(fun, static, tree, leaves)
+                    _save_trace(directory, key, exported)
+                memory[key] = exported
+                return exported.call(*leaves)
             except Exception as error:  # noqa: BLE001 - a cache is never a reason to stop
                 # once is enough: the process goes on with the plain jitted function
                 failed.append(error)
@@ -157,7 +156,7 @@ def keep_traces(*, static_argnames: tuple[str, ...] = ()):
             memory.clear()
             failed.clear()
 
-        call.jitted, call.clear_cache = jitted, clear_cache
+        call.clear_cache = clear_cache
         return call
 
     return decorate
@@ -181,20 +180,15 @@ def _trace_key(fun, static: dict, tree, leaves) -> str:
 
 
 def _export(fun, static: dict, tree, leaves):
-    """Trace ``fun`` for these inputs into an ``Exported`` over the flat leaves, and the output's tree."""
+    """``fun`` traced for these inputs into an ``Exported`` over the flat leaves (its output as ``fun`` returns it:
+    containers jax serialises, and NamedTuples registered with ``jax.export.register_namedtuple_serialization``)."""
     import jax
     from jax import export
 
-    out_trees = []
-
     def flat(*flat_leaves):
-        dynamic = jax.tree.unflatten(tree, flat_leaves)
-        out, out_tree = jax.tree.flatten(fun(**dynamic, **static))
-        out_trees.append(out_tree)
-        return out
+        return fun(**jax.tree.unflatten(tree, flat_leaves), **static)
 
-    exported = export.export(jax.jit(flat))(*[jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves])
-    return exported, out_trees[-1]
+    return export.export(jax.jit(flat))(*[jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves])
 
 
 def _load_trace(directory: Path, key: str):
@@ -204,19 +198,18 @@ def _load_trace(directory: Path, key: str):
     if not path.is_file():
         return None
     try:
-        serialized, out_tree = pickle.loads(path.read_bytes())
-        return export.deserialize(bytearray(serialized)), out_tree
+        return export.deserialize(bytearray(path.read_bytes()))
     except Exception:  # noqa: BLE001 - a damaged file (a killed write, another jax): traced anew
         path.unlink(missing_ok=True)
         return None
 
 
-def _save_trace(directory: Path, key: str, kept) -> None:
-    exported, out_tree = kept
+def _save_trace(directory: Path, key: str, exported) -> None:
+    serialized = exported.serialize()  # outside the try: an output jax cannot serialise is the caller's warning
     try:
         directory.mkdir(parents=True, exist_ok=True)
         temporary = directory / f"{key}.{os.getpid()}.tmp"
-        temporary.write_bytes(pickle.dumps((bytes(exported.serialize()), out_tree)))
+        temporary.write_bytes(serialized)
         os.replace(temporary, directory / f"{key}.trace")
     except OSError:
         pass  # kept in memory for this process only

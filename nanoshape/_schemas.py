@@ -347,6 +347,13 @@ class GroupOptionsSchema:
         and each passes the halves' test. A K whose groups depend on where the mixture started is the
         mixture's local optimum, not the particles' groups (on emps_train with one seed, seeds 0-3 chose
         K = 6, 2, 5 and 3, each passing its own halves' test).
+      name_split: with ``choice="hdbscan"``, split each of HDBSCAN's groups where the components of the
+        Gaussian mixture with the lowest BIC (on the same dataset) that fall inside it are, by their median
+        particle, another canonical shape (:func:`shape_name`) than the group's commonest one, each such
+        part holding at least the smallest group's size (:func:`_split_by_names`). Cubes, plates and
+        triangles among spheres are a tail of the spheres' cloud, not a density peak of their own, so
+        HDBSCAN alone leaves them there; the mixture's components separate them but depend on its start and
+        split one shape by size; their names join what the eye joins.
       test_fraction: held-out share for the classifier's test accuracy.
       cv_folds: folds of the cross-validation.
     """
@@ -364,6 +371,7 @@ class GroupOptionsSchema:
     min_group_size: int = 5
     stable_ari: float = 0.9
     stable_seeds: int = 3
+    name_split: bool = True
     test_fraction: float = 0.2
     cv_folds: int = 10
 

@@ -136,6 +136,13 @@ class GroupOptions:
         and each passes the halves' test. A K whose groups depend on where the mixture started is the
         mixture's local optimum, not the particles' groups (on emps_train with one seed, seeds 0-3 chose
         K = 6, 2, 5 and 3, each passing its own halves' test).
+      name_split: with ``choice="hdbscan"``, split each of HDBSCAN's groups where the components of the
+        Gaussian mixture with the lowest BIC (on the same dataset) that fall inside it are, by their median
+        particle, another canonical shape (:func:`shape_name`) than the group's commonest one, each such
+        part holding at least the smallest group's size (:func:`_split_by_names`). Cubes, plates and
+        triangles among spheres are a tail of the spheres' cloud, not a density peak of their own, so
+        HDBSCAN alone leaves them there; the mixture's components separate them but depend on its start and
+        split one shape by size; their names join what the eye joins.
       test_fraction: held-out share for the classifier's test accuracy.
       cv_folds: folds of the cross-validation.
     """
@@ -153,6 +160,7 @@ class GroupOptions:
     min_group_size: int = 5
     stable_ari: float = 0.9
     stable_seeds: int = 3
+    name_split: bool = True
     test_fraction: float = 0.2
     cv_folds: int = 10
 
@@ -355,7 +363,8 @@ def _standardise(x: np.ndarray, columns: tuple[str, ...] | None = None) -> np.nd
     return (x - mean) / scale
 
 
-def _fit_labels(x: np.ndarray, method: str, k: int, seed: int, min_size: int = 5, memory=None) -> np.ndarray:
+def _fit_labels(x: np.ndarray, method: str, k: int, seed: int, min_size: int = 5, memory=None,
+                table: pd.DataFrame | None = None) -> np.ndarray:
     """Labels 0..K-1 of the rows of ``x``; ``hdbscan`` finds K itself (``k`` unused) and gives each particle
     it calls noise the group of the majority of its 5 nearest grouped neighbours. ``memory`` (a
     ``joblib.Memory``) keeps Ward's tree of ``x`` so that each further K only cuts it."""
@@ -374,6 +383,9 @@ def _fit_labels(x: np.ndarray, method: str, k: int, seed: int, min_size: int = 5
             labels[noise] = vote.predict(x[noise])
         return labels
 
+    if method == "hdbscan_named":  # HDBSCAN's groups split by the named components of a K-mixture (``table``: x's rows)
+        density = _fit_labels(x, "hdbscan", k, seed, min_size=min_size)
+        return _split_by_names(table, density, _mixture(x, k, seed)[0], min_size)[0]
     if method == "kmeans":
         return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
     if method in ("gmm", "gmm_bic", "gmm_stable"):  # the mixture whose K had the lowest BIC, or the finest stable one
@@ -390,6 +402,55 @@ def _mixture(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, float]:
 
     model = GaussianMixture(n_components=k, covariance_type="full", n_init=10, random_state=seed, reg_covar=1e-4).fit(x)
     return model.predict(x), float(model.bic(x))
+
+
+def _with_spectrum(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the fitted outlines' spectrum (:data:`HARMONIC_COLUMNS`) where it lacks it and has fitted
+    shapes (unchanged where it has no fitted shapes: names then come from the masks alone)."""
+    if all(c in table for c in HARMONIC_COLUMNS):
+        return table
+    try:
+        spectrum = pd.DataFrame(shape_spectrum(table), columns=list(HARMONIC_COLUMNS), index=table.index)
+    except KeyError:
+        return table
+    return pd.concat([table.drop(columns=[c for c in HARMONIC_COLUMNS if c in table]), spectrum], axis=1)
+
+
+#: names that do not split a group: no canonical shape. A mixture gives the outliers of a group of one shape a broad
+#: component of their own, whose median particle has no clear symmetry (second-generator scenes 1 and 14: 7-11
+#: squares, platelets and unmatched fragments split off as "irregular particles")
+NAME_NOT_SPLIT = ("irregular particles", "particles")
+
+
+def _split_by_names(table: pd.DataFrame, groups: np.ndarray, components: np.ndarray,
+                    min_size: int) -> tuple[np.ndarray, list[tuple[int, str, dict[str, int]]]]:
+    """Each group of ``groups`` (labels >= 0 of the rows of ``table``) split where the mixture ``components``
+    inside it are other canonical shapes: every component is named by :func:`shape_name` of its median
+    particle; within a group, the particles of each name held by at least ``min_size`` of its particles form
+    a group of their own, except the commonest name's, which keep the group (with every other particle of the
+    group), and those of a name in :data:`NAME_NOT_SPLIT`. Returns the new labels 0..K-1 and, per group split, (group, its commonest name, {name: particles
+    split off}).
+    """
+    named = _with_spectrum(table)
+    names = np.empty(len(components), dtype=object)
+    for c in np.unique(components):
+        names[components == c] = shape_name(named[components == c].median(numeric_only=True))
+    out = np.asarray(groups).copy()
+    parts = []
+    following = int(out.max()) + 1
+    for g in np.unique(groups):
+        inside = groups == g
+        counts = pd.Series(names[inside]).value_counts()
+        counts = counts[counts >= min_size]
+        off = counts.iloc[1:][~counts.index[1:].isin(NAME_NOT_SPLIT)]
+        if len(off) == 0:
+            continue
+        for name in off.index:
+            out[inside & (names == name)] = following
+            following += 1
+        parts.append((int(g), str(counts.index[0]), {str(n): int(v) for n, v in off.items()}))
+    _, out = np.unique(out, return_inverse=True)
+    return out.astype(np.int64), parts
 
 
 def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
@@ -558,6 +619,8 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
     if comparison.empty:
         raise ValueError("no combination gave at least two groups of sufficient size")
     # HDBSCAN on the mask's descriptors with the fitted shape's spectrum where the run has it
+    min_group = max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(sample))))
+    name_parts: list[tuple[int, str, dict[str, int]]] = []
     by_density = [row for dataset in ("both", "features", "parameters") for _, row in comparison.iterrows()
                   if row.method == "hdbscan" and row.dataset == dataset]
     by_likelihood = [row for dataset in ("both", "features", "parameters") for _, row in comparison.iterrows()
@@ -595,6 +658,20 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
                 if row["method"] == "gmm" and row["dataset"] == first and row["k"] in tried else row for row in by_k]
     elif options.choice == "hdbscan" and by_density:
         best_row = by_density[0]
+        if options.name_split and best_row.dataset in by_bic:
+            # HDBSCAN's groups split where the lowest-BIC mixture's components inside them are other shapes
+            columns_first = dataset_columns(table, best_row.dataset, options)
+            split, name_parts = _split_by_names(table.iloc[sample], candidates[(best_row.dataset, "hdbscan")][1],
+                                                by_bic[best_row.dataset][2], min_group)
+            if name_parts:
+                x_first = _standardise(design_matrix(table.iloc[sample], columns_first), columns_first)
+                k_split = int(split.max()) + 1
+                candidates[(best_row.dataset, "hdbscan_named")] = (k_split, split, columns_first)
+                comparison = pd.concat([comparison, pd.DataFrame([{
+                    "dataset": best_row.dataset, "method": "hdbscan_named", "k": k_split,
+                    "silhouette": _silhouette(pairwise_distances(x_first), split),
+                    "silhouette_common": _silhouette(pairwise_distances(common), split)}])], ignore_index=True)
+                best_row = comparison.iloc[-1]
     elif options.choice == "bic" and by_likelihood:
         best_row = by_likelihood[0]
     elif options.choice == "stable" and (by_density or by_likelihood):
@@ -672,12 +749,26 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
                   f"(experiments/groups_second_generator.py). Silhouette {best_row.silhouette:.3f}; the other "
                   f"{len(comparison) - 1} combinations, K-means, Gaussian mixture and Ward with K chosen by their "
                   f"silhouette over {lo}..{hi}, are listed for comparison")
+    elif method == "hdbscan_named":
+        density_k = int(next(row.k for row in by_density if row.dataset == dataset))
+        splits = "; ".join(f"from HDBSCAN's group of {name} " + ", ".join(f"{n} {other}" for other, n in off.items())
+                           for _, name, off in name_parts)
+        reason = (f"HDBSCAN on the {dataset} dataset found {density_k} groups of at least {min_group} particles where "
+                  f"they lie densest (particles between groups join their 5 nearest neighbours' group); each was "
+                  f"then split where the components of the Gaussian mixture with the lowest BIC (K = "
+                  f"{by_bic[dataset][0]}) that fall inside it are, by their median particle, another canonical "
+                  f"shape than the group's commonest, with at least {min_group} particles ({splits}): K = {k}. "
+                  f"Shapes that are a tail of a larger cloud (cubes and plates among spheres) are no density peak "
+                  f"of their own, and the mixture alone splits one shape by size and depends on its start. "
+                  f"Silhouette {best_row.silhouette:.3f}; the other combinations are listed for comparison")
     else:
         reason = (f"{method} on the {dataset} dataset with K = {k} separates its particles best: highest silhouette "
                   f"value ({best_row.silhouette:.3f}) among {len(comparison)} combinations, each with K chosen by its "
                   f"silhouette over {lo}..{hi} (in the common space of all predictors it scores "
                   f"{best_row.silhouette_common:.3f})")
-    stability = _halves_agreement(design_matrix(table.iloc[sample], columns), sample_labels, columns, method, k, options)
+    # the halves of hdbscan_named: HDBSCAN and the mixture of the whole's K (by the lowest BIC), named and split
+    stability = _halves_agreement(design_matrix(table.iloc[sample], columns), sample_labels, columns, method,
+                                  by_bic[dataset][0] if method == "hdbscan_named" else k, options, table=table.iloc[sample])
     reason += (f". Stability: each half of the particles grouped on its own gives the same groups as the whole at "
                f"ARI {stability:.3f} (the smaller of the two halves)")
     if assigned is not None:
@@ -726,9 +817,10 @@ def _mixture_reproduced(raw: np.ndarray, labels: np.ndarray, columns: tuple[str,
 
 
 def _halves_agreement(raw: np.ndarray, labels: np.ndarray, columns: tuple[str, ...], method: str, k: int,
-                      options: GroupOptions) -> float:
+                      options: GroupOptions, table: pd.DataFrame | None = None) -> float:
     """The smaller ARI between the grouping of all particles and that of each half (alternate rows), each half
-    standardised and grouped on its own by the same method (with the same K where the method needs one)."""
+    standardised and grouped on its own by the same method (with the same K where the method needs one;
+    ``hdbscan_named`` needs ``table``, the rows of ``raw``)."""
     from sklearn.metrics import adjusted_rand_score
 
     scores = []
@@ -737,7 +829,8 @@ def _halves_agreement(raw: np.ndarray, labels: np.ndarray, columns: tuple[str, .
         min_size = max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(rows))))
         if len(rows) <= max(k, min_size):
             return float("nan")
-        own = _fit_labels(_standardise(raw[rows], columns), method, k, options.seed, min_size=min_size)
+        own = _fit_labels(_standardise(raw[rows], columns), method, k, options.seed, min_size=min_size,
+                          table=None if table is None else table.iloc[rows])
         scores.append(adjusted_rand_score(labels[rows], own))
     return float(min(scores))
 

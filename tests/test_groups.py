@@ -424,3 +424,24 @@ def test_faint_corners_are_named_where_the_mask_and_the_fitted_shape_agree_on_th
     elongated = mask | dict(feret_ratio=1.5, angular_harmonic_2=0.36)
     assert shape_name(elongated | dict(jaccard_refined=0.93)) == "elongated particles"
     assert shape_name(elongated | dict(jaccard_refined=0.86)) == "irregular particles"
+
+
+def test_a_group_is_split_where_the_mixture_inside_it_names_other_shapes():
+    """Issue 20: HDBSCAN leaves a shape that is a shoulder of a larger cloud inside it (emps_train: cubes and
+    plates among the spheres). Its group is split where the mixture's components inside it are, by their median
+    particle, another canonical shape; a name held by fewer particles than the smallest group stays, and a group
+    the components agree with is left whole."""
+    from nanoshape.groups import _split_by_names
+
+    table = _polygon_scene(np.random.default_rng(4), n_per_class=25, kinds=("discs", "squares", "hexagons", "rods"))
+    counts = {"discs": 25, "squares": 20, "hexagons": 4, "rods": 25}
+    table = pd.concat([table[table.true == kind].head(n) for kind, n in counts.items()], ignore_index=True)
+    density = np.where(table.true == "rods", 1, 0)  # discs, squares and hexagons in one density peak
+    components = table.true.map({"discs": 0, "squares": 1, "hexagons": 2, "rods": 3}).to_numpy()
+    labels, parts = _split_by_names(table, density, components, min_size=5)
+    expected = table.true.replace({"hexagons": "discs"})  # four hexagons: fewer than the smallest group
+    assert adjusted_rand_score(expected, labels) == 1.0 and len(np.unique(labels)) == 3
+    assert parts == [(0, "spheres", {"cubes": 20})]
+    # the mixture's components say nothing new: the groups stay as they were
+    same, none = _split_by_names(table, density, density + 7, min_size=5)
+    assert adjusted_rand_score(density, same) == 1.0 and none == []

@@ -123,8 +123,10 @@ def test_batched_equals_one_at_a_time(masks, start, refined):
     one = jax.jit(lambda m, s: _refine_one(m, s, OPTIONS))
     for i in range(len(masks)):
         single = one(jnp.asarray(masks[i]), jax.tree.map(lambda a: jnp.asarray(a[i]), starts))
-        # vectorised and scalar code round differently; the concave star's landscape amplifies it
-        tolerance = 2e-3 if i < 3 else 1e-2
+        # vectorised and scalar code round differently, and the descent can end a little apart: 0.006 in Jaccard on
+        # one of the first three on an Intel Xeon (AVX-512) where an AMD EPYC stayed within 0.002; the concave
+        # star's landscape amplifies it. A particle fitted with another's values would be off by far more
+        tolerance = 1e-2
         assert int(single.d) == refined["d"][i]
         assert float(single.jaccard_refined) == pytest.approx(float(refined["jaccard_refined"][i]), abs=tolerance)
         np.testing.assert_allclose(np.asarray(single.theta)[3:5], [refined["center_x_px"][i], refined["center_y_px"][i]],

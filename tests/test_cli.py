@@ -132,6 +132,8 @@ def test_a_bad_option_stops_analyze_with_its_name_before_writing(tmp_path, overr
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # ~35 s on a 2-core Xeon; fast in the default run: the trainer (tests/test_segnet.py::
+# test_a_few_training_steps_lower_the_loss_and_save_a_model) and the command's options (tests/test_config.py)
 def test_train_segmentation_trains_a_small_detector_and_says_its_figures(tmp_path, capsys):
     import json
 

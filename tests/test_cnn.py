@@ -172,6 +172,7 @@ def test_crop_and_model_channels_must_agree():
         TrainOptions(crop=CropOptions(context=3.0), model=CNNOptions(input_channels=2))
 
 
+@pytest.mark.slow  # ~40 s on a 2-core Xeon; fast in the default run: training in test_resumed_run_equals_an_uninterrupted_one
 def test_a_short_training_run_lowers_the_validation_loss(tmp_path):
     options = TrainOptions(steps=60, batch_size=32, checkpoint_every=20, validation_every=20, validation_size=256,
                            warmup_steps=5, learning_rate=3e-3, render_chunk=32)

@@ -174,6 +174,8 @@ def _check_polygon_predictions(model):
     return crops
 
 
+@pytest.mark.slow  # ~37 s on a 2-core Xeon; fast in the default run: training (tests/test_cnn.py::
+# test_resumed_run_equals_an_uninterrupted_one) and a polygon model in the analysis (test_a_polygon_model_analyses_particles)
 def test_a_short_polygon_training_run_saves_a_model_of_its_family(tmp_path):
     options = _short_polygon_options()
     assert options.model.family == "polygon" and options.model.std_scales == (1.0, 1.0)

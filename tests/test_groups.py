@@ -377,6 +377,8 @@ def _spheres_with_shoulders(seed):
                       for true, (n, feret, circularity) in enumerate(kinds)], ignore_index=True)
 
 
+@pytest.mark.slow  # ~18 s on a 2-core Xeon; fast in the default run: choice=finest_stable in
+# test_a_shape_on_the_shoulder_of_a_larger_cloud_gets_its_own_group (with its seeds' test)
 def test_a_finer_mixture_that_other_seeds_do_not_find_is_not_chosen():
     """finest_stable: a mixture's groups can pass the halves' test and still be one start's local optimum. Here (three
     shoulders beside the spheres, two of them side by side) seed 0's K = 4 mixture is reproduced by both halves, and

@@ -283,6 +283,8 @@ def test_shipped_model_reads_a_circle_a_square_and_a_rod():
     assert np.all(np.abs(np.log(rod["l_ratio"] / 3.0)) < 0.15) and np.all(rod["d"] == 2)
 
 
+@pytest.mark.slow  # ~21 s on a 2-core Xeon; fast in the default run: every training ends in calibrate_uncertainties
+# (test_resumed_run_equals_an_uninterrupted_one runs it; the 90 % coverage is checked here, in the slow run)
 def test_calibration_makes_the_90_percent_intervals_hold_90_percent_of_the_validation_set():
     from nanoshape.training import _evaluate_raw, calibrate_uncertainties
 

@@ -231,6 +231,8 @@ def test_training_batch_shapes_targets_and_determinism():
     assert np.median([intensity[i][~mask[i]].mean() for i in range(8)]) == pytest.approx(0.0, abs=0.15)
 
 
+@pytest.mark.slow  # ~23 s on a 2-core Xeon (three compilations); fast in the default run: training examples
+# in test_training_batch_shapes_targets_and_determinism
 def test_training_example_extent_is_the_rendered_particle_size():
     keys = jax.random.split(jax.random.key(3), 6)
     crops, shapes = jax.vmap(lambda k: training_example(k))(keys)

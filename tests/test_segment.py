@@ -19,7 +19,11 @@ from nanoshape.segment import DROP_REASONS, SegmentOptions, segment
 #: and measures 0.898 (1769 TP, 205 FP, 204 FN); the learned detector was trained on the 21
 #: of them outside the validation and development parts and measures 0.846 (P 0.893, R 0.804).
 #: The floors leave room for numerical noise across platforms, not for regressions.
-EMPS_F1_FLOOR = {"classical": 0.88, "learned": 0.83}
+EMPS_F1_FLOOR = {"classical": 0.88}
+#: the learned detector scored on each half of the 41 (alternate rows of index.csv), so that the two halves run
+#: beside each other (each compiles its own level shapes: ~35 s alone, where the 41 in one test took 73 s on a
+#: 2-core Xeon): pooled F1 0.827 on the even rows (947 TP, 121 FP, 275 FN), 0.873 on the odd (635, 69, 116)
+EMPS_HALF_F1_FLOOR = {0: 0.81, 1: 0.855}
 #: the learned detector on the 115 validation micrographs measures pooled F1 0.836
 #: (experiments/results/segmentation/summary.csv); the floor is a little under it
 VALIDATION_F1_FLOOR = 0.82
@@ -34,10 +38,13 @@ def scene():
     return render_scene(jax.random.key(7), options)
 
 
-@pytest.mark.parametrize("options", [CLASSICAL, LEARNED], ids=["classical", "learned"])
-def test_real_micrographs_reach_the_f1_floor(options):
+@pytest.mark.parametrize("options, half", [(CLASSICAL, None), (LEARNED, 0), (LEARNED, 1)],
+                         ids=["classical", "learned-even", "learned-odd"])
+def test_real_micrographs_reach_the_f1_floor(options, half):
     root = shared_data("emps_train")
     index = pd.read_csv(root / "index.csv")
+    if half is not None:
+        index = index.iloc[half::2]
     tp = fp = fn = 0
     for stem in index.id:
         image = np.asarray(Image.open(root / "images" / f"{stem}.png").convert("L"), dtype=np.float32)
@@ -45,7 +52,8 @@ def test_real_micrographs_reach_the_f1_floor(options):
         scores = match_instances(segment(image, options).labels, mask)
         tp, fp, fn = tp + scores["tp"], fp + scores["fp"], fn + scores["fn"]
     f1 = 2 * tp / (2 * tp + fp + fn)
-    assert f1 >= EMPS_F1_FLOOR[options.method], f"pooled F1 {f1:.3f} (tp {tp}, fp {fp}, fn {fn}) on {len(index)} EMPS images"
+    floor = EMPS_F1_FLOOR[options.method] if half is None else EMPS_HALF_F1_FLOOR[half]
+    assert f1 >= floor, f"pooled F1 {f1:.3f} (tp {tp}, fp {fp}, fn {fn}) on {len(index)} EMPS images"
 
 
 @pytest.mark.slow

@@ -349,8 +349,9 @@ class GroupOptionsSchema:
         K = 6, 2, 5 and 3, each passing its own halves' test).
       name_split: with ``choice="hdbscan"``, split each of HDBSCAN's groups where the components of the
         Gaussian mixture with the lowest BIC (on the same dataset) that fall inside it are, by their median
-        particle, another canonical shape (:func:`shape_name`) than the group's commonest one, each such
-        part holding at least the smallest group's size (:func:`_split_by_names`). Cubes, plates and
+        particle, another canonical shape (:func:`shape_name`; "irregular particles" splits nothing) than
+        the group's commonest one, each such part holding at least the smallest group's size
+        (:func:`_split_by_names`). Cubes, plates and
         triangles among spheres are a tail of the spheres' cloud, not a density peak of their own, so
         HDBSCAN alone leaves them there; the mixture's components separate them but depend on its start and
         split one shape by size; their names join what the eye joins.

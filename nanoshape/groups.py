@@ -138,8 +138,9 @@ class GroupOptions:
         K = 6, 2, 5 and 3, each passing its own halves' test).
       name_split: with ``choice="hdbscan"``, split each of HDBSCAN's groups where the components of the
         Gaussian mixture with the lowest BIC (on the same dataset) that fall inside it are, by their median
-        particle, another canonical shape (:func:`shape_name`) than the group's commonest one, each such
-        part holding at least the smallest group's size (:func:`_split_by_names`). Cubes, plates and
+        particle, another canonical shape (:func:`shape_name`; "irregular particles" splits nothing) than
+        the group's commonest one, each such part holding at least the smallest group's size
+        (:func:`_split_by_names`). Cubes, plates and
         triangles among spheres are a tail of the spheres' cloud, not a density peak of their own, so
         HDBSCAN alone leaves them there; the mixture's components separate them but depend on its start and
         split one shape by size; their names join what the eye joins.
@@ -428,8 +429,8 @@ def _split_by_names(table: pd.DataFrame, groups: np.ndarray, components: np.ndar
     inside it are other canonical shapes: every component is named by :func:`shape_name` of its median
     particle; within a group, the particles of each name held by at least ``min_size`` of its particles form
     a group of their own, except the commonest name's, which keep the group (with every other particle of the
-    group), and those of a name in :data:`NAME_NOT_SPLIT`. Returns the new labels 0..K-1 and, per group split, (group, its commonest name, {name: particles
-    split off}).
+    group), and those of a name in :data:`NAME_NOT_SPLIT`. Returns the new labels 0..K-1 and, per group split,
+    (group, its commonest name, {name: particles split off}).
     """
     named = _with_spectrum(table)
     names = np.empty(len(components), dtype=object)

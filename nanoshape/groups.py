@@ -622,6 +622,7 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
     # HDBSCAN on the mask's descriptors with the fitted shape's spectrum where the run has it
     min_group = max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(sample))))
     name_parts: list[tuple[int, str, dict[str, int]]] = []
+    named_sample = None  # the sample with the fitted outlines' spectrum, for the names (computed once)
     by_density = [row for dataset in ("both", "features", "parameters") for _, row in comparison.iterrows()
                   if row.method == "hdbscan" and row.dataset == dataset]
     by_likelihood = [row for dataset in ("both", "features", "parameters") for _, row in comparison.iterrows()
@@ -662,10 +663,11 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
         if options.name_split and best_row.dataset in by_bic:
             # HDBSCAN's groups split where the lowest-BIC mixture's components inside them are other shapes
             columns_first = dataset_columns(table, best_row.dataset, options)
-            split, name_parts = _split_by_names(table.iloc[sample], candidates[(best_row.dataset, "hdbscan")][1],
+            named_sample = _with_spectrum(table.iloc[sample])
+            split, name_parts = _split_by_names(named_sample, candidates[(best_row.dataset, "hdbscan")][1],
                                                 by_bic[best_row.dataset][2], min_group)
             if name_parts:
-                x_first = _standardise(design_matrix(table.iloc[sample], columns_first), columns_first)
+                x_first = _standardise(design_matrix(named_sample, columns_first), columns_first)
                 k_split = int(split.max()) + 1
                 candidates[(best_row.dataset, "hdbscan_named")] = (k_split, split, columns_first)
                 comparison = pd.concat([comparison, pd.DataFrame([{
@@ -769,7 +771,7 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
                   f"{best_row.silhouette_common:.3f})")
     # the halves of hdbscan_named: HDBSCAN and the mixture of the whole's K (by the lowest BIC), named and split
     stability = _halves_agreement(design_matrix(table.iloc[sample], columns), sample_labels, columns, method,
-                                  by_bic[dataset][0] if method == "hdbscan_named" else k, options, table=table.iloc[sample])
+                                  by_bic[dataset][0] if method == "hdbscan_named" else k, options, table=named_sample)
     reason += (f". Stability: each half of the particles grouped on its own gives the same groups as the whole at "
                f"ARI {stability:.3f} (the smaller of the two halves)")
     if assigned is not None:
@@ -958,11 +960,7 @@ def describe_groups(table: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     ``sized_particles`` the count they come from, aspect mean and std (max / min Feret).
     """
     labels = np.asarray(labels)
-    if not all(c in table for c in HARMONIC_COLUMNS):  # the fitted outlines' symmetry, for the names
-        try:
-            table = table.assign(**dict(zip(HARMONIC_COLUMNS, shape_spectrum(table).T)))
-        except KeyError:  # no fitted shapes (shape.cnn=false): named from the masks alone
-            pass
+    table = _with_spectrum(table)  # the fitted outlines' symmetry, for the names (none without fitted shapes)
     # sizes are described from the particles that have them (nm where any micrograph has a pixel size)
     size_column = next((c for c in ("equivalent_diameter_nm", "equivalent_diameter_px")
                         if c in table and table[c].notna().any()), None)

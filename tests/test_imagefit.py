@@ -107,9 +107,11 @@ def test_the_assembled_jacobian_is_forward_mode_through_the_model(family, d, sha
     family = get_family(family)
     theta = jnp.asarray(shape_unknowns + [31.3, 32.6, np.log(20.0), 0.2, -0.3, 0.3], jnp.float32)
     u = theta.shape[0]
-    image, jac = _model_image_and_jacobian(theta, jnp.int32(d), 48, family)
-    np.testing.assert_allclose(image, _model_image(theta, jnp.int32(d), 48, family), atol=1e-6)
-    reference = jax.jacfwd(_model_image)(theta, jnp.int32(d), 48, family)
+    # jitted (d traced, so both d of a family share one compilation): op by op it took 8-16 s
+    image, jac = jax.jit(_model_image_and_jacobian, static_argnums=(2, 3))(theta, jnp.int32(d), 48, family)
+    np.testing.assert_allclose(image, jax.jit(_model_image, static_argnums=(2, 3))(theta, jnp.int32(d), 48, family),
+                               atol=1e-6)
+    reference = jax.jit(jax.jacfwd(_model_image), static_argnums=(2, 3))(theta, jnp.int32(d), 48, family)
     assert jac.shape == (48, 48, u) and np.abs(reference[..., u - 1]).max() > 1e-3  # the blur's column is not empty
     assert np.abs(reference[..., : u - 6]).max(axis=(0, 1)).min() > 1e-3  # every shape unknown moves the image
     np.testing.assert_allclose(jac, reference, atol=1e-5 * np.abs(reference).max())

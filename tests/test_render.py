@@ -166,7 +166,7 @@ def test_thickness_gradients_finite():
 
     args = tuple(jnp.float32(v) for v in (math.log(2.5), math.log(11.0), 0.6, 19.7))
     for mode in (jax.grad(loss, argnums=range(4)), jax.jacfwd(loss, argnums=range(4))):
-        grads = mode(*args)
+        grads = jax.jit(mode)(*args)  # compiled: op by op each mode took several seconds
         assert all(np.isfinite(float(g)) and float(g) != 0.0 for g in grads)
     # the profile's vertical tangent at the edge defeats finite differences in the shape (the
     # silhouette's gradients are checked above); the dome enters linearly

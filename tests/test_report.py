@@ -170,3 +170,12 @@ def test_mosaic_puts_each_crop_in_its_frame_in_reading_order():
         assert np.allclose(image[y, x], colour)  # the frame's corner
         assert np.allclose(image[y + border + 3, x + border + 3], value)  # inside the crop, grey
     assert np.allclose(image[cell:, cell:], 1.0)  # the empty fourth cell stays white
+    # with a band for titles above each row: white there, and each crop where _mosaic_origin says
+    from nanoshape.report import _mosaic_origin
+
+    titled = _mosaic(crops, colours, columns=2, grey_range=(0.0, 1.0), title_px=5)
+    assert titled.shape == (2 * (cell + 5), 2 * cell, 3)
+    assert np.allclose(titled[:5], 1.0) and np.allclose(titled[cell + 5 : cell + 10], 1.0)
+    for k, value in enumerate((0.0, 1.0, 0.5)):
+        y, x = _mosaic_origin(k, 8, 2, 5)
+        assert np.allclose(titled[y : y + 8, x : x + 8], value) and np.allclose(titled[y - 1, x - 1], colours[k])

@@ -837,6 +837,33 @@ def _pretty(text: str, unit: str) -> str:
     return f"{re.match(r'[0-9.,]+', text).group(0)} {unit}"
 
 
+def _plausible(readings: list[tuple[float, str, float]], bar: Bar) -> list[tuple[float, str, float]]:
+    """A line's readings without the rivals of its most probable one that differ from it in
+    the unit alone and could not be the bar's label: "20 mm" beside a 123 px bar (163 µm per
+    px, refused by :func:`read_scale_bar` as a misread unit anyway), the n of "20 nm" read as
+    an m at 0.63, must not make "20 nm" (0.97) doubtful (:func:`_accept`'s share). A rival
+    with other digits stays a doubt, whatever its size ("10 mm" against "100 mm" is a
+    doubt about the digits), and so does every rival of a most probable reading that could
+    not be the label itself (the line says "mm" as far as the classifier can tell: its
+    label is refused with that reason, and no less probable "nm" is taken in its place)."""
+    def number_and_nm(reading):
+        parsed = parse_label(reading[1])
+        number = re.match(r"[0-9.,]+", reading[1])
+        return (number.group(0) if number else None), (parsed[0] if parsed is not None else math.inf)
+
+    if not readings:
+        return readings
+    top_number, top_nm = number_and_nm(readings[0])
+    if top_nm / bar.exact_length_px > _LARGEST_NM:
+        return readings
+    kept = [readings[0]]
+    for reading in readings[1:]:
+        number, nm = number_and_nm(reading)
+        if not (number == top_number and nm / bar.exact_length_px > _LARGEST_NM):
+            kept.append(reading)
+    return kept
+
+
 def _accept(readings: list[tuple[float, str, float]], min_confidence: float) -> tuple[str, float, float] | None:
     """The label a line's readings give: the most probable, where each of its glyphs is the
     symbol it spells with probability at least ``min_confidence``, and so is its share of
@@ -954,7 +981,7 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
         for line, box in lines:
             seen.append((line, box))
             whole = _centred(bar, box)
-            readings = _line_readings(text, line, model, whole=whole)
+            readings = _plausible(_line_readings(text, line, model, whole=whole), bar)
             accepted = _accept(readings, min_confidence) or (
                 _synthesised(text, line, readings, whole=whole) if synthesis else None)
             if accepted is not None:
@@ -989,7 +1016,7 @@ def explain_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, m
         plain = inks[index - index % 2][0]
         for _, line, box in candidates:
             whole = _centred(bar, box)
-            readings = _line_readings(text, line, model, whole=whole)
+            readings = _plausible(_line_readings(text, line, model, whole=whole), bar)
             out.append({"text": readings[0][1] if readings else "?", "confidence": readings[0][2] if readings else 0.0,
                         "second": f"{readings[1][1]} {readings[1][0]:.2f}" if len(readings) > 1 else "",
                         "readings": readings[:6], "glyphs": len(line), "centred": whole,

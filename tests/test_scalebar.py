@@ -337,6 +337,23 @@ def test_synthesis_splits_number_and_unit_at_any_gap():
     assert a.score == pytest.approx(b.score, abs=0.02)
 
 
+def test_a_reading_no_microscope_gives_is_no_rival_of_a_more_probable_one():
+    """9928dad0ac: "20nm" read at 0.97 beside a 123 px bar, its n also read as an m at 0.63. "20 mm"
+    over 123 px is 163 µm per px, refused anyway: it must not leave the line doubtful. Where the
+    "mm" reading is the most probable, it is kept (and its label refused with that reason)."""
+    from nanoshape.scalebar import Bar, _accept, _plausible
+
+    bar = Bar(x0_px=11, x1_px=133, y0_px=489, y1_px=496, polarity="light", bar_value=255.0, background_value=174.0)
+    readings = [(0.97, "20nm", 0.994), (0.63, "20mm", 0.63)]
+    assert _accept(readings, 0.9) is None  # the share 0.97 / 1.60: doubtful
+    assert _accept(_plausible(readings, bar), 0.9) == ("20 nm", 20.0, 0.994)
+    assert _plausible(readings[::-1], bar) == readings[::-1]  # "mm" most probable: nothing dropped
+    # a rival with other digits stays a doubt, plausible or not (seed 11's "100nm" read "10mm" 205 px long
+    # while "100mm" was dropped: a wrong size)
+    for rival in ((0.63, "2mm", 0.63), (0.63, "200mm", 0.63)):
+        assert _plausible([(0.97, "20nm", 0.994), rival], bar) == [(0.97, "20nm", 0.994), rival]
+
+
 def test_read_scale_bar_does_not_take_a_pixel_size_no_microscope_gives(scene):
     # "50 mm" over 65 px is 0.77 mm per px: in a micrograph, "50 nm" with its n misread
     image, _ = draw_scale_bar(scene, length_px=65, label="50 mm", cap_height_px=20, colour="white")
@@ -449,7 +466,8 @@ def test_glyph_model_is_small_and_reads_rendered_glyphs():
 
 def test_hand_measured_floor():
     """The reader against 53 hand-measured micrographs: none wrong, and a floor on the share
-    read within 2 % at what the reader reaches now (40 of 51 with centred labels and outlined bars, 2026-12-07). The issue's target
+    read within 2 % at what the reader reaches now (41 of 51: a rival reading no microscope gives is no doubt,
+    2026-12-07, later; 40 before). The issue's target
     is 90 %: not met yet (see experiments/scale_bars/results/hand_summary.json)."""
     if not DATA.is_dir():
         pytest.skip(f"{DATA} is absent: the hand-measured micrographs live in ../shared/data beside the checkout")
@@ -459,7 +477,7 @@ def test_hand_measured_floor():
     wrong = scored[scored.outcome == "wrong"]
     assert wrong.empty, wrong[["file", "label", "read_label", "relative_error"]].to_string()
     within = (judged.outcome == "within 2 %").mean()
-    assert within >= 40 / 51 - 1e-9, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
+    assert within >= 41 / 51 - 1e-9, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
 
 
 def test_run_records_pixel_size_source_per_micrograph(tmp_path, scene):

@@ -67,7 +67,9 @@ _WEIGHTS = Path(__file__).parent / "data" / "glyphs.npz"
 
 #: Debian's fonts-liberation (Arial- and Times-shaped, the faces most figures use), added to
 #: the training fonts where installed (``apt-get install fonts-liberation``); the shipped
-#: weights were trained with them.
+#: weights were trained with them. Only training uses them: the weights ship, and reading a
+#: label at run time draws matplotlib's fonts alone (:mod:`nanoshape.labelsynth`), so that
+#: what a micrograph reads does not depend on the fonts its user has installed.
 LIBERATION_FONTS = ("LiberationSans-Regular.ttf", "LiberationSans-Bold.ttf", "LiberationSerif-Regular.ttf",
                     "LiberationSerif-Bold.ttf", "LiberationSansNarrow-Regular.ttf")
 _LIBERATION_DIR = "/usr/share/fonts/truetype/liberation"

@@ -2,8 +2,8 @@
 
 A scale-bar label is a number and a length unit, and the numbers figures use are few (1, 2,
 5, 10, 20, 50, 100, 200, 500, 0.5, 2.5 ...). Each number and each unit is rendered in the
-fonts :mod:`nanoshape.glyphs` trains on (matplotlib's and, where installed, Debian's
-Liberation fonts), cropped to its ink and scaled to the height and width of the part of
+fonts matplotlib ships (:data:`nanoshape.glyphs.FONTS`: the same on every machine, so a
+reading never depends on the fonts the user has installed), cropped to its ink and scaled to the height and width of the part of
 the observed line it is compared with; the observed line is split between its number and
 its unit at every gap between its pieces, so the space a figure leaves between them does not
 matter. A label's score is the normalised correlation of its number and its unit with the
@@ -83,12 +83,13 @@ class _Templates:
 
 @functools.lru_cache(maxsize=512)
 def templates(fonts: tuple[str, ...] | None = None, strings: tuple[str, ...] = NUMBERS + UNITS) -> _Templates:
-    """Every string drawn in every font that has its glyphs, cropped to its ink (cached per process)."""
+    """Every string drawn in every font that has its glyphs (default: :data:`nanoshape.glyphs.FONTS`),
+    cropped to its ink (cached per process)."""
     from PIL import ImageFont
 
-    from nanoshape.glyphs import font_has, font_path, training_fonts
+    from nanoshape.glyphs import FONTS, font_has, font_path
 
-    fonts = training_fonts() if fonts is None else fonts
+    fonts = FONTS if fonts is None else fonts
     images: list[np.ndarray | None] = []
     aspect = np.full((len(fonts), len(strings)), np.nan)
     height = np.full((len(fonts), len(strings)), np.nan)
@@ -221,14 +222,15 @@ def match_line(ink: np.ndarray, line, *, extra_numbers: tuple[str, ...] = (), fo
       ink: (H, W) ink in [0, 1] the line was cut from.
       line: its pieces, left to right (``Glyph``).
       extra_numbers: numbers to try besides :data:`NUMBERS` (the glyph classifier's readings).
-      fonts: the fonts to draw (default: the glyph classifier's training fonts).
+      fonts: the fonts to draw (default: matplotlib's, :data:`nanoshape.glyphs.FONTS`; not the system's
+        Liberation fonts the classifier may also be trained on, which a user may or may not have).
 
     Returns:
       The best label with its score and margin, or None where no split fits any label.
     """
-    from nanoshape.glyphs import is_point, training_fonts
+    from nanoshape.glyphs import FONTS, is_point
 
-    fonts = training_fonts() if fonts is None else fonts
+    fonts = FONTS if fonts is None else fonts
     table = templates(fonts)
     if len(line) < 2:
         return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -405,6 +406,26 @@ def _mixture(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, float]:
     return model.predict(x), float(model.bic(x))
 
 
+#: the comparison's mixtures are fitted in worker processes where the sample has at least this many particles
+#: (emps_train's 1,787: see _mixtures); below it starting the workers costs more than the fits save
+PARALLEL_MIXTURES_MIN = 1000
+
+
+def _mixtures(inputs: dict[tuple[str, int], np.ndarray], seed: int) -> dict[tuple[str, int], tuple[np.ndarray, float]]:
+    """:func:`_mixture` of each ``(dataset, K) -> x``, over the machine's cores (joblib's worker processes, one
+    BLAS thread each) where the sample is large enough for that to pay; the same fits as one after another
+    (each is seeded alike)."""
+    import joblib
+
+    keys = list(inputs)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores < 2 or len(keys) < 2 or max(len(x) for x in inputs.values()) < PARALLEL_MIXTURES_MIN:
+        return {key: _mixture(inputs[key], key[1], seed) for key in keys}
+    fits = joblib.Parallel(n_jobs=min(cores, len(keys)))(joblib.delayed(_mixture)(inputs[key], key[1], seed)
+                                                         for key in keys)
+    return dict(zip(keys, fits))
+
+
 def _with_spectrum(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with the fitted outlines' spectrum (:data:`HARMONIC_COLUMNS`) where it lacks it and has fitted
     shapes (unchanged where it has no fitted shapes: names then come from the masks alone)."""
@@ -565,9 +586,15 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
     done = 0
     tree_cache = tempfile.TemporaryDirectory(prefix="nanoshape-ward-")
     memory = joblib.Memory(tree_cache.name, verbose=0)
+    standardised = {}
     for dataset in datasets:
         columns = dataset_columns(table, dataset, options)
-        x = _standardise(design_matrix(table.iloc[sample], columns), columns)
+        standardised[dataset] = (columns, _standardise(design_matrix(table.iloc[sample], columns), columns))
+    mixture_ks = range(lo, min(hi, len(sample) - 1) + 1) if "gmm" in options.methods else range(0)
+    fitted_mixtures = _mixtures({(dataset, k): standardised[dataset][1] for dataset in datasets for k in mixture_ks},
+                                options.seed)
+    for dataset in datasets:
+        columns, x = standardised[dataset]
         distances = pairwise_distances(x)
         cophenetic = _cophenetic(x) if "ward" in options.methods else float("nan")
         for method in options.methods:
@@ -576,7 +603,7 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
             for k in ks:
                 bic = float("nan")
                 if method == "gmm":
-                    labels, bic = _mixture(x, k, options.seed)
+                    labels, bic = fitted_mixtures[(dataset, k)]
                 else:
                     labels = _fit_labels(x, method, k, options.seed, memory=memory,
                                          min_size=max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(x)))))

@@ -411,19 +411,25 @@ def _mixture(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, float]:
 PARALLEL_MIXTURES_MIN = 1000
 
 
-def _mixtures(inputs: dict[tuple[str, int], np.ndarray], seed: int) -> dict[tuple[str, int], tuple[np.ndarray, float]]:
+def _mixtures(inputs: dict[tuple[str, int], np.ndarray], seed: int,
+              fitted: Callable[[], None] = lambda: None) -> dict[tuple[str, int], tuple[np.ndarray, float]]:
     """:func:`_mixture` of each ``(dataset, K) -> x``, over the machine's cores (joblib's worker processes, one
     BLAS thread each) where the sample is large enough for that to pay; the same fits as one after another
-    (each is seeded alike)."""
+    (each is seeded alike). ``fitted()`` is called as each fit arrives (for the progress bar)."""
     import joblib
 
     keys = list(inputs)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if cores < 2 or len(keys) < 2 or max(len(x) for x in inputs.values()) < PARALLEL_MIXTURES_MIN:
-        return {key: _mixture(inputs[key], key[1], seed) for key in keys}
-    fits = joblib.Parallel(n_jobs=min(cores, len(keys)))(joblib.delayed(_mixture)(inputs[key], key[1], seed)
-                                                         for key in keys)
-    return dict(zip(keys, fits))
+        fits = (_mixture(inputs[key], key[1], seed) for key in keys)
+    else:
+        fits = joblib.Parallel(n_jobs=min(cores, len(keys)), return_as="generator")(
+            joblib.delayed(_mixture)(inputs[key], key[1], seed) for key in keys)
+    out = {}
+    for key, fit in zip(keys, fits):
+        out[key] = fit
+        fitted()
+    return out
 
 
 def _with_spectrum(table: pd.DataFrame) -> pd.DataFrame:
@@ -591,8 +597,15 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
         columns = dataset_columns(table, dataset, options)
         standardised[dataset] = (columns, _standardise(design_matrix(table.iloc[sample], columns), columns))
     mixture_ks = range(lo, min(hi, len(sample) - 1) + 1) if "gmm" in options.methods else range(0)
+
+    def fitted():  # a (dataset, method, K) fit done: the progress bar moves
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     fitted_mixtures = _mixtures({(dataset, k): standardised[dataset][1] for dataset in datasets for k in mixture_ks},
-                                options.seed)
+                                options.seed, fitted)
     for dataset in datasets:
         columns, x = standardised[dataset]
         distances = pairwise_distances(x)
@@ -608,9 +621,8 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
                     labels = _fit_labels(x, method, k, options.seed, memory=memory,
                                          min_size=max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(x)))))
                 k = len(np.unique(labels))
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+                if method != "gmm":  # the mixtures were counted as they were fitted
+                    fitted()
                 if not lo <= k <= hi:  # hdbscan found one group only, or more than asked for
                     continue
                 score = _silhouette(distances, labels)

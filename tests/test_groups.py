@@ -459,8 +459,9 @@ def test_the_comparisons_mixtures_fitted_in_worker_processes_are_those_fitted_on
               ("b", 2): np.r_[rng.normal(size=(60, 2)), rng.normal(5, 1, size=(60, 2))]}
     serial = groups._mixtures(inputs, 0)
     monkeypatch.setattr(groups, "PARALLEL_MIXTURES_MIN", 0)
-    parallel = groups._mixtures(inputs, 0)
-    assert list(parallel) == list(inputs)
+    arrived = []  # the progress bar moves as each fit arrives
+    parallel = groups._mixtures(inputs, 0, lambda: arrived.append(1))
+    assert list(parallel) == list(inputs) and len(arrived) == len(inputs)
     for key, (labels, bic) in serial.items():
         np.testing.assert_array_equal(parallel[key][0], labels)
         assert parallel[key][1] == bic

@@ -571,6 +571,8 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
         raise ValueError(f"datasets must be among {DATASETS} and methods among {METHODS}")
     if any(c not in table for c in parameter_columns(table)):
         datasets = [d for d in datasets if d == "features"] or ["features"]
+    # the fitted outlines' spectrum once (each design matrix, the names and the halves would compute it again)
+    table = _with_spectrum(table)
     all_columns = dataset_columns(table, "both" if "parameters" in datasets or "both" in datasets else "features", options)
     raw = design_matrix(table, all_columns)
     usable = np.isfinite(raw).all(axis=1) & (unassigned_reasons(table) == "").to_numpy()
@@ -661,7 +663,7 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
     # HDBSCAN on the mask's descriptors with the fitted shape's spectrum where the run has it
     min_group = max(options.min_group_size, int(np.ceil(options.min_group_fraction * len(sample))))
     name_parts: list[tuple[int, str, dict[str, int]]] = []
-    named_sample = None  # the sample with the fitted outlines' spectrum, for the names (computed once)
+    named_sample = None  # the sample, for the names of the halves' test of hdbscan_named
     by_density = [row for dataset in ("both", "features", "parameters") for _, row in comparison.iterrows()
                   if row.method == "hdbscan" and row.dataset == dataset]
     by_likelihood = [row for dataset in ("both", "features", "parameters") for _, row in comparison.iterrows()
@@ -701,12 +703,11 @@ def _cluster_particles(table: pd.DataFrame, options: GroupOptions, progress=None
         best_row = by_density[0]
         if options.name_split and best_row.dataset in by_bic:
             # HDBSCAN's groups split where the lowest-BIC mixture's components inside them are other shapes
-            columns_first = dataset_columns(table, best_row.dataset, options)
-            named_sample = _with_spectrum(table.iloc[sample])
+            columns_first, x_first = standardised[best_row.dataset]
+            named_sample = table.iloc[sample]
             split, name_parts = _split_by_names(named_sample, candidates[(best_row.dataset, "hdbscan")][1],
                                                 by_bic[best_row.dataset][2], min_group)
             if name_parts:
-                x_first = _standardise(design_matrix(named_sample, columns_first), columns_first)
                 k_split = int(split.max()) + 1
                 candidates[(best_row.dataset, "hdbscan_named")] = (k_split, split, columns_first)
                 comparison = pd.concat([comparison, pd.DataFrame([{

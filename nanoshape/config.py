@@ -313,21 +313,16 @@ COMMAND_SCHEMAS: dict[str, type] = {"render": RenderCommand, "analyze": AnalyzeC
                                    "train-segmentation": TrainSegmentationCommand, "compare": CompareCommand}
 
 
-_REGISTERED: set[str] = set()
-
-
 def register() -> None:
-    """Store every command schema in Hydra's ConfigStore, once per process (the store is a
-    process-wide singleton that GlobalHydra.clear() leaves alone; storing the seven schemas
-    again cost ~0.1 s, twice or three times per command)."""
+    """Store every command schema in Hydra's ConfigStore where it is not there yet: the store is a
+    process-wide singleton that GlobalHydra.clear() leaves alone, and storing the seven schemas
+    again cost ~0.1 s, twice or three times per command."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for name, command_schema in COMMAND_SCHEMAS.items():
-        key = f"{name}_schema"
-        if key not in _REGISTERED or store.repo.get(f"{key}.yaml") is None:
-            store.store(name=key, node=command_schema)
-            _REGISTERED.add(key)
+        if f"{name}_schema.yaml" not in store.repo:
+            store.store(name=f"{name}_schema", node=command_schema)
 
 
 def compose(command: str, overrides: list[str]) -> DictConfig:

@@ -3,8 +3,8 @@
 A scale-bar label is a number and a length unit, and the numbers figures use are few (1, 2,
 5, 10, 20, 50, 100, 200, 500, 0.5, 2.5 ...). Each number and each unit is rendered in the
 fonts matplotlib ships (:data:`nanoshape.glyphs.FONTS`: the same on every machine, so a
-reading never depends on the fonts the user has installed), cropped to its ink and scaled to the height and width of the part of
-the observed line it is compared with; the observed line is split between its number and
+reading never depends on the fonts the user has installed), cropped to its ink and scaled
+to the height and width of the part of the observed line it is compared with; the observed line is split between its number and
 its unit at every gap between its pieces, so the space a figure leaves between them does not
 matter. A label's score is the normalised correlation of its number and its unit with the
 two parts (each weighted by its width), in one font, at the best split; the reading is the

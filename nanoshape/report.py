@@ -506,7 +506,8 @@ def _montage(page: _Page, run: "_Run", rows: pd.DataFrame, name: str, caption: s
     # per crop took 6 s for 300 crops, and 2-3 s for the 60 exemplars of six groups
     crops = [intensity for _, intensity, _, _ in items]
     side = max(max(c.shape) for c in crops)
-    title_px = int(round(0.36 * (side + 3 * max(2, side // 16)))) if titles else 0
+    border, cell = _mosaic_cell(side)
+    title_px = int(round(0.36 * cell)) if titles else 0
     colours = [_frame_colour(run, row) for row, *_ in items]
     canvas = _mosaic(crops, colours, columns, (lo, hi), title_px=title_px)
     fig = plt.figure(figsize=(size * columns, size * columns * canvas.shape[0] / canvas.shape[1]))
@@ -531,7 +532,7 @@ def _montage(page: _Page, run: "_Run", rows: pd.DataFrame, name: str, caption: s
             if titles:
                 jac = row.get("jaccard_refined", np.nan)
                 # the micrograph and particle_id find the row of particles.csv and the particle on the overlay
-                ax.text(x0 + w / 2 - 0.5, y0 - 0.5 - max(2, side // 16), f"{str(row.image)[:11]}\n#{int(row.particle_id)}"
+                ax.text(x0 + w / 2 - 0.5, y0 - 0.5 - border, f"{str(row.image)[:11]}\n#{int(row.particle_id)}"
                         + (f"  J={jac:.2f}" if pd.notna(jac) else f"  group {int(row.get('group', 0))}"),
                         fontsize=8.5, ha="center", va="bottom", parse_math=False)
         ax.add_collection(LineCollection(masks, colors="cyan", linewidths=0.7))
@@ -559,8 +560,7 @@ def _mosaic(crops: list[np.ndarray], colours: list[tuple[float, float, float]], 
     ``k``'s top-left pixel is at :func:`_mosaic_origin`.
     """
     side = max(max(c.shape) for c in crops)
-    border = max(2, side // 16)
-    cell = side + 3 * border
+    border, cell = _mosaic_cell(side)
     n_rows = -(-len(crops) // columns)
     canvas = np.ones((n_rows * (cell + title_px), columns * cell, 3), np.float32)
     lo, hi = grey_range
@@ -572,10 +572,16 @@ def _mosaic(crops: list[np.ndarray], colours: list[tuple[float, float, float]], 
     return canvas
 
 
+def _mosaic_cell(side: int) -> tuple[int, int]:
+    """(frame width, cell width) of :func:`_mosaic` for crops up to ``side`` px: the frame a sixteenth
+    of the side (at least 2 px), and as wide a gap."""
+    border = max(2, side // 16)
+    return border, side + 3 * border
+
+
 def _mosaic_origin(k: int, side: int, columns: int, title_px: int = 0) -> tuple[int, int]:
     """(row, column) of crop ``k``'s top-left pixel in :func:`_mosaic`'s image of crops up to ``side`` px."""
-    border = max(2, side // 16)
-    cell = side + 3 * border
+    border, cell = _mosaic_cell(side)
     return (k // columns) * (cell + title_px) + title_px + border, (k % columns) * cell + border
 
 

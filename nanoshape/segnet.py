@@ -355,6 +355,8 @@ class DetectOptions:
         pixels, and is dropped when they are fewer than this fraction of its area.
       consistency_weight: score lost per octave between a candidate's own equivalent
         diameter and the network's mean predicted size over it.
+      doubt_weight: score lost per unit of doubt, the share of the candidate's pixels the
+        network does not call particle (one less its mean foreground probability).
       min_score: candidates scoring less are not particles.
       finer_edges: draw the edge of a particle found on a coarse level from the foreground
         of the level of twice its resolution (thin arms and sharp corners survive).
@@ -366,7 +368,8 @@ class DetectOptions:
     min_area_px: float = 6.0
     min_new_fraction: float = 0.7
     consistency_weight: float = 0.15
-    min_score: float = 0.65
+    doubt_weight: float = 1.0
+    min_score: float = 0.55
     finer_edges: bool = True
 
 
@@ -382,8 +385,10 @@ def detect(levels: list[Level], shape: tuple[int, int], target_diameter_px: floa
     threshold on texture and noise), less ``consistency_weight`` times the octaves between
     the candidate's own size and the size the network predicts over it (a fragment of a
     particle is smaller than the particle its pixels belong to, two particles taken as one
-    larger); candidates under ``min_score`` are dropped. Where levels disagree, the most
-    self-consistent candidate wins.
+    larger), and less ``doubt_weight`` times the share of its pixels the network doubts
+    (one less their mean foreground probability: a ridge of the distance output inside
+    texture, a halo or a film the network half calls particle); candidates under
+    ``min_score`` are dropped. Where levels disagree, the most self-consistent candidate wins.
 
     Returns:
       (H, W) int32 labels 1..N, and per particle (index i for label i + 1) its ``level``
@@ -405,13 +410,16 @@ def detect(levels: list[Level], shape: tuple[int, int], target_diameter_px: floa
         low = -np.inf if k == 0 else centre - options.octaves
         high = np.inf if k == last else centre + options.octaves
         # the distance output peaks near 1 on a particle's axis: a candidate whose core
-        # barely passes the threshold is texture or noise, not a particle; and the size
+        # barely passes the threshold is texture or noise, not a particle; the size
         # output says how large the particle a pixel belongs to is: a fragment of a particle
-        # is smaller than that, two particles taken as one larger
+        # is smaller than that, two particles taken as one larger; and a particle's pixels
+        # are foreground beyond doubt, where texture's are not
         deepest = np.zeros(n + 1, np.float32)
         deepest[1:] = ndi.maximum(level.distance, labels, np.arange(1, n + 1))
         measured = np.log2(np.maximum(2 * np.sqrt(area / np.pi), 1.0))
-        score = deepest - options.consistency_weight * np.abs(measured - size)
+        sure = np.bincount(flat, weights=level.foreground.ravel(), minlength=n + 1) / np.maximum(area, 1)
+        score = (deepest - options.consistency_weight * np.abs(measured - size)
+                 - options.doubt_weight * (1.0 - sure))
         ok = (size >= low) & (size <= high) & (area * level.factor**2 >= options.min_area_px) & (score >= options.min_score)
         ok[0] = False
         candidates.extend((float(score[i]), k, int(i)) for i in np.flatnonzero(ok))

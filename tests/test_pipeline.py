@@ -11,6 +11,7 @@ import tifffile
 from nanoshape.evaluate import match_instances
 from nanoshape.examples import bundled_examples_dir
 from nanoshape.pipeline import AnalyzeOptions, DistributeOptions, run_analysis
+from nanoshape.segnet import DetectOptions
 
 # the bundled examples (three rendered micrographs: sparse mixed shapes, cubes and rods, crowded
 # spheres, 261 particles), analysed once per session with the defaults (conftest.bundled_run)
@@ -36,7 +37,7 @@ def test_run_directory_follows_the_contract(run, scene_dir):
                    "segmentation_score", "segmentation_level", "segmentation_flag", "major_axis_fit_nm",
                    "equivalent_diameter_fit_nm"):
         assert column in particles.columns
-    assert (particles.segmentation_score >= 0.65).all() and (particles.segmentation_level >= 0).all()
+    assert (particles.segmentation_score >= DetectOptions().min_score).all() and (particles.segmentation_level >= 0).all()
     assert particles.l_ratio.min() >= 1 and particles.phi_rad.between(0, np.pi).all() and particles.d.isin(range(1, 7)).all()
     # refinement keeps its start (the image fit's shape, on by default) when it cannot improve on it
     # (on the fitting grid's loss or on the reported mask-grid Jaccard: one rendered particle here

@@ -135,6 +135,17 @@ def test_detect_splits_touching_particles_at_their_cores():
     assert match_instances(labels, labels_true)["f1"] == 1.0
 
 
+def test_detect_drops_a_core_in_pixels_the_network_half_doubts():
+    """Two discs with the same distance ridge: the one whose pixels the network calls particle
+    with probability 0.52 (texture, a halo) is dropped; the one it is sure of is kept."""
+    labels_true = _disc_labels((64, 120), [(32, 30, 14), (32, 90, 14)])
+    fg, distance, log2_size, _ = _instance_targets(labels_true)
+    doubted = np.where(labels_true == 2, 0.52, fg * 0.98)
+    labels, found = detect([_level(1, doubted, distance, log2_size)], labels_true.shape, 24.0)
+    assert labels.max() == 1 and match_instances(labels, np.where(labels_true == 1, 1, 0))["f1"] == 1.0
+    assert found["score"][0] >= DetectOptions().min_score
+
+
 def test_a_few_training_steps_lower_the_loss_and_save_a_model(tmp_path):
     discs = [(24 + 40 * (i // 4), 24 + 40 * (i % 4), 10 + i % 3) for i in range(12)]
     labels = _disc_labels((140, 170), discs)

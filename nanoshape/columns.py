@@ -71,8 +71,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "minor_axis_fit": ("{unit}", "minor axis (second moments) of the image fit's shape"),
     "segmentation_score": ("", "the learned detector's confidence in this particle (0 to 1; empty for the "
                                "classical segmentation)"),
-    "segmentation_level": ("", "the detector's pyramid level that found it (0 = full resolution, k = the "
-                               "micrograph shrunk 2^k times; -1 for the classical segmentation)"),
+    "segmentation_level": ("", "the detector's pyramid level that found it (0 = full resolution, or twice it "
+                               "where the particles are under ~10 px; k = the micrograph shrunk 2^k times; -1 for "
+                               "the classical segmentation)"),
     "segmentation_flag": ("", "why the segmentation doubts this particle (doubtful, fragment, ragged), empty "
                               "when it does not"),
     "nan_reason": ("", "which measurements of this particle are empty (NaN) and why"),

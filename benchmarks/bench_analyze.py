@@ -3,7 +3,8 @@
     python benchmarks/bench_analyze.py            (about 2 minutes on a 2-core CPU)
 
 nanoshape's ``segment`` + ``measure``, with the learned detector (the default: its network
-over the image pyramid timed on its own too) and with the classical segmentation, beside a
+over the image pyramid timed on its own too; and averaging two views, ``segment.views=2``)
+and with the classical segmentation, beside a
 plain scikit-image pipeline (Otsu threshold,
 hole filling, distance-transform watershed from local maxima, ``regionprops_table`` with
 the same features) timed in the same process on the same rendered micrograph. Both do the
@@ -63,6 +64,12 @@ class AnalyzeSuite:
         self.labels_learned = seg.labels
         self.network_s = seg.info["timings_s"]["network"]
 
+    def time_learned_two_views(self):
+        """The learned detector averaging two views of the micrograph (``segment.views=2``; the default sees one)."""
+        seg = segment(self.image, SegmentOptions(views=2))
+        self.found_two_views = len(measure(seg.labels, self.image, pixel_size_nm=0.5))
+        self.labels_two_views = seg.labels
+
     def time_nanoshape(self):
         seg = segment(self.image, SegmentOptions(method="classical"))
         self.found = len(measure(seg.labels, self.image, pixel_size_nm=0.5))
@@ -84,6 +91,7 @@ def main() -> None:
     truth = int((~suite.scene.truth.touches_border).sum())
     network = []
     times = interleaved_times({"learned": lambda: (suite.time_learned(), network.append(suite.network_s)),
+                               "two_views": suite.time_learned_two_views,
                                "nanoshape": suite.time_nanoshape, "one_thread": suite.time_nanoshape_one_thread,
                                "plain": suite.time_plain}, rounds=7, warmup=1)
     network = network[1:]  # the warm-up call compiled the network
@@ -108,6 +116,11 @@ def main() -> None:
     print(f"{'  of which the network on the pyramid':<44} {'':>6} {'':>6} {network_s:>7.2f}")
     print(f"{'  the rest (instances, removals, features)':<44} {'':>6} {'':>6} {statistics.median(rest):>7.2f} "
           f"{truth / statistics.median(rest) * 60:>14.0f} {statistics.median(ratios_rest):>8.2f}")
+    two_s = statistics.median(times["two_views"])
+    f1_two = match_instances(suite.labels_two_views, suite.scene.labels)["f1"]
+    ratios_two = [p / n for p, n in zip(times["plain"], times["two_views"])]
+    print(f"{'  the same, two views (segment.views=2)':<44} {suite.found_two_views:>6} {f1_two:>6.3f} {two_s:>7.2f} "
+          f"{truth / two_s * 60:>14.0f} {statistics.median(ratios_two):>8.2f}")
     print(f"{'nanoshape, classical segmentation':<44} {suite.found:>6} {f1:>6.3f} {nanoshape_s:>7.2f} {rate:>14.0f} {statistics.median(ratios):>8.2f}")
     print(f"{'  the same, filters in one thread':<44} {suite.found_one:>6} {f1:>6.3f} {one_s:>7.2f} {truth / one_s * 60:>14.0f} "
           f"{statistics.median(ratios_one):>8.2f}")

@@ -78,6 +78,24 @@ def test_tiles_run_in_uneven_batches_give_the_outputs_of_tiles_run_alone(monkeyp
     np.testing.assert_array_equal(batched, alone)
 
 
+def test_averaged_views_mirror_with_the_micrograph():
+    """Two views (the image and its left-right mirror) give mirrored outputs for a mirrored image;
+    all eight give the same for a transposed one; each differs from the single view."""
+    from nanoshape.segnet import _run_views
+
+    model = SegNet(TINY, rngs=nnx.Rngs(2))
+    model.eval()
+    image = np.random.default_rng(3).normal(size=(64, 80)).astype(np.float32)
+    two = _run_views(model, image, 2)
+    np.testing.assert_allclose(_run_views(model, np.ascontiguousarray(image[:, ::-1]), 2)[:, ::-1], two, atol=1e-5)
+    eight = _run_views(model, image, 8)
+    np.testing.assert_allclose(_run_views(model, np.ascontiguousarray(image.T), 8).transpose(1, 0, 2), eight, atol=1e-5)
+    one = _run_level(model, image)
+    assert np.abs(two - one).max() > 1e-3 and np.abs(eight - two).max() > 1e-3
+    with pytest.raises(ValueError, match="views must be 1, 2, 4 or 8"):
+        _run_views(model, image, 3)
+
+
 def test_tiled_inference_equals_whole_image():
     model = SegNet(TINY, rngs=nnx.Rngs(1))
     # random batch statistics, so the test sees the inference path's affine normalisation

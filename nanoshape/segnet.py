@@ -323,7 +323,7 @@ def _run_views(model: SegNet, pixels: np.ndarray, views: int) -> np.ndarray:
     return total / views
 
 
-def _level(model: SegNet, pixels: np.ndarray, factor: float, views: int = 1) -> Level:
+def _level(model: SegNet, pixels: np.ndarray, factor: float, views: int) -> Level:
     raw = _run_views(model, pixels, views)
     return Level(factor=factor, foreground=_sigmoid(raw[..., 0]), distance=_sigmoid(raw[..., 1]), log2_size=raw[..., 2])
 

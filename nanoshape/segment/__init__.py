@@ -174,12 +174,13 @@ def _segment_learned(image: np.ndarray, overlay: np.ndarray, options: SegmentOpt
     final, removed, kept = _removals(labels, overlay, options)
     table = pd.concat(removed, ignore_index=True) if removed else pd.DataFrame(columns=_DROPPED_COLUMNS)
     table = table.astype({"centroid_x_px": float, "centroid_y_px": float, "area_px": float, "reason": str})
+    # the pyramid's levels are consecutive powers of two after the zoomed level, if any, which counts as level 0
+    zoomed = int(levels[0].factor < 1)
+    pyramid = len(levels) - zoomed
     particles = pd.DataFrame({
         "particle_id": np.arange(1, kept.size + 1, dtype=np.int64),
         "segmentation_score": found["score"][kept - 1].astype(np.float64),
-        # log2 of the level's block factor; the zoomed level (factor 0.5) counts as full resolution
-        "segmentation_level": np.array([max(int(np.log2(levels[k].factor)), 0) for k in found["level"][kept - 1]],
-                                       dtype=np.int64),
+        "segmentation_level": np.maximum(found["level"][kept - 1].astype(np.int64) - zoomed, 0),
     })
     flags, findings = self_check(final, particles["segmentation_score"].to_numpy(), detect_options.min_score)
     particles["segmentation_flag"] = flags
@@ -193,7 +194,7 @@ def _segment_learned(image: np.ndarray, overlay: np.ndarray, options: SegmentOpt
     if not kept.size:
         best = max((float(level.distance.max()) for level in levels), default=0.0)
         findings.append(
-            f"no particles found: the detector ran on {len(levels)} pyramid level(s) (block factors 1 to "
+            f"no particles found: the detector ran on {pyramid} pyramid level(s) (block factors 1 to "
             f"{levels[-1].factor}); its strongest particle core reached {best:.2f} of the 0.5 needed to seed one"
             + ("" if labels.max() == 0 else f", and the {int(labels.max())} candidate(s) it found were all dropped "
                f"(see dropped.csv)")
@@ -202,10 +203,9 @@ def _segment_learned(image: np.ndarray, overlay: np.ndarray, options: SegmentOpt
     info = {
         "method": "learned",
         "polarity": polarity,
-        "pyramid_levels": sum(level.factor >= 1 for level in levels),
-        "zoomed": bool(levels[0].factor < 1),
-        "particles_per_level": np.bincount(particles["segmentation_level"],
-                                           minlength=sum(level.factor >= 1 for level in levels)).tolist(),
+        "pyramid_levels": pyramid,
+        "zoomed": bool(zoomed),
+        "particles_per_level": np.bincount(particles["segmentation_level"], minlength=pyramid).tolist(),
         "overlay_fraction": float(overlay.mean()),
         "n_particles": int(kept.size),
         "n_dropped": int(len(table)),

@@ -396,11 +396,52 @@ def test_read_scale_bar_abstains_without_a_label_and_takes_a_given_one(scene):
         read_scale_bar(plain, label="100 px")
 
 
-def test_bar_cut_by_the_edge_is_not_used():
+@pytest.mark.parametrize("cut_px", [0, 4, 12])
+def test_a_bar_running_into_the_edge_is_used_only_where_its_centred_label_shows_it_whole(cut_px):
+    # drawn up to the right edge, then the edge moved cut_px into the bar: the label stays
+    # where it was drawn, centred on the whole bar, so it lies cut_px / 2 towards the edge
+    # of what is left (4 px of 150: 2.7 %, more than the reading's 2 %)
     image = np.full((200, 300), 200.0, np.float32)
-    image, _ = draw_scale_bar(image, length_px=120, label="50 nm", colour="black", margin_px=0, corner="bottom-right")
+    image, _ = draw_scale_bar(image, length_px=150, label="50 nm", colour="black", margin_px=0, corner="bottom-right")
+    reading = read_scale_bar(image[:, : image.shape[1] - cut_px])
+    if cut_px:
+        assert reading.pixel_size_nm is None and "edge" in reading.reason, reading
+    else:
+        assert reading.pixel_size_nm == pytest.approx(50 / 150, rel=0.01), reading
+
+
+def test_a_label_read_beside_two_bars_is_the_label_of_the_bar_it_pairs_with_best():
+    # a 200 px bar, its label below it, and a short bar just below the label (a box's edge,
+    # a halo): the label, read beside each bar with boxes a few px apart (two inks), is
+    # one line and the 200 px bar's; it is not two bars disagreeing
+    image = np.full((320, 400), 200.0, np.float32)
+    image[250:256, 100:300] = 0.0
+    image[280:284, 180:261] = 0.0
+    boxes = {200: (259, 277, 170, 230, "dark"), 81: (262, 279, 171, 231, "dark")}
+    reading = read_scale_bar(image, reader=lambda image, bar, confidence: ("1 µm", 1000.0, 0.99, boxes[bar.length_px]))
+    assert reading.pixel_size_nm == pytest.approx(1000 / 200), reading
+
+
+def test_a_stroke_above_the_text_beside_its_first_glyph_is_no_digit():
+    # a stroke from above the label's cap line to half its height, 8 px left of "10 nm":
+    # it joins the line as its first glyph and would read as a "1" ("110 nm"), or make the
+    # line doubtful; it is left out, and the label, centred on its bar, is read
+    image, (top, bottom, left, _) = _label_over_bar("10 nm")
+    image[top - 14 : top + (bottom - top) // 2, left - 11 : left - 8] = 0.0
     reading = read_scale_bar(image)
-    assert reading.pixel_size_nm is None and "edge" in reading.reason
+    assert reading.label == "10 nm" and reading.pixel_size_nm == pytest.approx(10 / 220), reading
+
+
+def test_a_gap_in_a_line_that_holds_a_cut_out_glyph_is_seen():
+    from nanoshape.glyphs import cut_glyphs, render_label
+    from nanoshape.scalebar import _gap_holds_stroke
+
+    text, _ = render_label("10 nm", "DejaVuSans.ttf", 20)
+    line = cut_glyphs(text)[0]
+    assert len(line) == 4 and not _gap_holds_stroke(text, line)  # 1, 0, n, m: the word space holds no ink
+    # the "0" cut out of the line (joined to a particle): "1 nm" is left, its ends where
+    # the label's were; the gap it leaves holds its ink
+    assert _gap_holds_stroke(text, [glyph for i, glyph in enumerate(line) if i != 1])
 
 
 def _calibrated_file(tmp_path, scene, pixel_size_nm, *, length_px=200, label="100 nm"):
@@ -489,8 +530,9 @@ def test_glyph_model_is_small_and_reads_rendered_glyphs():
 
 def test_hand_measured_floor():
     """The reader against 53 hand-measured micrographs: none wrong, and a floor on the share
-    read within 2 % at what the reader reaches now (41 of 51: a rival reading no microscope gives is no doubt,
-    2026-12-07, later; 40 before). The issue's target
+    read within 2 % at what the reader reaches now (43 of 51: a bar at the image's edge whose
+    label shows it whole, one line read beside a bar and its halo, 2026-12-07, third session;
+    41 before). The issue's target
     is 90 %: not met yet (see experiments/scale_bars/results/hand_summary.json)."""
     if not DATA.is_dir():
         pytest.skip(f"{DATA} is absent: the hand-measured micrographs live in ../shared/data beside the checkout")
@@ -500,7 +542,7 @@ def test_hand_measured_floor():
     wrong = scored[scored.outcome == "wrong"]
     assert wrong.empty, wrong[["file", "label", "read_label", "relative_error"]].to_string()
     within = (judged.outcome == "within 2 %").mean()
-    assert within >= 41 / 51 - 1e-9, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
+    assert within >= 43 / 51 - 1e-9, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
 
 
 def test_run_records_pixel_size_source_per_micrograph(tmp_path, scene):

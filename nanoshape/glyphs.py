@@ -265,11 +265,15 @@ def background_noise(ink_image: np.ndarray) -> tuple[float, float]:
 
 def is_point(glyph: Glyph, line: list[Glyph]) -> bool:
     """A decimal point: small, about square, on the line's baseline (the median glyph
-    bottom, so a µ's descender does not move it), at most a third of the median glyph
-    height (so one tall glyph joined to a particle does not make the others points)."""
+    bottom, so a µ's descender does not move it), at most 0.35 of the cap height (the
+    tallest glyph up to 1.5 median glyph heights: a digit, not the x-height of "nm" beside
+    it, nor one tall glyph joined to a particle) and 0.45 of the median glyph height wide.
+    A bold point blurred is 0.3 cap heights tall: against the median of "0.5 nm" (the
+    x-height) it was too tall to be a point."""
     height = float(np.median([g.height for g in line]))
+    cap = max(g.height for g in line if g.height <= 1.5 * height)
     baseline = float(np.median([g.y1 for g in line]))
-    return (glyph.height <= 0.35 * height and glyph.width <= 0.45 * height
+    return (glyph.height <= 0.35 * cap and glyph.width <= 0.45 * height
             and abs(glyph.y1 - baseline) <= max(2.0, 0.15 * height))
 
 

@@ -634,6 +634,15 @@ def _pairing_cost(bar: Bar, box: tuple[int, int, int, int, str]) -> float:
     return (0.0 if _bar_colour(bar, polarity) else 1e6) + vertical + horizontal + 0.25 * offset
 
 
+def _pairing(bar: Bar, box: tuple[int, int, int, int, str]) -> tuple[bool, bool, float]:
+    """What orders a line's bars, best first: bars of the line's colour first (as in
+    :func:`_pairing_cost`), of those a bar the line is centred on (:func:`_centred`: figure
+    software centres a label on its bar, to a pixel or two) before one it is not, then the
+    :func:`_pairing_cost`. A strip of background between a box and the image's edge, found
+    as a bar a few px nearer the label than the bar itself, is not centred under it."""
+    return not _bar_colour(bar, box[4]), not _centred(bar, box), _pairing_cost(bar, box)
+
+
 def _bar_colour(bar: Bar, polarity: str) -> bool:
     """Whether text of a polarity is in the bar's colour: the bar's own, or either for an
     outlined bar, whose label is drawn as it is (light strokes outlined in dark, as Gatan
@@ -1081,7 +1090,7 @@ def read_scale_bar(image: np.ndarray, *, label: str = "", min_confidence: float 
 
     Every bar :func:`find_bars` finds is tried with its label (:func:`read_label`); a line
     of text is the label of the bar beside it that it pairs with best
-    (:func:`_pairing_cost`), and gives none to another, and one line read the same
+    (:func:`_pairing`), and gives none to another, and one line read the same
     beside two bars is the label of the one it pairs with best. A bar running into the
     image's left or right edge may be cut and is not used unless its label shows it whole
     (:func:`_whole_at_edge`), nor one within the line of text read as
@@ -1152,7 +1161,7 @@ def read_scale_bar(image: np.ndarray, *, label: str = "", min_confidence: float 
         if box is not None:
             rivals = [b for b in bars if (not _touches_edge(b, width) or id(b) in whole) and is_beside(b, *box[:4])
                       and not (box[0] <= b.y1_px and b.y0_px < box[1] and box[2] <= b.x1_px and b.x0_px < box[3])]
-            paired = min(rivals, key=lambda b: _pairing_cost(b, box)) if rivals else reading.bar
+            paired = min(rivals, key=lambda b: _pairing(b, box)) if rivals else reading.bar
             if paired is not reading.bar:
                 reasons.append(f'"{reading.label}" was read beside the {reading.bar.length_px} px bar, but it is '
                                f"nearer the {paired.length_px} px bar's place for a label")
@@ -1162,7 +1171,7 @@ def read_scale_bar(image: np.ndarray, *, label: str = "", min_confidence: float 
     # two apart: the bar it pairs with best keeps it (read as two labels, it stays a doubt)
     found = [reading for reading, box in kept
              if box is None or not any(other is not None and rival.value_nm == reading.value_nm and _same_line(box, other)
-                                       and _pairing_cost(rival.bar, other) < _pairing_cost(reading.bar, box)
+                                       and _pairing(rival.bar, other) < _pairing(reading.bar, box)
                                        for rival, other in kept if rival is not reading)]
     if not found:
         return ScaleBarReading(None, bar=bars[0], reason="; ".join(dict.fromkeys(reasons)) or "no bar with a label")

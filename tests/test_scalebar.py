@@ -422,6 +422,32 @@ def test_a_label_read_beside_two_bars_is_the_label_of_the_bar_it_pairs_with_best
     assert reading.pixel_size_nm == pytest.approx(1000 / 200), reading
 
 
+def test_a_label_pairs_with_the_bar_it_is_centred_on_before_a_nearer_one():
+    # "10 nm" centred 9 px above its 120 px bar, and 7 px below it a strip of background
+    # between a box and the image's top edge, found as a 91 px bar 5 px off centre: the
+    # label is the centred bar's
+    image = np.full((200, 520), 200.0, np.float32)
+    image[45:49, 380:500] = 0.0
+    image[3:5, 390:481] = 0.0
+    box = (12, 36, 398, 483, "dark")  # centre 440.5; the 120 px bar's 440, the 91 px bar's 435.5
+    reading = read_scale_bar(image, reader=lambda image, bar, confidence: ("10 nm", 10.0, 0.99, box))
+    assert reading.pixel_size_nm == pytest.approx(10 / 120), reading
+
+
+def test_a_bold_decimal_point_is_a_point():
+    # DejaVu Sans Bold's point, blurred, is 0.3 of the digits' height: against the median
+    # glyph height of "0.5 nm" (its n and m, the x-height) it was too tall to be a point
+    from scipy import ndimage as ndi
+
+    from nanoshape.glyphs import cut_glyphs, render_label
+    from nanoshape.scalebar import _line_readings
+
+    text, _ = render_label("0.5 nm", "DejaVuSans-Bold.ttf", 27)
+    text = np.clip(ndi.gaussian_filter(text, 0.7), 0, 1)
+    line = cut_glyphs(text)[0]
+    assert _line_readings(text, line, load_glyph_model(), whole=True)[0][1] == "0.5nm"
+
+
 def test_a_stroke_above_the_text_beside_its_first_glyph_is_no_digit():
     # a stroke from above the label's cap line to half its height, 8 px left of "10 nm":
     # it joins the line as its first glyph and would read as a "1" ("110 nm"), or make the

@@ -564,9 +564,13 @@ def is_beside(bar: Bar, top: int, bottom: int, left: int, right: int) -> bool:
     return (above_or_below or beside) and line_height <= 1.2 * bar.length_px
 
 
-def _label_lines(image: np.ndarray, bar: Bar):
+def _label_lines(image: np.ndarray, bar: Bar, *, own_level: bool = False):
     """The lines of text beside a bar, per text polarity and ink (as is, and strokes only:
-    :func:`nanoshape.glyphs.ink`): (ink, [(distance to the bar, glyphs, line box)])."""
+    :func:`nanoshape.glyphs.ink`): (ink, [(distance to the bar, glyphs, line box)]).
+
+    ``own_level``: instead, one ink, of text in the bar's colour as it is, scaled to the
+    region's own extreme (its 99th or 1st percentile outside the bar) rather than to the
+    bar's grey value: a faint label (thin antialiased strokes) never reaches the latter."""
     from nanoshape.glyphs import STROKES_PX, cut_glyphs, ink
 
     y0, x0, region = label_region(image, bar)
@@ -577,16 +581,21 @@ def _label_lines(image: np.ndarray, bar: Bar):
     far = region[region < half] if bar.bar_value > bar.background_value else region[region > half]
     paper = float(np.median(far)) if far.size else bar.background_value
     out = []
-    for polarity, strokes_px in [(p, s) for p in ("dark", "light") for s in (0, STROKES_PX)]:
+    outside = np.ones(region.shape, bool)
+    outside[max(0, bar.y0_px - y0 - 3) : bar.y1_px - y0 + 4, max(0, bar.x0_px - x0 - 3) : bar.x1_px - x0 + 4] = False
+    kinds = [(bar.polarity, 0)] if own_level else [(p, s) for p in ("dark", "light") for s in (0, STROKES_PX)]
+    for polarity, strokes_px in kinds:
         # a label is drawn in its bar's colour on its bar's background: their grey values
         # set the ink's scale (for text of the other colour, the region's own levels); each
         # is read as it is and as strokes only (a top-hat: particles touching it dropped)
         same = polarity == bar.polarity
-        text = ink(region, polarity, level=bar.bar_value if same else None, background=paper if same else None,
-                   strokes_px=strokes_px)
+        level = bar.bar_value if same else None
+        if own_level and outside.any():
+            level = float(np.percentile(region[outside], 99 if polarity == "light" else 1))
+        text = ink(region, polarity, level=level, background=paper if same else None, strokes_px=strokes_px)
         # the bar and 3 px around it (outline, blur) are not text: text sitting on the bar
         # would otherwise join its glyphs through the bar's edge
-        text[max(0, bar.y0_px - y0 - 3) : bar.y1_px - y0 + 4, max(0, bar.x0_px - x0 - 3) : bar.x1_px - x0 + 4] = 0
+        text[~outside] = 0
         lines = []
         for line in map(_from_baseline, cut_glyphs(text)):
             if not 2 <= len(line) <= 12:  # a label is a number and a unit: no lone blob, no texture
@@ -1017,15 +1026,41 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
     as another ("5 nm" of "2.5 nm"); glyphs over a paler particle stay in strokes-only ink.
     A line centred on the bar has lost nothing (:func:`_centred`) and is never passed over.
     A line neither reads is read whole by the line reader (:func:`_line_read`), which needs
-    no cutting into glyphs. ``synthesis=False`` and ``line_reader=False`` leave those
+    no cutting into glyphs. Where all of them read nothing, the same is done once more on
+    one ink of text in the bar's colour scaled to the region's own extreme, not to the
+    bar's grey value (:func:`_label_lines` ``own_level``): a label in thin antialiased
+    strokes is fainter than its bar. ``synthesis=False`` and ``line_reader=False`` leave those
     readers out (to measure what each adds).
 
     Returns:
       (label as ``"100 nm"``, its length in nm, its confidence, the line's box (top,
       bottom, left, right in px, text polarity)), or None.
     """
-    found, unread = [], []
-    inks = _label_lines(image, bar)
+    found: list = []
+    for own_level in (False, True):
+        # own_level: a label drawn in thinner strokes than its bar, antialiased, never reaches
+        # the bar's grey value and stays under the cut's threshold; read at the text's own
+        # level where nothing else read a label
+        unread: list = []
+        _read_inks(_label_lines(image, bar, own_level=own_level), bar, found, unread, min_confidence, model, synthesis)
+        # the line reader only where neither read a line of any ink: it adds readings, never changes one
+        for text, lines in unread if line_reader and not found else []:
+            for line, box in lines:
+                accepted = _line_read(text, line, whole=_centred(bar, box))
+                if accepted is not None:
+                    found.append((*accepted, box))
+                    break
+        if found:
+            break
+    if not found or len({round(f[1], 9) for f in found}) > 1:
+        return None
+    return max(found, key=lambda f: f[2])
+
+
+def _read_inks(inks, bar: Bar, found: list, unread: list, min_confidence: float, model, synthesis: bool) -> None:
+    """Read each ink's lines beside a bar with the glyph classifier and synthesis (see
+    :func:`read_label`): append to ``found`` at most one label per ink, (label, nm,
+    confidence, box), and to ``unread`` each ink that gave none, (ink, lines seen)."""
     for index, (text, candidates) in enumerate(inks):
         plain = inks[index - index % 2][0]  # the grey values as ink, for strokes-only ink too
         # a label's lines, nearest first: in the bar's colour, none with its first glyphs
@@ -1046,16 +1081,6 @@ def read_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, mode
                 break
         else:
             unread.append((text, seen))
-    # the line reader only where neither read a line of any ink: it adds readings, never changes one
-    for text, lines in unread if line_reader and not found else []:
-        for line, box in lines:
-            accepted = _line_read(text, line, whole=_centred(bar, box))
-            if accepted is not None:
-                found.append((*accepted, box))
-                break
-    if not found or len({round(f[1], 9) for f in found}) > 1:
-        return None
-    return max(found, key=lambda f: f[2])
 
 
 def explain_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, model=None) -> list[dict[str, Any]]:
@@ -1068,7 +1093,7 @@ def explain_label(image: np.ndarray, bar: Bar, *, min_confidence: float = 0.9, m
       (what :func:`read_label` takes from it, or None).
     """
     out = []
-    inks = _label_lines(image, bar)
+    inks = _label_lines(image, bar) + _label_lines(image, bar, own_level=True)
     for index, (text, candidates) in enumerate(inks):
         plain = inks[index - index % 2][0]
         for _, line, box in candidates:

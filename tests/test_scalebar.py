@@ -434,6 +434,18 @@ def test_a_label_pairs_with_the_bar_it_is_centred_on_before_a_nearer_one():
     assert reading.pixel_size_nm == pytest.approx(10 / 120), reading
 
 
+def test_a_label_fainter_than_its_bar_is_read_at_its_own_level():
+    # a white bar at 255 and its label's strokes at 45 % of the bar's contrast (thin,
+    # antialiased text never reaches the bar's grey value): under the cut's threshold on the
+    # bar's scale, read on the region's own
+    image = np.full((300, 400), 190.0, np.float32)
+    image, (_, _, _, bottom) = draw_scale_bar(image, length_px=120, label="20 nm", colour="white", corner="bottom-left",
+                                              cap_height_px=14, label_above=False)
+    image[bottom + 1 :] = 190 + 0.45 * (image[bottom + 1 :] - 190)
+    reading = read_scale_bar(image)
+    assert reading.label == "20 nm" and reading.pixel_size_nm == pytest.approx(20 / 120), reading
+
+
 def test_a_bold_decimal_point_is_a_point():
     # DejaVu Sans Bold's point, blurred, is 0.3 of the digits' height: against the median
     # glyph height of "0.5 nm" (its n and m, the x-height) it was too tall to be a point
@@ -556,9 +568,9 @@ def test_glyph_model_is_small_and_reads_rendered_glyphs():
 
 def test_hand_measured_floor():
     """The reader against 53 hand-measured micrographs: none wrong, and a floor on the share
-    read within 2 % at what the reader reaches now (43 of 51: a bar at the image's edge whose
-    label shows it whole, one line read beside a bar and its halo, 2026-12-07, third session;
-    41 before). The issue's target
+    read within 2 % at what the reader reaches now (44 of 51: a bar at the image's edge whose
+    label shows it whole, one line read beside a bar and its halo, a faint label read at its
+    own level, 2026-12-07, third session; 41 before). The issue's target
     is 90 %: not met yet (see experiments/scale_bars/results/hand_summary.json)."""
     if not DATA.is_dir():
         pytest.skip(f"{DATA} is absent: the hand-measured micrographs live in ../shared/data beside the checkout")
@@ -568,7 +580,7 @@ def test_hand_measured_floor():
     wrong = scored[scored.outcome == "wrong"]
     assert wrong.empty, wrong[["file", "label", "read_label", "relative_error"]].to_string()
     within = (judged.outcome == "within 2 %").mean()
-    assert within >= 43 / 51 - 1e-9, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
+    assert within >= 44 / 51 - 1e-9, judged[judged.outcome != "within 2 %"][["file", "label", "reason"]].to_string()
 
 
 def test_run_records_pixel_size_source_per_micrograph(tmp_path, scene):

@@ -1234,8 +1234,10 @@ def _whole_at_edge(bar: Bar, box: tuple[int, int, int, int, str], width: int) ->
     bar, the bar's visible centre moves c / 2 away from that edge and the label's does not.
     So twice the label's shift towards the edge, measured to :data:`_LABEL_CENTRE_PX`,
     bounds the cut: the bar is taken where that bound is within :data:`_EDGE_CUT` of its
-    length (a 138 px bar whose label is centred to 0.4 px or lies off towards the other
-    side; under 100 px, only one whose label lies off towards the other side)."""
+    length: a 138 px bar whose label lies at most 0.38 px towards the edge from its centre
+    (or any distance towards the other side); a 100 px bar, one whose label lies no
+    distance towards the edge; a shorter bar, only one whose label lies off towards the
+    other side."""
     top, bottom, left, right, _ = box
     if not _centred(bar, box) or left <= 0 or right >= width:
         return False

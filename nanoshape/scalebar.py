@@ -630,26 +630,20 @@ def _from_baseline(line):
     return line[start:]
 
 
-def _pairing_cost(bar: Bar, box: tuple[int, int, int, int, str]) -> float:
-    """How far a label line (top, bottom, left, right, text polarity) is from being its
-    bar's label: text of another colour than the bar comes after all of the bar's colour
-    (labels are drawn in their bar's colour); then its gap to the bar, plus a quarter of
-    its centre's offset from the bar's centre where it is above or below (labels are
-    centred on their bars)."""
+def _pairing(bar: Bar, box: tuple[int, int, int, int, str]) -> tuple[bool, bool, float]:
+    """How far a label line (top, bottom, left, right, text polarity) is from being a bar's
+    label, as a key that orders a line's bars best first: bars of the line's colour first
+    (labels are drawn in their bar's colour); of those, a bar the line is centred on
+    (:func:`_centred`: figure software centres a label on its bar, to a pixel or two) before
+    one it is not (a strip of background between a box and the image's edge, found as a bar
+    a few px nearer the label than the bar itself, is not centred under it); then the line's
+    gap to the bar, plus a quarter of its centre's offset from the bar's centre where it is
+    above or below."""
     top, bottom, left, right, polarity = box
     vertical = max(top - bar.y1_px - 1, bar.y0_px - bottom, 0)
     horizontal = max(left - bar.x1_px - 1, bar.x0_px - right, 0)
     offset = abs(0.5 * (left + right) - 0.5 * (bar.x0_px + bar.x1_px + 1)) if vertical else 0.0
-    return (0.0 if _bar_colour(bar, polarity) else 1e6) + vertical + horizontal + 0.25 * offset
-
-
-def _pairing(bar: Bar, box: tuple[int, int, int, int, str]) -> tuple[bool, bool, float]:
-    """What orders a line's bars, best first: bars of the line's colour first (as in
-    :func:`_pairing_cost`), of those a bar the line is centred on (:func:`_centred`: figure
-    software centres a label on its bar, to a pixel or two) before one it is not, then the
-    :func:`_pairing_cost`. A strip of background between a box and the image's edge, found
-    as a bar a few px nearer the label than the bar itself, is not centred under it."""
-    return not _bar_colour(bar, box[4]), not _centred(bar, box), _pairing_cost(bar, box)
+    return not _bar_colour(bar, polarity), not _centred(bar, box), vertical + horizontal + 0.25 * offset
 
 
 def _bar_colour(bar: Bar, polarity: str) -> bool:
@@ -796,8 +790,8 @@ def _has_stroke(text: np.ndarray, window: np.ndarray, height: int, level: float 
     at least 3 px and 3 % of a glyph's square."""
     from nanoshape.glyphs import background_noise
 
-    if not window.size:
-        return False
+    if not window.size or window.max() <= level:
+        return False  # nothing past level (a word space): no need of the noise's measure
     base, noise = background_noise(text)
     blobs, n = ndi.label(window > max(level, base + 3 * noise))
     return bool(n) and int(np.bincount(blobs.ravel())[1:].max()) >= max(3, 0.03 * height * height)

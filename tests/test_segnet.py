@@ -94,6 +94,27 @@ def test_tiles_per_call_keep_within_the_pixel_budget(monkeypatch):
     assert segnet.CALL_PX // SegNetOptions().tile_px**2 == 0  # the default tile runs alone: max(1, 0)
 
 
+def test_a_level_run_whole_is_padded_by_edge_px_not_the_tile_margin(monkeypatch):
+    """A level that fits in one call is reflect-padded by ``edge_px`` (its sides then rounded up
+    to 32), not by the tiles' wider margin: that is the network's work on a small micrograph.
+    The padding changes only pixels near the edge."""
+    from nanoshape import segnet
+
+    shapes = []
+    forward = segnet._forward
+    monkeypatch.setattr(segnet, "_forward", lambda g, st, x: shapes.append(x.shape) or forward(g, st, x))
+    image = np.random.default_rng(4).normal(size=(64, 80)).astype(np.float32)
+    outs = {}
+    for edge in (0, 32):
+        options = dataclasses.replace(TINY, tile_px=256, tile_margin_px=48, edge_px=edge)
+        outs[edge] = _run_level(_with_options(SegNet(TINY, rngs=nnx.Rngs(5)), options), image)
+    assert shapes == [(1, 64, 96, 1), (1, 128, 160, 1)]
+    assert np.abs(outs[0] - outs[32]).max() > 1e-3  # the edge differs...
+    np.testing.assert_allclose(outs[0][24:-24, 24:-24], outs[32][24:-24, 24:-24], atol=1e-4)  # ...not the inside
+    with pytest.raises(ValueError, match="edge_px"):
+        SegNetOptions(edge_px=-1)
+
+
 def test_averaged_views_mirror_with_the_micrograph():
     """Two views (the image and its left-right mirror) give mirrored outputs for a mirrored image;
     all eight give the same for a transposed one; each differs from the single view."""

@@ -261,3 +261,20 @@ def test_self_check_flags_fragments_and_names_them():
     # low scores are doubtful
     flags, findings = self_check(clean, np.full(4, 0.62), 0.6)
     assert flags == ["doubtful"] * 4 and any("doubtful" in f for f in findings)
+
+
+def test_self_check_calls_ragged_only_a_long_outline_of_low_solidity():
+    """A comb (724 px of outline for 720 px of area, 2.5x a disc's; solidity 0.55) is ragged; a
+    2 px wide rod has as long an outline but is solid; a thick L is not solid (0.47) but its
+    outline is short: neither of those is ragged."""
+    from nanoshape.segment import self_check
+
+    labels = np.zeros((160, 520), np.int32)
+    labels[10:12, 10:70] = 1  # the comb's spine...
+    for k in range(15):
+        labels[12:32, 10 + 4 * k:12 + 4 * k] = 1  # ...and its 15 teeth
+    labels[60:62, 10:410] = 2  # a thin rod
+    labels[90:150, 440:450] = 3  # an L
+    labels[140:150, 450:500] = 3
+    flags, _ = self_check(labels, np.full(3, 0.95), 0.6)
+    assert flags == ["ragged", "", ""]

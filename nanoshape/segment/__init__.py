@@ -256,9 +256,15 @@ def self_check(labels: np.ndarray, scores: np.ndarray, min_score: float) -> tupl
         pair = (a != b) & (a > 0) & (b > 0)
         touching[a[pair]] = True
         touching[b[pair]] = True
-    solidity = _solidity(labels.astype(np.int32), np.arange(1, n + 1))
-    perimeter = _perimeters(labels, n)
-    ragged = (solidity < 0.6) & (perimeter > 3 * 2 * np.sqrt(np.pi * area))
+    # ragged: the outline three times a disc's of its area and solidity under 0.6; the convex
+    # hulls only for the few long outlines (all of them cost 0.4 s on a 2048^2 micrograph)
+    long = _perimeters(labels, n) > 3 * 2 * np.sqrt(np.pi * area)
+    ragged = np.zeros(n, bool)
+    if long.any():
+        ids = np.flatnonzero(long) + 1
+        only = np.zeros(n + 1, np.int32)
+        only[ids] = ids
+        ragged[long] = _solidity(only[labels], ids) < 0.6
     for i in range(n):
         if scores[i] < min_score + 0.1:
             flags[i].append("doubtful")

